@@ -1,0 +1,1 @@
+//! The tick loop of `interference collect`.

@@ -1,0 +1,1 @@
+//! The TOML configuration (placeholder until the inventory work lands).

@@ -1,0 +1,1 @@
+//! Exporters: Prometheus textfile and JSONL samples.

@@ -1,0 +1,6 @@
+//! Per-VM telemetry: eBPF maps and cgroup files -> [`VmSample`] per VM per tick.
+
+pub mod cgroup;
+pub mod sample;
+
+pub use sample::*;
