@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use interference_common::{
-    entry_vm, hist_bucket, InflightIo, VmIoStats, IO_OPS, IO_OP_DISCARD, IO_OP_FLUSH,
+    entry_vm, hist_bucket, InflightIo, VmIoStats, IO_OP_DISCARD, IO_OP_FLUSH,
     IO_OP_OTHER, IO_OP_READ, IO_OP_WRITE, MAX_CGROUPS, MAX_INFLIGHT_IO, MAX_VMS,
 };
 
@@ -86,13 +86,18 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let Some(stats) = VM_IO.get_ptr_mut(io.vm_index % MAX_VMS) else {
         return 0;
     };
-    let op = (io.op as usize) % IO_OPS;
-    // SAFETY: map value pointer; indexes are bounded above.
+    // SAFETY: map value pointer; every index is checked against its array.
     unsafe {
-        atomic_add((*stats).ops.as_mut_ptr().add(op), 1);
-        atomic_add((*stats).bytes.as_mut_ptr().add(op), io.bytes);
+        if let Some(ops) = (*stats).ops.get_mut(io.op as usize) {
+            atomic_add(ops, 1);
+        }
+        if let Some(bytes) = (*stats).bytes.get_mut(io.op as usize) {
+            atomic_add(bytes, io.bytes);
+        }
         atomic_add(&raw mut (*stats).latency_sum_ns, latency);
-        atomic_add((*stats).latency_hist.as_mut_ptr().add(hist_bucket(latency)), 1);
+        if let Some(b) = (*stats).latency_hist.get_mut(hist_bucket(latency)) {
+            atomic_add(b, 1);
+        }
     }
     0
 }
