@@ -1,1 +1,221 @@
-//! Fixtures for the privileged integration tests.
+//! Fixtures for the privileged integration tests: real cgroups (v1 and the v2 unified
+//! hierarchy of a hybrid host), real busy processes placed in them before they run, and
+//! the kernel's own accounting to compare against (schedstat, context-switch counts).
+
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod oracle;
+
+/// True when the test can run; otherwise prints why it is skipped.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped {test}: needs root (eBPF, cgroups); run ./scripts/test.sh as root");
+        return false;
+    }
+    true
+}
+
+/// Kernel release, for skip messages.
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "cpuset", "memory", "blkio", "pids"];
+
+/// Where the cgroup v2 hierarchy is mounted on this host.
+pub fn v2_root() -> PathBuf {
+    if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        PathBuf::from("/sys/fs/cgroup/unified")
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A test "VM" as cgroups: one directory per hierarchy, all named
+/// `interference-test/<name>`. Dropping it kills its processes and removes the dirs.
+pub struct TestCgroup {
+    pub name: String,
+    pub dirs: Vec<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> io::Result<Self> {
+        let rel = format!("interference-test/{name}-{}", std::process::id());
+        let mut dirs = vec![v2_root().join(&rel)];
+        for c in V1_CONTROLLERS {
+            let root = Path::new("/sys/fs/cgroup").join(c);
+            if root.join("tasks").exists() {
+                dirs.push(root.join(&rel));
+            }
+        }
+        for d in &dirs {
+            fs::create_dir_all(d)?;
+            if d.starts_with("/sys/fs/cgroup/cpuset") {
+                // A v1 cpuset cgroup takes no task until it has cpus and mems.
+                let parent = d.parent().unwrap_or(d);
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let up = fs::read_to_string(parent.parent().unwrap_or(parent).join(f))?;
+                    for dir in [parent, d.as_path()] {
+                        if fs::read_to_string(dir.join(f))?.trim().is_empty() {
+                            fs::write(dir.join(f), up.trim())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            name: name.to_string(),
+            dirs,
+            children: vec![],
+        })
+    }
+
+    /// The cgroup list for a static `[[vm]]` entry.
+    pub fn paths(&self) -> Vec<String> {
+        self.dirs.iter().map(|d| d.display().to_string()).collect()
+    }
+
+    pub fn dir(&self, controller: &str) -> Option<&Path> {
+        let prefix = Path::new("/sys/fs/cgroup").join(controller);
+        self.dirs
+            .iter()
+            .find(|d| d.starts_with(&prefix))
+            .map(|d| d.as_path())
+    }
+
+    /// Starts `cmd` with its process already in every cgroup of this VM.
+    pub fn spawn(&mut self, cmd: &mut Command) -> io::Result<u32> {
+        let procs: Vec<std::ffi::CString> = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let f = if d.join("cgroup.procs").exists() {
+                    d.join("cgroup.procs")
+                } else {
+                    d.join("tasks")
+                };
+                std::ffi::CString::new(f.display().to_string()).unwrap_or_default()
+            })
+            .collect();
+        // SAFETY: the closure only calls async-signal-safe functions (open, write, close,
+        // getpid) on memory allocated before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let pid = libc::getpid();
+                let mut buf = [0u8; 16];
+                let mut n = 0;
+                let mut p = pid as u32;
+                let mut tmp = [0u8; 16];
+                let mut k = 0;
+                loop {
+                    tmp[k] = b'0' + (p % 10) as u8;
+                    k += 1;
+                    p /= 10;
+                    if p == 0 {
+                        break;
+                    }
+                }
+                while k > 0 {
+                    k -= 1;
+                    buf[n] = tmp[k];
+                    n += 1;
+                }
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let w = libc::write(fd, buf.as_ptr().cast(), n);
+                    libc::close(fd);
+                    if w < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// A busy-looping shell in this VM's cgroups, optionally pinned to `cpu`.
+    pub fn spin(&mut self, cpu: Option<usize>) -> io::Result<u32> {
+        let script = "while :; do :; done";
+        let mut cmd = match cpu {
+            Some(c) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", &c.to_string(), "sh", "-c", script]);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", script]);
+                cmd
+            }
+        };
+        self.spawn(&mut cmd)
+    }
+
+    /// Kills every process this fixture started, and waits for them.
+    pub fn stop_all(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+
+    /// Removes the cgroup directories (after killing the processes).
+    pub fn remove(&mut self) {
+        self.stop_all();
+        for d in &self.dirs {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Threads of a process.
+pub fn threads_of(pid: u32) -> Vec<u32> {
+    let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort();
+    tids
+}
+
+/// The process whose pid a `taskset ... sh -c` wrapper became (taskset execs sh).
+pub fn wait_running(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) {
+            if comm.trim() != "taskset" {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

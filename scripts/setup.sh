@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Takes a fresh Debian 12 machine (run as root) to a built release binary:
+# system packages, the pinned nightly with rust-src, bpf-linker built against
+# Debian's LLVM 22, the eBPF object and the `interference` binary.
+# Idempotent: every step is skipped when its result is already there.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+EBPF_TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' interference-ebpf/rust-toolchain.toml)
+BPF_LINKER_VERSION=0.13.0
+LLVM=22
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+packages=(
+    build-essential pkg-config
+    "llvm-$LLVM-dev" "libpolly-$LLVM-dev" libzstd-dev zlib1g-dev libxml2-dev
+    bpftrace linux-perf stress-ng
+    qemu-system-x86 qemu-utils busybox-static cpio
+    python3 python3-venv
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+    log "system packages present"
+fi
+
+if ! command -v rustup >/dev/null; then
+    echo "setup: rustup not found; install Rust with rustup first" >&2
+    exit 1
+fi
+if ! rustup run "$EBPF_TOOLCHAIN" rustc --version >/dev/null 2>&1 ||
+    ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q rust-src; then
+    log "installing $EBPF_TOOLCHAIN with rust-src (pinned for bpf-linker's LLVM $LLVM)"
+    rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src
+else
+    log "$EBPF_TOOLCHAIN with rust-src present"
+fi
+rustup target list --installed | grep -q x86_64-unknown-linux-musl ||
+    rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
+
+if bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+    log "bpf-linker $BPF_LINKER_VERSION present"
+else
+    log "building bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM (about a minute)"
+    PATH="/usr/lib/llvm-$LLVM/bin:$PATH" \
+        LLVM_SYS_221_PREFIX="/usr/lib/llvm-$LLVM" \
+        RUSTFLAGS="-L /usr/lib/llvm-$LLVM/lib" \
+        cargo install --locked "bpf-linker@$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM"
+fi
+
+log "building the eBPF programs"
+cargo xtask build-ebpf
+log "building the release binary"
+cargo build --release --workspace
+log "done: $ROOT/target/release/interference"

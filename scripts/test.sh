@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: set-up (idempotent, so CI on a fresh machine gets every
+# dependency), unit tests, then the privileged integration tests against this kernel,
+# real cgroups and (later) real QEMU guests.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+./scripts/setup.sh
+
+echo "== unit tests"
+cargo test --workspace --exclude interference-tests
+
+echo "== integration tests (root, eBPF, cgroups)"
+# One at a time: they oversubscribe the CPUs on purpose and measure latency.
+cargo test --release -p interference-tests -- --test-threads=1
