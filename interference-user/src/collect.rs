@@ -1,1 +1,139 @@
-//! The tick loop of `interference collect`.
+//! The tick loop of `interference collect` and `interference top`: discover VMs, sample
+//! them, (re)register them with the kernel side, write the outputs. Kept short on
+//! purpose: each step belongs to its stage, this only wires them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::export::jsonl::SampleWriter;
+use crate::export::prometheus::MetricsExporter;
+use crate::inventory::Vm;
+use crate::telemetry::collector::{CollectError, Collector};
+use crate::telemetry::kernel::KernelMaps;
+use crate::telemetry::VmSample;
+
+#[derive(Debug, Error)]
+pub enum TickError {
+    #[error("collecting telemetry")]
+    Collect(#[from] CollectError),
+    #[error("discovering VMs")]
+    Inventory(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where each tick's results go.
+#[derive(Default)]
+pub struct Outputs {
+    pub samples: Option<SampleWriter>,
+    pub metrics: Option<(PathBuf, MetricsExporter)>,
+}
+
+/// What one tick produced.
+pub struct TickReport {
+    pub samples: Vec<VmSample>,
+    pub vms: Vec<Vm>,
+    pub duration: Duration,
+}
+
+pub type Discover =
+    Box<dyn FnMut() -> Result<Vec<Vm>, Box<dyn std::error::Error + Send + Sync>> + Send>;
+
+pub struct TickLoop<K: KernelMaps> {
+    collector: Collector<K>,
+    discover: Discover,
+    outputs: Outputs,
+    vms: Vec<Vm>,
+}
+
+impl<K: KernelMaps> TickLoop<K> {
+    /// Discovers and registers the VMs present now, so the first tick has data.
+    pub fn start(
+        mut collector: Collector<K>,
+        mut discover: Discover,
+        outputs: Outputs,
+    ) -> Result<Self, TickError> {
+        let vms = discover().map_err(TickError::Inventory)?;
+        collector.track(&vms)?;
+        Ok(Self {
+            collector,
+            discover,
+            outputs,
+            vms,
+        })
+    }
+
+    pub fn collector(&self) -> &Collector<K> {
+        &self.collector
+    }
+
+    /// One tick. A failed discovery keeps the previous VM list (logged); a failed
+    /// output write is logged and retried next tick: telemetry keeps flowing.
+    pub fn tick(&mut self) -> Result<TickReport, TickError> {
+        let started = Instant::now();
+        match (self.discover)() {
+            Ok(vms) => self.vms = vms,
+            Err(e) => tracing::warn!("discovering VMs failed, keeping the previous list: {e}"),
+        }
+        let samples = self.collector.sample(&self.vms)?;
+        self.collector.track(&self.vms)?;
+        if let Some(w) = &mut self.outputs.samples {
+            if let Err(e) = w.write_all(&samples) {
+                tracing::warn!("{e}");
+            }
+        }
+        let duration = started.elapsed();
+        if let Some((path, exporter)) = &mut self.outputs.metrics {
+            exporter.update(&samples, &self.collector.status().as_pairs(), duration);
+            if let Err(e) = exporter.write_textfile(path) {
+                tracing::warn!("{e}");
+            }
+        }
+        Ok(TickReport {
+            samples,
+            vms: self.vms.clone(),
+            duration,
+        })
+    }
+}
+
+/// Runs ticks every `interval` until `duration` has passed or SIGINT/SIGTERM arrives.
+/// `on_tick` sees every report (the `top` view, progress logs).
+pub async fn run<K: KernelMaps>(
+    lp: &mut TickLoop<K>,
+    interval: Duration,
+    duration: Option<Duration>,
+    mut on_tick: impl FnMut(&TickReport),
+) -> Result<(), TickError> {
+    let started = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval_at(started + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        let deadline = duration.map(|d| started + d);
+        tokio::select! {
+            _ = ticker.tick() => {
+                let report = lp.tick()?;
+                on_tick(&report);
+                if let Some(d) = deadline {
+                    if tokio::time::Instant::now() + interval / 2 >= d {
+                        return Ok(());
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: stopping");
+                return Ok(());
+            }
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                tracing::info!("SIGTERM: stopping");
+                return Ok(());
+            }
+        }
+    }
+}

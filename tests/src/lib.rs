@@ -219,3 +219,74 @@ pub fn wait_running(pid: u32) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A static-inventory VM for `cg`, its threads taken from the given processes, and its
+/// cgroups classified by hierarchy as the inventory would.
+pub fn vm_for(cg: &TestCgroup, pids: &[u32]) -> interference::inventory::Vm {
+    use interference::inventory::{Hierarchy, Priority, Vm, VmCgroup, VmSource, VmThread};
+    let cgroups = cg
+        .dirs
+        .iter()
+        .map(|d| {
+            let hierarchy = if d.starts_with("/sys/fs/cgroup/unified") || !d.starts_with("/sys/fs/cgroup/cpu") && d.join("cgroup.procs").exists() && !d.join("tasks").exists() {
+                Hierarchy::V2
+            } else {
+                let ctrl = d
+                    .strip_prefix("/sys/fs/cgroup")
+                    .ok()
+                    .and_then(|r| r.components().next())
+                    .map(|c| c.as_os_str().to_string_lossy().to_string())
+                    .unwrap_or_default();
+                Hierarchy::V1 {
+                    controllers: vec![ctrl],
+                }
+            };
+            VmCgroup {
+                path: d.clone(),
+                hierarchy,
+            }
+        })
+        .collect();
+    let threads = pids
+        .iter()
+        .flat_map(|p| threads_of(*p))
+        .map(|tid| VmThread {
+            tid,
+            name: fs::read_to_string(format!("/proc/{tid}/comm"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            vcpu: None,
+        })
+        .collect();
+    Vm {
+        name: cg.name.clone(),
+        uuid: None,
+        source: VmSource::Static,
+        pid: pids.first().copied(),
+        qmp_socket: None,
+        cgroups,
+        threads,
+        customer: None,
+        priority: Priority::Normal,
+        workload: None,
+    }
+}
+
+/// A collector over the real eBPF programs, LLC counters in software mode (no PMU here).
+pub fn real_collector(
+) -> anyhow::Result<interference::telemetry::collector::Collector<interference::telemetry::ebpf::EbpfProbes>>
+{
+    use interference::telemetry::collector::{Collector, CollectorOptions};
+    use interference::telemetry::ebpf::{EbpfProbes, ProbeSet};
+    use interference::telemetry::perf::CounterSet;
+    let probes = EbpfProbes::load(ProbeSet::default())?;
+    Ok(Collector::new(
+        probes,
+        CollectorOptions {
+            host: "test".into(),
+            counters: CounterSet::Software,
+            sched: true,
+            block_io: true,
+        },
+    )?)
+}

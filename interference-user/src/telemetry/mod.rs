@@ -2,8 +2,12 @@
 
 pub mod btf;
 pub mod cgroup;
+pub mod collector;
 pub mod ebpf;
 pub mod kernel;
+pub mod perf;
+pub mod preflight;
+pub mod registry;
 pub mod sample;
 
 pub use sample::*;
