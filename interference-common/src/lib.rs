@@ -197,9 +197,15 @@ mod tests {
 
     #[test]
     fn sizes_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<ThreadStats>(), 8 * 7 + 8 * HIST_BUCKETS);
+        assert_eq!(
+            core::mem::size_of::<ThreadStats>(),
+            8 * 7 + 8 * HIST_BUCKETS
+        );
         assert_eq!(core::mem::size_of::<PreemptCell>(), 16);
-        assert_eq!(core::mem::size_of::<VmIoStats>(), 8 * (2 * IO_OPS + 1 + HIST_BUCKETS));
+        assert_eq!(
+            core::mem::size_of::<VmIoStats>(),
+            8 * (2 * IO_OPS + 1 + HIST_BUCKETS)
+        );
         assert_eq!(core::mem::size_of::<InflightIo>(), 24);
     }
 

@@ -11,11 +11,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use interference_common::{
-    entry_vm, hist_bucket, InflightIo, VmIoStats, IO_OP_DISCARD, IO_OP_FLUSH,
-    IO_OP_OTHER, IO_OP_READ, IO_OP_WRITE, MAX_CGROUPS, MAX_INFLIGHT_IO, MAX_VMS,
+    entry_vm, hist_bucket, InflightIo, VmIoStats, IO_OP_DISCARD, IO_OP_FLUSH, IO_OP_OTHER,
+    IO_OP_READ, IO_OP_WRITE, MAX_CGROUPS, MAX_INFLIGHT_IO, MAX_VMS,
 };
 
-use crate::shared::{atomic_add, global, load_u32, tid_entry_of, RQ_CMD_FLAGS_OFF, RQ_DATA_LEN_OFF};
+use crate::shared::{
+    atomic_add, global, load_u32, tid_entry_of, RQ_CMD_FLAGS_OFF, RQ_DATA_LEN_OFF,
+};
 
 /// Per VM index.
 #[map(name = "VM_IO")]

@@ -20,7 +20,12 @@ use interference::telemetry::registry::Registry;
 
 const ROUNDS: usize = 5;
 const ROUND: Duration = Duration::from_secs(4);
-fn pairs() -> usize { std::env::var("STORM_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(4) }
+fn pairs() -> usize {
+    std::env::var("STORM_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
 
 /// bpftrace's runqlat.bt without `#include <linux/sched.h>` (which fails to compile
 /// with Debian 12's bpftrace on this kernel), testing `prev_state == 0` instead.
@@ -75,7 +80,11 @@ impl Storm {
             let a = pipe();
             let b = pipe();
             for side in 0..2 {
-                let (rd, wr) = if side == 0 { (a[0], b[1]) } else { (b[0], a[1]) };
+                let (rd, wr) = if side == 0 {
+                    (a[0], b[1])
+                } else {
+                    (b[0], a[1])
+                };
                 let stop = stop.clone();
                 let tx = tx.clone();
                 handles.push(std::thread::spawn(move || {
@@ -103,7 +112,11 @@ impl Storm {
             }
         }
         let tids = (0..pairs * 2).filter_map(|_| rx.recv().ok()).collect();
-        Storm { stop, handles, tids }
+        Storm {
+            stop,
+            handles,
+            tids,
+        }
     }
 
     fn stop(self) {
@@ -199,7 +212,10 @@ fn main() -> anyhow::Result<()> {
         priority: Priority::Normal,
         workload: None,
     };
-    let vms = [vm("storm-a", &storm.tids[..half]), vm("storm-b", &storm.tids[half..])];
+    let vms = [
+        vm("storm-a", &storm.tids[..half]),
+        vm("storm-b", &storm.tids[half..]),
+    ];
     let mut registry = Registry::new();
     registry
         .sync(&vms, &|_| BTreeSet::new(), &mut probes)
@@ -232,7 +248,11 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .enumerate()
         {
-            let key = if *ours_flag { format!("ours:{name}") } else { format!("bpftrace:{name}") };
+            let key = if *ours_flag {
+                format!("ours:{name}")
+            } else {
+                format!("bpftrace:{name}")
+            };
             let c = delta(&after, &before, &key);
             rows[i].1.push(c.per_event());
             rows[i].2.push(c.runs as f64 / secs);
@@ -247,11 +267,20 @@ fn main() -> anyhow::Result<()> {
     println!("| program | median ns/event | events/s | rounds |");
     println!("|---|---|---|---|");
     for (name, ns, rate) in &rows {
-        println!("| {name} | {:.0} | {:.0} | {} |", median(ns.clone()), median(rate.clone()), ns.len());
+        println!(
+            "| {name} | {:.0} | {:.0} | {} |",
+            median(ns.clone()),
+            median(rate.clone()),
+            ns.len()
+        );
     }
     let ratio = |a: usize, b: usize| median(rows[b].1.clone()) / median(rows[a].1.clone());
     println!();
-    println!("runqlat / interference: sched_switch {:.2}x, sched_wakeup {:.2}x", ratio(0, 2), ratio(1, 3));
+    println!(
+        "runqlat / interference: sched_switch {:.2}x, sched_wakeup {:.2}x",
+        ratio(0, 2),
+        ratio(1, 3)
+    );
     Ok(())
 }
 
@@ -261,7 +290,11 @@ fn snapshot(our_ids: &BTreeSet<u32>) -> anyhow::Result<Vec<(String, Cost)>> {
     for p in loaded_programs() {
         let p = p.context("listing loaded programs")?;
         let name = p.name_as_str().unwrap_or("").to_string();
-        let owner = if our_ids.contains(&p.id()) { "ours" } else { "bpftrace" };
+        let owner = if our_ids.contains(&p.id()) {
+            "ours"
+        } else {
+            "bpftrace"
+        };
         out.push((
             format!("{owner}:{name}"),
             Cost {

@@ -228,7 +228,11 @@ pub fn vm_for(cg: &TestCgroup, pids: &[u32]) -> interference::inventory::Vm {
         .dirs
         .iter()
         .map(|d| {
-            let hierarchy = if d.starts_with("/sys/fs/cgroup/unified") || !d.starts_with("/sys/fs/cgroup/cpu") && d.join("cgroup.procs").exists() && !d.join("tasks").exists() {
+            let hierarchy = if d.starts_with("/sys/fs/cgroup/unified")
+                || !d.starts_with("/sys/fs/cgroup/cpu")
+                    && d.join("cgroup.procs").exists()
+                    && !d.join("tasks").exists()
+            {
                 Hierarchy::V2
             } else {
                 let ctrl = d
@@ -273,9 +277,9 @@ pub fn vm_for(cg: &TestCgroup, pids: &[u32]) -> interference::inventory::Vm {
 }
 
 /// A collector over the real eBPF programs, LLC counters in software mode (no PMU here).
-pub fn real_collector(
-) -> anyhow::Result<interference::telemetry::collector::Collector<interference::telemetry::ebpf::EbpfProbes>>
-{
+pub fn real_collector() -> anyhow::Result<
+    interference::telemetry::collector::Collector<interference::telemetry::ebpf::EbpfProbes>,
+> {
     use interference::telemetry::collector::{Collector, CollectorOptions};
     use interference::telemetry::ebpf::{EbpfProbes, ProbeSet};
     use interference::telemetry::perf::CounterSet;

@@ -18,8 +18,15 @@ impl LoopDevice {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("disk.img");
         std::fs::File::create(&file)?.set_len(mib << 20)?;
-        let out = Command::new("losetup").args(["-f", "--show"]).arg(&file).output()?;
-        anyhow::ensure!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let dev = PathBuf::from(String::from_utf8(out.stdout)?.trim());
         Ok(Self { dev, _dir: dir })
     }
@@ -62,14 +69,20 @@ fn block_io_bytes_match_cgroup_accounting() {
     let disk = LoopDevice::new(64).unwrap();
     let mut cg = TestCgroup::new("blk").unwrap();
     let Some(blkio) = cg.dir("blkio").map(|p| p.to_path_buf()) else {
-        eprintln!("skipped: no cgroup v1 blkio hierarchy on {}", interference_tests::kernel_release());
+        eprintln!(
+            "skipped: no cgroup v1 blkio hierarchy on {}",
+            interference_tests::kernel_release()
+        );
         return;
     };
     // blk-throttle only accounts bytes for devices with a rule: give every block device
     // a limit far above what it can do, so the cgroup's own accounting is complete.
     let devices = all_block_devices();
     for dev in &devices {
-        for f in ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"] {
+        for f in [
+            "blkio.throttle.read_bps_device",
+            "blkio.throttle.write_bps_device",
+        ] {
             std::fs::write(blkio.join(f), format!("{dev} {}", 1u64 << 40)).unwrap();
         }
     }
@@ -82,13 +95,27 @@ fn block_io_bytes_match_cgroup_accounting() {
     let before = std::fs::read_to_string(blkio.join("blkio.throttle.io_service_bytes")).unwrap();
     let dev = disk.dev.display().to_string();
     let mut write = Command::new("dd");
-    write.args(["if=/dev/zero", &format!("of={dev}"), "bs=64k", "count=400", "oflag=direct"]);
+    write.args([
+        "if=/dev/zero",
+        &format!("of={dev}"),
+        "bs=64k",
+        "count=400",
+        "oflag=direct",
+    ]);
     let mut read = Command::new("dd");
-    read.args([&format!("if={dev}"), "of=/dev/null", "bs=128k", "count=150", "iflag=direct"]);
+    read.args([
+        &format!("if={dev}"),
+        "of=/dev/null",
+        "bs=128k",
+        "count=150",
+        "iflag=direct",
+    ]);
     for cmd in [&mut write, &mut read] {
         let pid = cg.spawn(cmd).unwrap();
         while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
         {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -108,12 +135,30 @@ fn block_io_bytes_match_cgroup_accounting() {
     let (kr, kw) = (r1 - r0, w1 - w0);
     let (lr, lw) = blkio_service_bytes(&after, &disk.majmin());
     eprintln!("loop device alone: read {lr} write {lw}");
-    eprintln!("ours read {} write {}; blkio read {kr} write {kw}; {io:?}", io.read_bytes, io.write_bytes);
-    assert!(kw >= 400 * 65536 && kr >= 150 * 131072, "dd did its I/O: {kr} {kw}");
-    assert!(rel_diff(io.write_bytes as f64, kw as f64) < 0.05, "write {} vs {kw}", io.write_bytes);
-    assert!(rel_diff(io.read_bytes as f64, kr as f64) < 0.05, "read {} vs {kr}", io.read_bytes);
+    eprintln!(
+        "ours read {} write {}; blkio read {kr} write {kw}; {io:?}",
+        io.read_bytes, io.write_bytes
+    );
+    assert!(
+        kw >= 400 * 65536 && kr >= 150 * 131072,
+        "dd did its I/O: {kr} {kw}"
+    );
+    assert!(
+        rel_diff(io.write_bytes as f64, kw as f64) < 0.05,
+        "write {} vs {kw}",
+        io.write_bytes
+    );
+    assert!(
+        rel_diff(io.read_bytes as f64, kr as f64) < 0.05,
+        "read {} vs {kr}",
+        io.read_bytes
+    );
     assert!(io.write_ops >= 400 && io.read_ops >= 150, "{io:?}");
     let lat: u64 = io.latency_histogram.iter().sum();
-    assert_eq!(lat, io.read_ops + io.write_ops + io.other_ops, "one latency per operation");
+    assert_eq!(
+        lat,
+        io.read_ops + io.write_ops + io.other_ops,
+        "one latency per operation"
+    );
     assert!(io.latency_seconds > 0.0);
 }

@@ -14,7 +14,9 @@ fn runqueue_latency_matches_schedstat() {
     if !require_root("runqueue_latency_matches_schedstat") {
         return;
     }
-    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let mut a = TestCgroup::new("rq-a").unwrap();
     let mut b = TestCgroup::new("rq-b").unwrap();
     let pa: Vec<u32> = (0..ncpu).map(|_| a.spin(None).unwrap()).collect();
@@ -23,7 +25,10 @@ fn runqueue_latency_matches_schedstat() {
     let vms = [vm_for(&a, &pa), vm_for(&b, &pb)];
     let mut c = real_collector().unwrap();
     c.track(&vms).unwrap();
-    let tids: Vec<u32> = vms.iter().flat_map(|v| v.threads.iter().map(|t| t.tid)).collect();
+    let tids: Vec<u32> = vms
+        .iter()
+        .flat_map(|v| v.threads.iter().map(|t| t.tid))
+        .collect();
     let before: BTreeMap<u32, _> = tids.iter().map(|t| (*t, schedstat(*t).unwrap())).collect();
     std::thread::sleep(Duration::from_secs(4));
     let mut ours = BTreeMap::new();
@@ -33,13 +38,25 @@ fn runqueue_latency_matches_schedstat() {
         let now = schedstat(*t).unwrap();
         ours.insert(*t, totals.sum_ns);
         theirs.insert(*t, now.run_delay_ns - before[t].run_delay_ns);
-        assert!(totals.count > 10, "thread {t} waited only {} times", totals.count);
+        assert!(
+            totals.count > 10,
+            "thread {t} waited only {} times",
+            totals.count
+        );
     }
     for t in &tids {
         let (o, k) = (ours[t] as f64, theirs[t] as f64);
-        eprintln!("tid {t}: ours {:.3}s schedstat {:.3}s ({:.2}%)", o / 1e9, k / 1e9, 100.0 * rel_diff(o, k));
+        eprintln!(
+            "tid {t}: ours {:.3}s schedstat {:.3}s ({:.2}%)",
+            o / 1e9,
+            k / 1e9,
+            100.0 * rel_diff(o, k)
+        );
         assert!(k > 0.5e9, "4 threads on {ncpu} CPUs must wait: {k} ns");
-        assert!(rel_diff(o, k) < 0.05, "tid {t}: ours {o} ns vs schedstat {k} ns");
+        assert!(
+            rel_diff(o, k) < 0.05,
+            "tid {t}: ours {o} ns vs schedstat {k} ns"
+        );
     }
     // The per-tick samples carry the same waits.
     let s = c.sample(&vms).unwrap();
@@ -74,7 +91,11 @@ fn preemption_matrix_names_the_aggressor() {
     wait_running(pv);
     wait_running(pa);
     std::thread::sleep(Duration::from_millis(500));
-    let vms = [vm_for(&victim, &[pv]), vm_for(&aggressor, &[pa]), vm_for(&idle, &[pi])];
+    let vms = [
+        vm_for(&victim, &[pv]),
+        vm_for(&aggressor, &[pa]),
+        vm_for(&idle, &[pi]),
+    ];
     let mut c = real_collector().unwrap();
     c.track(&vms).unwrap();
     let vtid = vms[0].threads[0].tid;
@@ -93,7 +114,10 @@ fn preemption_matrix_names_the_aggressor() {
     assert_eq!(v.preempted_by[0].by, "aggressor", "largest aggressor first");
     assert!(by_aggr.count > 100, "{by_aggr:?}");
     assert!(by_aggr.seconds > 0.8 * total, "{by_aggr:?} of {total}s");
-    assert!(by_aggr.seconds > 0.5, "the aggressor runs ~half of 3 s: {by_aggr:?}");
+    assert!(
+        by_aggr.seconds > 0.5,
+        "the aggressor runs ~half of 3 s: {by_aggr:?}"
+    );
     assert!(v.preempted_by.iter().all(|p| p.by != "idle"));
     let counted: u64 = v.preempted_by.iter().map(|p| p.count).sum();
     assert!(

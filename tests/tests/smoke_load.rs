@@ -8,7 +8,10 @@ fn programs_load_and_attach() {
         Err(e) => {
             let mut s = format!("{e}");
             let mut src = std::error::Error::source(&e);
-            while let Some(x) = src { s += &format!(": {x}"); src = x.source(); }
+            while let Some(x) = src {
+                s += &format!(": {x}");
+                src = x.source();
+            }
             panic!("{s}");
         }
     }

@@ -68,3 +68,21 @@ pub enum Priority {
     Normal,
     High,
 }
+
+/// A VM declared in the config's `[[vm]]` table: its name and cgroups are given, its
+/// threads are whatever those cgroups hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticVm {
+    /// Unique on the host; letters, digits, `-_.`, at most 64 characters.
+    pub name: String,
+    /// Absolute cgroup directories, typically one per hierarchy.
+    pub cgroups: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Free-form label (web, database, batch, ...), a model input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+}

@@ -124,9 +124,7 @@ impl<K: KernelMaps> Collector<K> {
 
     /// Registers new VMs and threads and forgets vanished ones; sets their baselines.
     pub fn track(&mut self, vms: &[Vm]) -> Result<SyncChanges, CollectError> {
-        let changes = self
-            .registry
-            .sync(vms, &v2_cgroup_ids, &mut self.kernel)?;
+        let changes = self.registry.sync(vms, &v2_cgroup_ids, &mut self.kernel)?;
         for d in &changes.dropped {
             tracing::warn!("not tracked: {d}");
         }
@@ -142,7 +140,8 @@ impl<K: KernelMaps> Collector<K> {
             self.prev_cgroups.remove(name);
         }
         for (_, index) in &changes.added_vms {
-            self.prev_rows.insert(*index, self.kernel.preempt_row(*index)?);
+            self.prev_rows
+                .insert(*index, self.kernel.preempt_row(*index)?);
             self.prev_io.insert(*index, self.kernel.vm_io(*index)?);
         }
         for vm in vms {
@@ -235,13 +234,12 @@ impl<K: KernelMaps> Collector<K> {
                     (None, None, None)
                 }
             };
-            let llc = self
-                .perf
-                .read_delta(tracked.threads.keys().copied())
-                .map(|[misses, instructions]| Llc {
+            let llc = self.perf.read_delta(tracked.threads.keys().copied()).map(
+                |[misses, instructions]| Llc {
                     llc_misses: misses,
                     instructions,
-                });
+                },
+            );
             samples.push(VmSample {
                 schema: SAMPLE_SCHEMA,
                 timestamp_ms,
@@ -344,7 +342,11 @@ fn thread_delta(prev: &ThreadStats, cur: &ThreadStats, epoch: u32) -> Latency {
     }
 }
 
-fn preemptions(prev: &PreemptRow, cur: &PreemptRow, names: &HashMap<u32, String>) -> Vec<Preemption> {
+fn preemptions(
+    prev: &PreemptRow,
+    cur: &PreemptRow,
+    names: &HashMap<u32, String>,
+) -> Vec<Preemption> {
     let mut out = Vec::new();
     for index in 0..MAX_VMS as usize {
         let count = cur[index].count.saturating_sub(prev[index].count);
@@ -373,8 +375,18 @@ fn preemptions(prev: &PreemptRow, cur: &PreemptRow, names: &HashMap<u32, String>
 
 fn io_delta(prev: &VmIoStats, cur: &VmIoStats) -> BlockIo {
     let d = |c: u64, p: u64| c.saturating_sub(p);
-    let ops: Vec<u64> = cur.ops.iter().zip(&prev.ops).map(|(c, p)| d(*c, *p)).collect();
-    let bytes: Vec<u64> = cur.bytes.iter().zip(&prev.bytes).map(|(c, p)| d(*c, *p)).collect();
+    let ops: Vec<u64> = cur
+        .ops
+        .iter()
+        .zip(&prev.ops)
+        .map(|(c, p)| d(*c, *p))
+        .collect();
+    let bytes: Vec<u64> = cur
+        .bytes
+        .iter()
+        .zip(&prev.bytes)
+        .map(|(c, p)| d(*c, *p))
+        .collect();
     let sum_other = |v: &[u64]| -> u64 {
         v.iter()
             .enumerate()
@@ -434,7 +446,10 @@ mod tests {
         st.max_epoch = 1;
         c.kernel.slots.insert(slot10, st);
         let mut row = Box::new([PreemptCell::default(); MAX_VMS as usize]);
-        row[noisy as usize] = PreemptCell { count: 3, ns: 1_500_000_000 };
+        row[noisy as usize] = PreemptCell {
+            count: 3,
+            ns: 1_500_000_000,
+        };
         row[0] = PreemptCell { count: 1, ns: 1 };
         c.kernel.rows.insert(victim, row);
         let s = c.sample(&vms).unwrap();
@@ -454,7 +469,10 @@ mod tests {
         let s = c.sample(&vms).unwrap();
         let v = s.iter().find(|s| s.vm == "victim").unwrap();
         assert_eq!(v.runqueue.waits, 1);
-        assert_eq!(v.runqueue.max_seconds, 0.0, "max of an older epoch is not reported");
+        assert_eq!(
+            v.runqueue.max_seconds, 0.0,
+            "max of an older epoch is not reported"
+        );
         assert!(v.preempted_by.is_empty());
     }
 

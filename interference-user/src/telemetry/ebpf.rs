@@ -9,8 +9,7 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use interference_common::{
-    names, PreemptRow, ThreadStats, TidChunk, VmIoStats, MAX_TID_CHUNKS, MAX_VMS,
-    TID_CHUNK,
+    names, PreemptRow, ThreadStats, TidChunk, VmIoStats, MAX_TID_CHUNKS, MAX_VMS, TID_CHUNK,
 };
 use thiserror::Error;
 
@@ -47,7 +46,9 @@ pub enum LoadError {
 /// The object built by `cargo xtask build-ebpf`, embedded at compile time.
 #[cfg(ebpf_object)]
 fn embedded_object() -> Option<&'static [u8]> {
-    Some(aya::include_bytes_aligned!(env!("INTERFERENCE_EBPF_OBJECT_PATH")))
+    Some(aya::include_bytes_aligned!(env!(
+        "INTERFERENCE_EBPF_OBJECT_PATH"
+    )))
 }
 
 #[cfg(not(ebpf_object))]

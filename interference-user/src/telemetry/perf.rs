@@ -121,7 +121,13 @@ impl PerfCounters {
             }
             match open_thread(self.set, tid) {
                 Ok(files) => {
-                    self.threads.insert(tid, ThreadCounters { files, last: [0; 2] });
+                    self.threads.insert(
+                        tid,
+                        ThreadCounters {
+                            files,
+                            last: [0; 2],
+                        },
+                    );
                 }
                 Err(e) if no_pmu(&e.source) => {
                     let reason = format!("{e}: {} (no hardware PMU on this host)", e.source);

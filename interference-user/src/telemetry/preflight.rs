@@ -82,7 +82,9 @@ mod tests {
         let err = PreflightError::Privileges {
             missing: missing_caps(0).join(" and "),
         };
-        assert!(err.to_string().contains("CAP_BPF and CAP_PERFMON (missing)"));
+        assert!(err
+            .to_string()
+            .contains("CAP_BPF and CAP_PERFMON (missing)"));
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl Registry {
         for vm in vms {
             if !self.vms.contains_key(&vm.name) {
                 let Some(index) = self.free_vm_indexes.pop_front() else {
-                    changes.dropped.push(format!("vm {} (more than {} VMs)", vm.name, MAX_VMS - 1));
+                    changes
+                        .dropped
+                        .push(format!("vm {} (more than {} VMs)", vm.name, MAX_VMS - 1));
                     continue;
                 };
                 self.vms.insert(
@@ -183,7 +185,9 @@ impl Registry {
                     continue;
                 }
                 if t.tid / TID_CHUNK >= interference_common::MAX_TID_CHUNKS {
-                    changes.dropped.push(format!("thread {} of {} (tid too large)", t.tid, vm.name));
+                    changes
+                        .dropped
+                        .push(format!("thread {} of {} (tid too large)", t.tid, vm.name));
                     continue;
                 }
                 let Some(slot) = self.free_slots.pop_front() else {
@@ -225,7 +229,8 @@ impl Registry {
             }
         }
         // Free slots and indexes only once the kernel no longer maps to them.
-        self.free_slots.extend(changes.removed_slots.iter().copied());
+        self.free_slots
+            .extend(changes.removed_slots.iter().copied());
         self.free_vm_indexes
             .extend(changes.removed_vms.iter().map(|(_, i)| *i));
         Ok(changes)
@@ -253,7 +258,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::inventory::{Priority, VmSource, VmThread};
     use crate::telemetry::kernel::KernelMaps;
-    use interference_common::{entry_slot, entry_vm, PreemptCell, PreemptRow, ThreadStats, VmIoStats};
+    use interference_common::{
+        entry_slot, entry_vm, PreemptCell, PreemptRow, ThreadStats, VmIoStats,
+    };
 
     /// In-memory stand-in for the eBPF maps.
     #[derive(Default)]
@@ -343,7 +350,13 @@ pub(crate) mod tests {
     fn registers_threads_in_the_tid_map() {
         let mut k = FakeKernel::default();
         let mut r = Registry::new();
-        let c = r.sync(&[vm("a", &[100, 40000]), vm("b", &[101])], &no_cgroups, &mut k).unwrap();
+        let c = r
+            .sync(
+                &[vm("a", &[100, 40000]), vm("b", &[101])],
+                &no_cgroups,
+                &mut k,
+            )
+            .unwrap();
         assert_eq!(c.added_vms.len(), 2);
         assert_eq!(c.added_slots.len(), 3);
         let a = r.vm("a").unwrap().index;
@@ -360,7 +373,12 @@ pub(crate) mod tests {
     fn vanished_vm_and_threads_are_cleared_and_slots_reused_last() {
         let mut k = FakeKernel::default();
         let mut r = Registry::new();
-        r.sync(&[vm("a", &[100, 101]), vm("b", &[200])], &no_cgroups, &mut k).unwrap();
+        r.sync(
+            &[vm("a", &[100, 101]), vm("b", &[200])],
+            &no_cgroups,
+            &mut k,
+        )
+        .unwrap();
         let slot_101 = entry_slot(k.entry(101));
         let c = r.sync(&[vm("a", &[100])], &no_cgroups, &mut k).unwrap();
         assert_eq!(c.removed_vms.len(), 1);
@@ -369,7 +387,8 @@ pub(crate) mod tests {
         assert_eq!(k.entry(200), 0);
         assert!(r.vm("b").is_none());
         // A new thread does not get the slot just freed.
-        r.sync(&[vm("a", &[100, 102])], &no_cgroups, &mut k).unwrap();
+        r.sync(&[vm("a", &[100, 102])], &no_cgroups, &mut k)
+            .unwrap();
         assert_ne!(entry_slot(k.entry(102)), slot_101);
         assert_eq!(r.thread_count(), 2);
     }
@@ -378,7 +397,12 @@ pub(crate) mod tests {
     fn a_thread_claimed_twice_goes_to_the_first_vm() {
         let mut k = FakeKernel::default();
         let mut r = Registry::new();
-        r.sync(&[vm("a", &[100]), vm("b", &[100, 101])], &no_cgroups, &mut k).unwrap();
+        r.sync(
+            &[vm("a", &[100]), vm("b", &[100, 101])],
+            &no_cgroups,
+            &mut k,
+        )
+        .unwrap();
         assert_eq!(entry_vm(k.entry(100)), r.vm("a").unwrap().index);
         assert_eq!(r.vm("b").unwrap().threads.len(), 1);
     }

@@ -1,0 +1,182 @@
+//! CPU and memory of `interference collect` itself while it tracks 64 VMs.
+//!
+//! `cargo bench -p interference-user --bench agent_overhead` (root). Builds 64 static
+//! VMs as cgroups (v1 cpu/cpuacct/memory/blkio + the v2 hierarchy), each holding one
+//! process of 6 threads that wake 20 times a second (vCPU-like activity), runs the
+//! release binary at a 5 s tick for ROUND seconds, and reads its CPU time from
+//! /proc/<pid>/stat and its peak RSS (VmHWM) from /proc/<pid>/status.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const VMS: usize = 64;
+const THREADS_PER_VM: usize = 6;
+const ROUNDS: usize = 3;
+const ROUND: Duration = Duration::from_secs(60);
+
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let v2 = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        "/sys/fs/cgroup/unified"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let mut dirs = vec![Path::new(v2).join("interference-bench").join(name)];
+    for c in ["cpu", "cpuacct", "memory", "blkio"] {
+        let root = Path::new("/sys/fs/cgroup").join(c);
+        if root.join("tasks").exists() {
+            dirs.push(root.join("interference-bench").join(name));
+        }
+    }
+    dirs
+}
+
+fn spawn_vm(name: &str) -> anyhow::Result<Child> {
+    let dirs = cgroup_dirs(name);
+    for d in &dirs {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let exe = std::env::current_exe()?;
+    let child = Command::new(exe)
+        .arg("--vm-child")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawning a VM stand-in")?;
+    for d in &dirs {
+        fs::write(d.join("cgroup.procs"), child.id().to_string())
+            .with_context(|| format!("moving into {}", d.display()))?;
+    }
+    Ok(child)
+}
+
+/// The stand-in VM: THREADS_PER_VM threads waking every 50 ms, like idle vCPUs.
+fn vm_child() -> ! {
+    for _ in 0..THREADS_PER_VM - 1 {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(Duration::from_millis(50));
+        });
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{key} in /proc/{pid}/status"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--vm-child") {
+        vm_child();
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("agent_overhead: needs root; skipped");
+        return Ok(());
+    }
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/interference");
+    if !bin.exists() {
+        bail!("{} missing: run cargo build --release first", bin.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let mut config = String::new();
+    let mut children = vec![];
+    for i in 0..VMS {
+        let name = format!("vm-{i:02}");
+        children.push(spawn_vm(&name)?);
+        let paths: Vec<String> = cgroup_dirs(&name)
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
+        config.push_str(&format!(
+            "[[vm]]\nname = \"{name}\"\ncgroups = [{}]\ncustomer = \"c{}\"\n\n",
+            paths.join(", "),
+            i % 8
+        ));
+    }
+    let cfg = dir.path().join("bench.toml");
+    fs::write(&cfg, &config)?;
+    let mut cpu_pct = vec![];
+    let mut rss = vec![];
+    let mut threads = 0;
+    for round in 0..ROUNDS {
+        let metrics = dir.path().join("m.prom");
+        let samples = dir.path().join("s.jsonl");
+        let mut agent = Command::new(&bin)
+            .args(["collect", "--config"])
+            .arg(&cfg)
+            .args(["--interval", "5s", "--metrics-file"])
+            .arg(&metrics)
+            .arg("--samples")
+            .arg(&samples)
+            .arg("--quiet")
+            .spawn()?;
+        let pid = agent.id();
+        // Start-up (BTF parsing, program load) is not steady state: measure after it.
+        std::thread::sleep(Duration::from_secs(6));
+        let c0 = cpu_seconds(pid)?;
+        let t0 = Instant::now();
+        std::thread::sleep(ROUND);
+        let c1 = cpu_seconds(pid)?;
+        let wall = t0.elapsed().as_secs_f64();
+        rss.push(status_kib(pid, "VmHWM:")? as f64 / 1024.0);
+        cpu_pct.push(100.0 * (c1 - c0) / wall);
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        threads = text
+            .lines()
+            .filter(|l| l.starts_with("interference_vm_threads{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize;
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(pid.to_string())
+            .status();
+        agent.wait()?;
+        eprintln!(
+            "round {round}: cpu {:.3}% rss {:.1} MiB, {threads} threads tracked",
+            cpu_pct[round], rss[round]
+        );
+    }
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for i in 0..VMS {
+        for d in cgroup_dirs(&format!("vm-{i:02}")) {
+            let _ = fs::remove_dir(&d);
+        }
+    }
+    for d in cgroup_dirs("") {
+        let _ = fs::remove_dir(&d);
+    }
+    println!("| VMs | threads tracked | tick | median CPU (% of one core) | median peak RSS (MiB) | rounds |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {VMS} | {threads} | 5 s | {:.3} | {:.1} | {ROUNDS} x {} s |",
+        median(cpu_pct),
+        median(rss),
+        ROUND.as_secs()
+    );
+    Ok(())
+}

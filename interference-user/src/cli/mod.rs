@@ -1,0 +1,89 @@
+//! Command-line definitions (one doc per flag feeds --help) and dispatch.
+
+mod collect;
+mod inventory;
+mod top;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use interference::telemetry::preflight::PreflightError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "interference",
+    version,
+    about = "eBPF telemetry, interference prediction and mitigation for KVM hosts",
+    long_about = "interference watches every VM on a KVM host with eBPF: how long vCPUs wait \
+                  for a CPU, who takes the CPU from them, and what I/O each VM does."
+)]
+pub struct Cli {
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Collect per-VM telemetry every tick into JSONL samples and a Prometheus textfile.
+    Collect(collect::CollectArgs),
+    /// A live table of the host's VMs: run-queue latency, preemptions, I/O, CPU.
+    Top(top::TopArgs),
+    /// List the VMs discovered on this host (QEMU processes, libvirt, config).
+    Inventory(inventory::InventoryArgs),
+}
+
+/// Options shared by every command that reads the host's VMs.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML configuration: static `[[vm]]` inventory and settings.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s or 1m: {e}"))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Collect(a) => collect::run(a),
+        Command::Top(a) => top::run(a),
+        Command::Inventory(a) => inventory::run(a),
+    }
+}
+
+/// 1: failure; 3: missing privilege or kernel feature (nothing was started).
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<PreflightError>().is_some())
+    {
+        3
+    } else {
+        1
+    }
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

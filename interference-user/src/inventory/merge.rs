@@ -1,0 +1,247 @@
+//! Merging the three sources into one VM list: static entries win over libvirt, which
+//! wins over bare QEMU processes. The same VM seen by two sources (a shared thread, or
+//! one's cgroup inside the other's) appears once, and a QEMU process found inside a
+//! static or libvirt VM gives it its pid, UUID and QMP socket. Pure: no I/O.
+
+use std::collections::HashSet;
+
+use tracing::{debug, warn};
+
+use super::names::sanitize_vm_name;
+use super::qemu::QemuProcess;
+use super::types::{Vm, VmCgroup, VmSource};
+
+/// Whether two cgroup lists name the same cgroup or one nested in the other.
+fn cgroups_overlap(a: &[VmCgroup], b: &[VmCgroup]) -> bool {
+    a.iter().any(|x| {
+        b.iter()
+            .any(|y| x.path.starts_with(&y.path) || y.path.starts_with(&x.path))
+    })
+}
+
+fn threads_overlap(a: &Vm, b: &Vm) -> bool {
+    let tids: HashSet<u32> = a.threads.iter().map(|t| t.tid).collect();
+    b.threads.iter().any(|t| tids.contains(&t.tid))
+}
+
+/// Whether process `p` runs inside `vm`: its pid is one of the VM's threads, or one
+/// of its cgroups lies inside one of the VM's.
+fn contains_process(vm: &Vm, p: &QemuProcess) -> bool {
+    vm.threads.iter().any(|t| t.tid == p.pid)
+        || p.cgroups
+            .iter()
+            .any(|pc| vm.cgroups.iter().any(|vc| pc.path.starts_with(&vc.path)))
+}
+
+/// Merge, disambiguate names and sort by name. `bare_qemu`: whether QEMU processes
+/// that belong to no static or libvirt VM are VMs of their own.
+pub fn merge(
+    statics: Vec<Vm>,
+    libvirt: Vec<Vm>,
+    processes: Vec<QemuProcess>,
+    bare_qemu: bool,
+) -> Vec<Vm> {
+    let mut vms = statics;
+    for l in libvirt {
+        match vms
+            .iter()
+            .find(|s| cgroups_overlap(&s.cgroups, &l.cgroups) || threads_overlap(s, &l))
+        {
+            Some(s) => debug!(libvirt = %l.name, vm = %s.name, "libvirt machine is a static VM"),
+            None => vms.push(l),
+        }
+    }
+    for p in processes {
+        match vms.iter_mut().find(|vm| contains_process(vm, &p)) {
+            Some(vm) if vm.pid.is_none() => adopt(vm, p),
+            Some(vm) if vm.pid == Some(p.pid) => {}
+            Some(vm) => {
+                debug!(vm = %vm.name, pid = p.pid, "a second QEMU process inside one VM; keeping the first")
+            }
+            None if bare_qemu => vms.push(p.into_vm()),
+            None => debug!(
+                pid = p.pid,
+                "QEMU process outside any static or libvirt VM; bare QEMU discovery is off"
+            ),
+        }
+    }
+    disambiguate(&mut vms);
+    vms.sort_by(|a, b| a.name.cmp(&b.name));
+    vms
+}
+
+/// Give `vm` what only the process knows. A libvirt VM also takes the process's
+/// `-name`: libvirt passes the real domain name there, while the scope name may be
+/// shortened or stripped of characters systemd does not allow.
+fn adopt(vm: &mut Vm, p: QemuProcess) {
+    if vm.source == VmSource::Libvirt {
+        if let Some(name) = &p.name {
+            vm.name = sanitize_vm_name(name, &vm.name);
+        }
+    }
+    vm.pid = Some(p.pid);
+    vm.uuid = vm.uuid.take().or(p.uuid);
+    vm.qmp_socket = vm.qmp_socket.take().or(p.qmp_socket);
+}
+
+/// The first VM with a name keeps it (sources are in precedence order, processes by
+/// pid, so the choice is stable); later ones get `-<pid>` (or `-<source>`) appended,
+/// then a counter if that is taken too.
+fn disambiguate(vms: &mut [Vm]) {
+    let mut taken: HashSet<String> = HashSet::new();
+    for vm in vms.iter_mut() {
+        if taken.insert(vm.name.clone()) {
+            continue;
+        }
+        let suffix = match vm.pid {
+            Some(pid) => pid.to_string(),
+            None => format!("{:?}", vm.source).to_lowercase(),
+        };
+        let base = format!("{}-{suffix}", vm.name);
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while taken.contains(&candidate) {
+            candidate = format!("{base}-{n}");
+            n += 1;
+        }
+        warn!(
+            "two VMs are named {:?}; the {:?} one (pid {:?}) is reported as {candidate:?}",
+            vm.name, vm.source, vm.pid
+        );
+        vm.name = candidate.clone();
+        taken.insert(candidate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::inventory::types::{Hierarchy, Priority, VmThread};
+
+    fn cg(path: &str) -> VmCgroup {
+        VmCgroup {
+            path: PathBuf::from(path),
+            hierarchy: Hierarchy::V2,
+        }
+    }
+
+    fn vm(name: &str, source: VmSource, cgroups: &[&str], tids: &[u32]) -> Vm {
+        Vm {
+            name: name.into(),
+            uuid: None,
+            source,
+            pid: None,
+            qmp_socket: None,
+            cgroups: cgroups.iter().map(|c| cg(c)).collect(),
+            threads: tids
+                .iter()
+                .map(|&tid| VmThread {
+                    tid,
+                    name: "t".into(),
+                    vcpu: None,
+                })
+                .collect(),
+            customer: None,
+            priority: Priority::Normal,
+            workload: None,
+        }
+    }
+
+    fn process(pid: u32, name: Option<&str>, cgroups: &[&str]) -> QemuProcess {
+        QemuProcess {
+            pid,
+            name: name.map(str::to_owned),
+            uuid: Some(format!("uuid-{pid}")),
+            qmp_socket: Some(PathBuf::from(format!("/run/{pid}.qmp"))),
+            threads: vec![VmThread {
+                tid: pid,
+                name: "qemu-system-x86".into(),
+                vcpu: None,
+            }],
+            cgroups: cgroups.iter().map(|c| cg(c)).collect(),
+        }
+    }
+
+    #[test]
+    fn static_vm_adopts_its_qemu_process() {
+        let mut s = vm("web-1", VmSource::Static, &["/cg/lab/web-1"], &[]);
+        s.customer = Some("acme".into());
+        let p = process(300, Some("guest-name"), &["/cg/lab/web-1/emulator"]);
+        let out = merge(vec![s], vec![], vec![p], true);
+        assert_eq!(out.len(), 1);
+        let v = &out[0];
+        assert_eq!(
+            (v.name.as_str(), v.source, v.pid),
+            ("web-1", VmSource::Static, Some(300))
+        );
+        assert_eq!(v.customer.as_deref(), Some("acme"));
+        assert_eq!(v.uuid.as_deref(), Some("uuid-300"));
+        assert_eq!(v.qmp_socket, Some(PathBuf::from("/run/300.qmp")));
+    }
+
+    #[test]
+    fn libvirt_vm_takes_pid_and_domain_name_and_static_wins_over_it() {
+        let l = vm(
+            "web1",
+            VmSource::Libvirt,
+            &["/cg/machine.slice/s"],
+            &[400, 401],
+        );
+        let dup = vm("dup", VmSource::Libvirt, &["/cg/lab/x"], &[]);
+        let s = vm("x", VmSource::Static, &["/cg/lab/x"], &[]);
+        let p = process(
+            400,
+            Some("web_1"),
+            &["/cg/machine.slice/s/libvirt/emulator"],
+        );
+        let out = merge(vec![s], vec![l, dup], vec![p], true);
+        let got: Vec<_> = out
+            .iter()
+            .map(|v| (v.name.as_str(), v.source, v.pid))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("web_1", VmSource::Libvirt, Some(400)),
+                ("x", VmSource::Static, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_processes_and_duplicate_names() {
+        let s = vm("web-1", VmSource::Static, &["/cg/lab/web-1"], &[]);
+        let out = merge(
+            vec![s],
+            vec![],
+            vec![
+                process(500, Some("web-1"), &["/cg/user.slice"]),
+                process(501, Some("web-1"), &[]),
+                process(502, None, &[]),
+            ],
+            true,
+        );
+        let names: Vec<_> = out.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, vec!["qemu-502", "web-1", "web-1-500", "web-1-501"]);
+        assert_eq!(out[1].source, VmSource::Static);
+
+        let out = merge(vec![], vec![], vec![process(600, None, &[])], false);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn disambiguation_without_pid_uses_source_and_counter() {
+        let mut vms = vec![
+            vm("a", VmSource::Static, &[], &[]),
+            vm("a", VmSource::Libvirt, &[], &[]),
+            vm("a-libvirt", VmSource::Static, &[], &[]),
+        ];
+        // Order matters: the third keeps its own name only if it comes first.
+        vms.swap(1, 2);
+        disambiguate(&mut vms);
+        let names: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "a-libvirt", "a-libvirt-2"]);
+    }
+}

@@ -1,0 +1,104 @@
+//! VMs declared in the config: their cgroups are given, their threads are what those
+//! cgroups (and their children) hold right now.
+
+use std::path::Path;
+
+use tracing::{debug, warn};
+
+use super::cgroupfs::Mounts;
+use super::threads::cgroup_threads;
+use super::types::{StaticVm, Vm, VmSource};
+
+/// The declared VMs that are present: a VM none of whose cgroup directories exists is
+/// not running and is left out (the config was validated at load; a cgroup that no
+/// longer classifies, because a hierarchy was unmounted, is dropped with a warning).
+pub fn resolve(proc_root: &Path, mounts: &Mounts, declared: &[StaticVm]) -> Vec<Vm> {
+    let mut out = Vec::new();
+    for decl in declared {
+        let mut cgroups = Vec::new();
+        for path in &decl.cgroups {
+            match mounts.classify(path) {
+                Ok(c) if c.path.is_dir() => cgroups.push(c),
+                Ok(c) => {
+                    debug!(vm = %decl.name, path = %c.path.display(), "cgroup does not exist (yet)")
+                }
+                Err(e) => warn!("vm {}: {e}", decl.name),
+            }
+        }
+        if cgroups.is_empty() {
+            debug!(vm = %decl.name, "no cgroup of this static VM exists; not running");
+            continue;
+        }
+        let threads = match cgroup_threads(proc_root, &cgroups) {
+            Ok(t) => t,
+            Err(e) if e.vanished() => continue,
+            Err(e) => {
+                warn!("skipping static vm {}: {e}", decl.name);
+                continue;
+            }
+        };
+        out.push(Vm {
+            name: decl.name.clone(),
+            uuid: None,
+            source: VmSource::Static,
+            pid: None,
+            qmp_socket: None,
+            cgroups,
+            threads,
+            customer: decl.customer.clone(),
+            priority: decl.priority,
+            workload: decl.workload.clone(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::testutil::FakeHost;
+    use crate::inventory::types::{Hierarchy, Priority};
+
+    fn decl(name: &str, cgroups: &[&Path]) -> StaticVm {
+        StaticVm {
+            name: name.into(),
+            cgroups: cgroups.iter().map(|p| p.to_path_buf()).collect(),
+            customer: Some("acme".into()),
+            priority: Priority::High,
+            workload: Some("web".into()),
+        }
+    }
+
+    #[test]
+    fn static_vm_threads_from_v1_and_v2_cgroups() {
+        let host = FakeHost::hybrid();
+        host.thread(20, "qemu-system-x86");
+        host.thread(21, "CPU 0/TCG");
+        host.thread(22, "stress");
+        let v2 = host.cgroup("unified/lab/web-1", &[20, 21, 22]);
+        let v1 = host.cgroup("cpu/lab/web-1", &[20, 21, 22, 23]);
+        let missing = host.cgroup_base().join("cpuset/lab/web-1");
+        let vms = resolve(
+            &host.proc(),
+            &host.mounts(),
+            &[decl("web-1", &[&v2, &v1, &missing])],
+        );
+        assert_eq!(vms.len(), 1);
+        let vm = &vms[0];
+        assert_eq!(
+            (vm.source, vm.priority, vm.customer.as_deref()),
+            (VmSource::Static, Priority::High, Some("acme"))
+        );
+        assert_eq!(vm.cgroups.len(), 2);
+        assert_eq!(vm.cgroups[0].hierarchy, Hierarchy::V2);
+        let got: Vec<_> = vm.threads.iter().map(|t| (t.tid, t.vcpu)).collect();
+        assert_eq!(got, vec![(20, None), (21, Some(0)), (22, None)]);
+    }
+
+    #[test]
+    fn static_vm_without_cgroups_is_not_running() {
+        let host = FakeHost::pure_v2();
+        let gone = host.cgroup_base().join("lab/gone");
+        assert!(resolve(&host.proc(), &host.mounts(), &[decl("gone", &[&gone])]).is_empty());
+    }
+}

@@ -1,0 +1,264 @@
+//! A VM's threads, from `/proc/<pid>/task` or from its cgroups' thread lists, named by
+//! `/proc/<tid>/comm`. A thread that exits between being listed and being named is
+//! dropped: thread sets change every tick and the next discovery sees the new one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::cgroupfs::threads_file;
+use super::error::{is_vanished, InventoryError};
+use super::types::{VmCgroup, VmThread};
+
+/// How deep below a VM cgroup thread lists are read: libvirt's deepest layout is
+/// scope/libvirt/vcpuN; the limit keeps a mistaken static entry (a whole slice) cheap.
+const MAX_DEPTH: usize = 4;
+
+/// vCPU index of a thread named by QEMU with debug-threads=on: "CPU 3/KVM",
+/// "CPU 0/TCG" (any accelerator suffix). Other names are not vCPUs.
+pub fn parse_vcpu(comm: &str) -> Option<u32> {
+    let rest = comm.strip_prefix("CPU ")?;
+    let (index, accel) = rest.split_once('/')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || accel.is_empty() {
+        return None;
+    }
+    index.parse().ok()
+}
+
+/// `vcpuN` (libvirt's per-vCPU cgroup directory) -> N.
+pub fn parse_vcpu_dir(name: &str) -> Option<u32> {
+    let n = name.strip_prefix("vcpu")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// The thread `tid` with its comm, or None when it has exited. `vcpu` is an index
+/// known from elsewhere (libvirt's vcpuN cgroup); otherwise it comes from the name.
+pub fn read_thread(
+    proc_root: &Path,
+    tid: u32,
+    vcpu: Option<u32>,
+) -> Result<Option<VmThread>, InventoryError> {
+    let path = proc_root.join(tid.to_string()).join("comm");
+    match std::fs::read_to_string(&path) {
+        Ok(comm) => {
+            let name = comm.trim_end_matches('\n').to_owned();
+            let vcpu = vcpu.or_else(|| parse_vcpu(&name));
+            Ok(Some(VmThread { tid, name, vcpu }))
+        }
+        Err(e) if is_vanished(&e) => Ok(None),
+        Err(source) => Err(InventoryError::Proc {
+            pid: tid,
+            path,
+            source,
+        }),
+    }
+}
+
+/// Threads of process `pid` from `/proc/<pid>/task`, sorted by tid.
+pub fn process_threads(proc_root: &Path, pid: u32) -> Result<Vec<VmThread>, InventoryError> {
+    let dir = proc_root.join(pid.to_string()).join("task");
+    let entries = std::fs::read_dir(&dir).map_err(|source| InventoryError::Proc {
+        pid,
+        path: dir.clone(),
+        source,
+    })?;
+    let mut tids: Vec<u32> = entries
+        .filter_map(|e| {
+            e.ok()
+                .and_then(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        })
+        .collect();
+    tids.sort_unstable();
+    let mut out = Vec::with_capacity(tids.len());
+    for tid in tids {
+        if let Some(t) = read_thread(proc_root, tid, None)? {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Thread ids listed by the cgroup directory `dir` itself (not its children).
+pub fn read_tids(dir: &Path, file: &str) -> Result<Vec<u32>, InventoryError> {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(|source| InventoryError::Cgroup {
+        path: path.clone(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.trim().parse().map_err(|_| InventoryError::BadTid {
+                path: path.clone(),
+                line: i + 1,
+                text: l.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Every thread in the given cgroups and their descendants, de-duplicated (the same
+/// thread shows up once per hierarchy on v1 and hybrid hosts) and sorted by tid. A vCPU
+/// index comes from a `vcpuN` directory, else from the thread's name. Fails with a
+/// "vanished" error only when none of the cgroups exists any more.
+pub fn cgroup_threads(
+    proc_root: &Path,
+    cgroups: &[VmCgroup],
+) -> Result<Vec<VmThread>, InventoryError> {
+    let mut tids: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+    let mut last_vanished = None;
+    let mut any = false;
+    for cgroup in cgroups {
+        match walk(
+            &cgroup.path,
+            threads_file(&cgroup.hierarchy),
+            None,
+            0,
+            &mut tids,
+        ) {
+            Ok(()) => any = true,
+            Err(e) if e.vanished() => last_vanished = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if let (false, Some(e)) = (any, last_vanished) {
+        return Err(e);
+    }
+    let mut out = Vec::with_capacity(tids.len());
+    for (tid, vcpu) in tids {
+        if let Some(t) = read_thread(proc_root, tid, vcpu)? {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+fn walk(
+    dir: &Path,
+    file: &str,
+    vcpu: Option<u32>,
+    depth: usize,
+    tids: &mut BTreeMap<u32, Option<u32>>,
+) -> Result<(), InventoryError> {
+    for tid in read_tids(dir, file)? {
+        let slot = tids.entry(tid).or_insert(None);
+        *slot = slot.or(vcpu);
+    }
+    if depth >= MAX_DEPTH {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if is_vanished(&e) => return Ok(()),
+        Err(source) => {
+            return Err(InventoryError::ListDir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut children: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    children.sort();
+    for child in children {
+        let child_vcpu = child
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_vcpu_dir)
+            .or(vcpu);
+        match walk(&child, file, child_vcpu, depth + 1, tids) {
+            Err(e) if e.vanished() => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::testutil::FakeHost;
+    use crate::inventory::types::Hierarchy;
+
+    #[test]
+    fn vcpu_names() {
+        assert_eq!(parse_vcpu("CPU 0/KVM"), Some(0));
+        assert_eq!(parse_vcpu("CPU 12/TCG"), Some(12));
+        assert_eq!(parse_vcpu("CPU 1/"), None);
+        assert_eq!(parse_vcpu("CPU x/KVM"), None);
+        assert_eq!(parse_vcpu("CPU -1/KVM"), None);
+        assert_eq!(parse_vcpu("qemu-system-x86"), None);
+        assert_eq!(parse_vcpu("IO iothread1"), None);
+        assert_eq!(parse_vcpu_dir("vcpu7"), Some(7));
+        assert_eq!(parse_vcpu_dir("vcpu"), None);
+        assert_eq!(parse_vcpu_dir("emulator"), None);
+    }
+
+    #[test]
+    fn cgroup_threads_walk_dedup_and_skip_vanished() {
+        let host = FakeHost::hybrid();
+        host.thread(100, "qemu-system-x86");
+        host.thread(101, "CPU 0/TCG");
+        host.thread(102, "worker");
+        // 103 is listed but has no /proc entry: it exited in between.
+        let v2 = host.cgroup("unified/lab/a", &[100]);
+        host.cgroup("unified/lab/a/vcpu1", &[102]);
+        host.cgroup("unified/lab/a/emu", &[101, 103]);
+        let v1 = host.cgroup("cpu/lab/a", &[100, 101]);
+        let cgroups = [
+            VmCgroup {
+                path: v2,
+                hierarchy: Hierarchy::V2,
+            },
+            VmCgroup {
+                path: v1,
+                hierarchy: Hierarchy::V1 {
+                    controllers: vec!["cpu".into()],
+                },
+            },
+        ];
+        let threads = cgroup_threads(&host.proc(), &cgroups).unwrap();
+        let got: Vec<_> = threads
+            .iter()
+            .map(|t| (t.tid, t.name.as_str(), t.vcpu))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (100, "qemu-system-x86", None),
+                (101, "CPU 0/TCG", Some(0)),
+                (102, "worker", Some(1))
+            ]
+        );
+
+        let gone = [VmCgroup {
+            path: host.root().join("unified/gone"),
+            hierarchy: Hierarchy::V2,
+        }];
+        assert!(cgroup_threads(&host.proc(), &gone).unwrap_err().vanished());
+    }
+
+    #[test]
+    fn process_threads_from_task_dir() {
+        let host = FakeHost::hybrid();
+        host.process(
+            200,
+            "qemu-system-x86",
+            &["qemu-system-x86_64"],
+            &[(201, "CPU 1/KVM"), (202, "IO mon_iothread")],
+        );
+        let got: Vec<_> = process_threads(&host.proc(), 200)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.tid, t.vcpu))
+            .collect();
+        assert_eq!(got, vec![(200, None), (201, Some(1)), (202, None)]);
+        assert!(process_threads(&host.proc(), 999).unwrap_err().vanished());
+    }
+}

@@ -1,1 +1,0 @@
-//! cgroup v1/v2 readers (placeholder).
