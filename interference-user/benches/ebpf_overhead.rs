@@ -127,24 +127,6 @@ impl Storm {
     }
 }
 
-fn costs(names: &[&str]) -> anyhow::Result<Vec<(String, Cost)>> {
-    let mut out = vec![];
-    for p in loaded_programs() {
-        let p = p.context("listing loaded programs")?;
-        let name = p.name_as_str().unwrap_or("").to_string();
-        if names.contains(&name.as_str()) {
-            out.push((
-                name,
-                Cost {
-                    run_ns: p.run_time().as_nanos() as u64,
-                    runs: p.run_count(),
-                },
-            ));
-        }
-    }
-    Ok(out)
-}
-
 fn delta(after: &[(String, Cost)], before: &[(String, Cost)], name: &str) -> Cost {
     let sum = |v: &[(String, Cost)]| {
         v.iter()
@@ -161,7 +143,23 @@ fn delta(after: &[(String, Cost)], before: &[(String, Cost)], name: &str) -> Cos
     }
 }
 
+/// bpftrace resolves tracepoints through tracefs; mount it if the host has not.
+fn ensure_tracefs() -> anyhow::Result<()> {
+    if std::path::Path::new("/sys/kernel/tracing/events/sched").exists() {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .context("mounting tracefs")?;
+    if !status.success() {
+        bail!("tracefs is not mounted and `mount -t tracefs nodev /sys/kernel/tracing` failed");
+    }
+    Ok(())
+}
+
 fn start_bpftrace() -> anyhow::Result<Child> {
+    ensure_tracefs()?;
     let mut child = Command::new("bpftrace")
         .args(["-e", RUNQLAT])
         .stdout(Stdio::piped())
@@ -304,9 +302,4 @@ fn snapshot(our_ids: &BTreeSet<u32>) -> anyhow::Result<Vec<(String, Cost)>> {
         ));
     }
     Ok(out)
-}
-
-#[allow(dead_code)]
-fn _unused() -> anyhow::Result<Vec<(String, Cost)>> {
-    costs(&[])
 }

@@ -5,12 +5,16 @@
 //! |-------------|----------------------------|--------------------------------|
 //! | `inventory` | /proc, cgroupfs, config    | `Vm` list                      |
 //! | `telemetry` | eBPF maps, cgroup files    | `VmSample` per VM per tick     |
+//! | `enforce`   | policy actions (later)     | QMP (balloon, migration), cgroups (later) |
 //! | `export`    | `VmSample`s                | Prometheus textfile, JSONL     |
 //!
-//! `config` parses the TOML file; `collect` is the tick loop that wires the stages.
+//! `config` parses the TOML file; `collect` is the tick loop that wires the stages; `qmp`
+//! is the QEMU Machine Protocol client that `inventory` and `enforce` share.
 
 pub mod collect;
 pub mod config;
+pub mod enforce;
 pub mod export;
 pub mod inventory;
+pub mod qmp;
 pub mod telemetry;

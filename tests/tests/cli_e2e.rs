@@ -221,3 +221,43 @@ fn unprivileged_collect_names_the_missing_capabilities() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
 }
+
+#[test]
+fn top_shows_each_vm_and_its_vcpus() {
+    if !require_root("top_shows_each_vm_and_its_vcpus") {
+        return;
+    }
+    let mut a = TestCgroup::new("top-a").unwrap();
+    let mut b = TestCgroup::new("top-b").unwrap();
+    for _ in 0..2 {
+        a.spin(None).unwrap();
+        b.spin(None).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, vm_toml(&a, "acme") + &vm_toml(&b, "globex")).unwrap();
+    let out = Command::new(bin())
+        .args(["top", "--config"])
+        .arg(&cfg)
+        .args(["--interval", "1s", "-n", "2", "--no-clear", "--vcpus"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tables: Vec<&str> = text.split("VM ").filter(|t| !t.is_empty()).collect();
+    assert_eq!(tables.len(), 2, "two refreshes:\n{text}");
+    let last = tables[1];
+    for vm in ["top-a", "top-b"] {
+        let row = last
+            .lines()
+            .find(|l| l.starts_with(vm))
+            .unwrap_or_else(|| panic!("{vm} row in\n{text}"));
+        // 4 spinners on 2 CPUs: each VM waits for about half of its threads' time.
+        let wait: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(wait > 20.0, "{row}");
+    }
+}

@@ -4,6 +4,7 @@
 //! orchestrators) and gives libvirt and static VMs their pid and QMP socket.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -13,6 +14,7 @@ use super::names::sanitize_vm_name;
 use super::qemu_cmdline::{parse_cmdline, QmpEndpoint};
 use super::threads::process_threads;
 use super::types::{Priority, Vm, VmCgroup, VmSource, VmThread};
+use crate::qmp::{QmpClient, QmpError};
 
 /// A running QEMU process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +184,36 @@ fn socket_path_of_fd(dir: &Path, fd: i32) -> Option<PathBuf> {
     })
 }
 
+/// (vCPU index, host thread id) of each vCPU of the QEMU whose QMP socket is
+/// `socket`, from `query-cpus-fast`, sorted by vCPU. The fallback for a QEMU started
+/// without `debug-threads=on`, whose threads all carry the process's name. QEMU
+/// serves one client per QMP socket, so this times out on a monitor that libvirt
+/// holds; libvirt's vcpuN cgroups give the mapping there. Not used by discovery yet.
+pub fn vcpu_threads_from_qmp(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<Vec<(u32, u32)>, QmpError> {
+    let mut qmp = QmpClient::connect(socket, timeout)?;
+    let cpus = qmp.query_cpus_fast()?;
+    Ok(cpus
+        .into_iter()
+        .map(|c| (c.cpu_index, c.thread_id))
+        .collect())
+}
+
+/// Mark the threads that `vcpus` (from [`vcpu_threads_from_qmp`]) names as vCPUs,
+/// overriding what their names said; returns how many threads were matched.
+pub fn apply_vcpu_threads(threads: &mut [VmThread], vcpus: &[(u32, u32)]) -> usize {
+    let mut matched = 0;
+    for thread in threads.iter_mut() {
+        if let Some((vcpu, _)) = vcpus.iter().find(|(_, tid)| *tid == thread.tid) {
+            thread.vcpu = Some(*vcpu);
+            matched += 1;
+        }
+    }
+    matched
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +332,47 @@ mod tests {
         assert_eq!(
             read_process(&host.proc(), 701, &host.mounts()).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn qmp_vcpus_mark_threads() {
+        let thread = |tid, name: &str| VmThread {
+            tid,
+            name: name.into(),
+            vcpu: None,
+        };
+        let mut threads = vec![
+            thread(10, "qemu-system-x86"),
+            thread(11, "qemu-system-x86"),
+            thread(12, "qemu-system-x86"),
+        ];
+        assert_eq!(
+            apply_vcpu_threads(&mut threads, &[(0, 12), (1, 11), (2, 99)]),
+            2
+        );
+        let vcpus: Vec<_> = threads.iter().map(|t| t.vcpu).collect();
+        assert_eq!(vcpus, [None, Some(1), Some(0)]);
+    }
+
+    /// A real QEMU without debug-threads (every thread named after the process):
+    /// QMP still finds both vCPU threads among the process's threads.
+    #[test]
+    fn vcpu_threads_from_qmp_real_qemu() {
+        let extra = ["-name", "guest=qmptest,debug-threads=off"];
+        let Some(qemu) =
+            crate::qmp::testutil::RealQemu::start("vcpu_threads_from_qmp_real_qemu", &extra)
+        else {
+            return;
+        };
+        let vcpus = vcpu_threads_from_qmp(&qemu.qmp, std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(vcpus.iter().map(|v| v.0).collect::<Vec<_>>(), [0, 1]);
+        let mut threads = process_threads(Path::new("/proc"), qemu.pid()).unwrap();
+        assert!(threads.iter().all(|t| t.vcpu.is_none()), "{threads:?}");
+        assert_eq!(
+            apply_vcpu_threads(&mut threads, &vcpus),
+            2,
+            "{threads:?} {vcpus:?}"
         );
     }
 }
