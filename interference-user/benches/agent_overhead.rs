@@ -4,7 +4,7 @@
 //! VMs as cgroups (v1 cpu/cpuacct/memory/blkio + the v2 hierarchy), each holding one
 //! process of 6 threads that wake 20 times a second (vCPU-like activity), runs the
 //! release binary at a 5 s tick for ROUND seconds, and reads its CPU time from
-//! /proc/<pid>/stat and its peak RSS (VmHWM) from /proc/<pid>/status.
+//! /proc/<pid>/task/*/schedstat and its peak RSS (VmHWM) from /proc/<pid>/status.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,14 +64,21 @@ fn vm_child() -> ! {
     }
 }
 
+/// CPU time of every thread of `pid`, from schedstat (nanoseconds, unlike the
+/// clock-tick granularity of /proc/<pid>/stat).
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
+    let mut ns = 0u64;
+    for e in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = e?.path().join("schedstat");
+        if let Ok(s) = fs::read_to_string(&path) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
@@ -100,7 +107,8 @@ fn main() -> anyhow::Result<()> {
         bail!("{} missing: run cargo build --release first", bin.display());
     }
     let dir = tempfile::tempdir()?;
-    let mut config = String::new();
+    // Only the 64 stand-ins: other QEMU processes on the machine must not be tracked.
+    let mut config = String::from("[discovery]\nqemu = false\nlibvirt = false\n\n");
     let mut children = vec![];
     for i in 0..VMS {
         let name = format!("vm-{i:02}");

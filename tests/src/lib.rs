@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod lab;
 pub mod oracle;
 
 /// True when the test can run; otherwise prints why it is skipped.

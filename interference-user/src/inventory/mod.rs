@@ -53,11 +53,17 @@ pub struct InventoryOptions {
 #[derive(Debug, Clone)]
 pub struct Inventory {
     options: InventoryOptions,
+    /// The static VMs' cgroup paths, classified once: the config does not change.
+    static_cgroups: Vec<(StaticVm, Vec<VmCgroup>)>,
 }
 
 impl Inventory {
     pub fn new(options: InventoryOptions) -> Self {
-        Self { options }
+        let static_cgroups = static_inv::classify_all(&options.mounts, &options.static_vms);
+        Self {
+            options,
+            static_cgroups,
+        }
     }
 
     pub fn options(&self) -> &InventoryOptions {
@@ -69,7 +75,8 @@ impl Inventory {
     /// that cannot be read is left out with a warning.
     pub fn discover(&self) -> Result<Vec<Vm>, InventoryError> {
         let o = &self.options;
-        let statics = static_inv::resolve(&o.proc_root, &o.mounts, &o.static_vms);
+        threads::names::next_tick();
+        let statics = static_inv::resolve_classified(&o.proc_root, &self.static_cgroups);
         let libvirt = if o.libvirt {
             libvirt::scan(&o.proc_root, &o.mounts)
         } else {

@@ -7,22 +7,47 @@ use tracing::{debug, warn};
 
 use super::cgroupfs::Mounts;
 use super::threads::cgroup_threads;
-use super::types::{StaticVm, Vm, VmSource};
+use super::types::{StaticVm, Vm, VmCgroup, VmSource};
 
 /// The declared VMs that are present: a VM none of whose cgroup directories exists is
 /// not running and is left out (the config was validated at load; a cgroup that no
 /// longer classifies, because a hierarchy was unmounted, is dropped with a warning).
 pub fn resolve(proc_root: &Path, mounts: &Mounts, declared: &[StaticVm]) -> Vec<Vm> {
+    resolve_classified(proc_root, &classify_all(mounts, declared))
+}
+
+/// Classifies every declared cgroup path once (a path that cannot be classified is
+/// warned about and left out).
+pub fn classify_all(mounts: &Mounts, declared: &[StaticVm]) -> Vec<(StaticVm, Vec<VmCgroup>)> {
+    declared
+        .iter()
+        .map(|decl| {
+            let cgroups = decl
+                .cgroups
+                .iter()
+                .filter_map(|path| match mounts.classify(path) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!("vm {}: {e}", decl.name);
+                        None
+                    }
+                })
+                .collect();
+            (decl.clone(), cgroups)
+        })
+        .collect()
+}
+
+/// The static VMs that exist now, with their threads.
+pub fn resolve_classified(proc_root: &Path, declared: &[(StaticVm, Vec<VmCgroup>)]) -> Vec<Vm> {
     let mut out = Vec::new();
-    for decl in declared {
+    for (decl, classified) in declared {
         let mut cgroups = Vec::new();
-        for path in &decl.cgroups {
-            match mounts.classify(path) {
-                Ok(c) if c.path.is_dir() => cgroups.push(c),
-                Ok(c) => {
-                    debug!(vm = %decl.name, path = %c.path.display(), "cgroup does not exist (yet)")
-                }
-                Err(e) => warn!("vm {}: {e}", decl.name),
+        for c in classified {
+            if c.path.is_dir() {
+                cgroups.push(c.clone());
+            } else {
+                debug!(vm = %decl.name, path = %c.path.display(), "cgroup does not exist (yet)")
             }
         }
         if cgroups.is_empty() {

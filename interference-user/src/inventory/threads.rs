@@ -40,10 +40,15 @@ pub fn read_thread(
     tid: u32,
     vcpu: Option<u32>,
 ) -> Result<Option<VmThread>, InventoryError> {
+    if let Some(name) = names::cached(proc_root, tid) {
+        let vcpu = vcpu.or_else(|| parse_vcpu(&name));
+        return Ok(Some(VmThread { tid, name, vcpu }));
+    }
     let path = proc_root.join(tid.to_string()).join("comm");
     match std::fs::read_to_string(&path) {
         Ok(comm) => {
             let name = comm.trim_end_matches('\n').to_owned();
+            names::remember(proc_root, tid, &name);
             let vcpu = vcpu.or_else(|| parse_vcpu(&name));
             Ok(Some(VmThread { tid, name, vcpu }))
         }
@@ -150,22 +155,29 @@ fn walk(
     if depth >= MAX_DEPTH {
         return Ok(());
     }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if is_vanished(&e) => return Ok(()),
-        Err(source) => {
-            return Err(InventoryError::ListDir {
-                path: dir.to_path_buf(),
-                source,
-            })
+    let children = match names::cached_children(dir) {
+        Some(c) => c,
+        None => {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if is_vanished(&e) => return Ok(()),
+                Err(source) => {
+                    return Err(InventoryError::ListDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    })
+                }
+            };
+            let mut children: Vec<_> = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect();
+            children.sort();
+            names::remember_children(dir, &children);
+            children
         }
     };
-    let mut children: Vec<_> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    children.sort();
     for child in children {
         let child_vcpu = child
             .file_name()
@@ -260,5 +272,92 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(200, None), (201, Some(1)), (202, None)]);
         assert!(process_threads(&host.proc(), 999).unwrap_err().vanished());
+    }
+}
+
+/// What discovery remembers across ticks, because it runs every tick over every VM:
+/// thread names of the real /proc (read once per thread instead of once per tick;
+/// forgotten after [`names::TTL_TICKS`] discoveries without a lookup, so a recycled
+/// thread id gets a fresh read), and the child directories of cgroups under
+/// /sys/fs/cgroup (listed again every [`names::CHILDREN_TTL_TICKS`] discoveries: a
+/// VM's sub-cgroups are made when it starts, and a new VM is a cache miss). Fake trees
+/// (tests) are never cached.
+pub mod names {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    pub const TTL_TICKS: u64 = 2;
+    pub const CHILDREN_TTL_TICKS: u64 = 12;
+
+    struct Cache {
+        tick: u64,
+        names: BTreeMap<u32, (String, u64)>,
+        children: BTreeMap<PathBuf, (Vec<PathBuf>, u64)>,
+    }
+
+    static CACHE: Mutex<Cache> = Mutex::new(Cache {
+        tick: 0,
+        names: BTreeMap::new(),
+        children: BTreeMap::new(),
+    });
+
+    fn real_cgroup(dir: &Path) -> bool {
+        dir.starts_with("/sys/fs/cgroup")
+    }
+
+    pub fn cached_children(dir: &Path) -> Option<Vec<PathBuf>> {
+        if !real_cgroup(dir) {
+            return None;
+        }
+        let c = CACHE.lock().ok()?;
+        c.children.get(dir).map(|(children, _)| children.clone())
+    }
+
+    pub fn remember_children(dir: &Path, children: &[PathBuf]) {
+        if !real_cgroup(dir) {
+            return;
+        }
+        if let Ok(mut c) = CACHE.lock() {
+            let tick = c.tick;
+            c.children
+                .insert(dir.to_path_buf(), (children.to_vec(), tick));
+        }
+    }
+
+    fn real(proc_root: &Path) -> bool {
+        proc_root == Path::new("/proc")
+    }
+
+    pub fn cached(proc_root: &Path, tid: u32) -> Option<String> {
+        if !real(proc_root) {
+            return None;
+        }
+        let mut c = CACHE.lock().ok()?;
+        let tick = c.tick;
+        let entry = c.names.get_mut(&tid)?;
+        entry.1 = tick;
+        Some(entry.0.clone())
+    }
+
+    pub fn remember(proc_root: &Path, tid: u32, name: &str) {
+        if !real(proc_root) {
+            return;
+        }
+        if let Ok(mut c) = CACHE.lock() {
+            let tick = c.tick;
+            c.names.insert(tid, (name.to_owned(), tick));
+        }
+    }
+
+    /// Called once per discovery: ages the cache.
+    pub fn next_tick() {
+        if let Ok(mut c) = CACHE.lock() {
+            c.tick += 1;
+            let tick = c.tick;
+            c.names.retain(|_, (_, seen)| tick - *seen <= TTL_TICKS);
+            c.children
+                .retain(|_, (_, listed)| tick - *listed < CHILDREN_TTL_TICKS);
+        }
     }
 }

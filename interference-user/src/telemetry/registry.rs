@@ -163,6 +163,8 @@ impl Registry {
                 changes.added_vms.push((vm.name.clone(), index));
             }
             let index = self.vms[&vm.name].index;
+            let slots_before = changes.added_slots.len();
+            let is_new = changes.added_vms.last().is_some_and(|(n, _)| n == &vm.name);
             for t in &vm.threads {
                 if claimed.get(&t.tid) != Some(&vm.name.as_str()) {
                     continue; // claimed by an earlier VM in the list
@@ -210,6 +212,11 @@ impl Registry {
                     );
                 }
                 changes.added_slots.push(slot);
+            }
+            // Walking a VM's cgroup tree costs a directory read per cgroup: do it when
+            // the VM appears or gains threads (libvirt creates vcpuN dirs after start).
+            if !is_new && changes.added_slots.len() == slots_before {
+                continue;
             }
             let ids = cgroup_ids(vm);
             if let Some(v) = self.vms.get_mut(&vm.name) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use interference_common::{hist_upper_ns, HIST_BUCKETS};
 
-use super::text::{Family, HistogramFamily, Labels, TextWriter, Value};
+use super::text::{format_value, Family, HistogramFamily, Labels, TextWriter, Value};
 use super::textfile::{write_atomic, TextfileError};
 use crate::inventory::Priority;
 use crate::telemetry::{Latency, Memory, VmSample};
@@ -106,11 +106,24 @@ impl Log2Histogram {
     /// +Inf. `_count` is the larger of the counted events and the bucket total, which
     /// differ only when the kernel updated one between reads of the other.
     fn render(&self, f: &mut HistogramFamily, labels: &Labels) {
-        let finite = (0..HIST_BUCKETS)
-            .filter_map(|i| hist_upper_ns(i).map(|ns| (ns as f64 / 1e9, self.buckets[i])));
+        let les = log2_le_labels();
+        let finite = les
+            .iter()
+            .zip(&self.buckets)
+            .map(|(le, n)| (le.as_str(), *n));
         let total = self.buckets.iter().fold(0u64, |a, b| a.saturating_add(*b));
-        f.series(labels, finite, self.sum_seconds, self.count.max(total));
+        f.series_with_le(labels, finite, self.sum_seconds, self.count.max(total));
     }
+}
+
+/// The `le` label of every finite log2 bucket, rendered once per process.
+fn log2_le_labels() -> &'static [String] {
+    static LES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LES.get_or_init(|| {
+        (0..HIST_BUCKETS)
+            .filter_map(|i| hist_upper_ns(i).map(|ns| format_value(Value::Float(ns as f64 / 1e9))))
+            .collect()
+    })
 }
 
 fn add_opt(acc: &mut Option<f64>, v: Option<f64>) {

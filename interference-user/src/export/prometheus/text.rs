@@ -133,12 +133,15 @@ impl Family<'_> {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{k}=\"{}\"", escape_label_value(v));
+                out.push_str(k);
+                out.push_str("=\"");
+                push_escaped_label_value(out, v);
+                out.push('"');
             }
             out.push('}');
         }
         out.push(' ');
-        out.push_str(&format_value(value));
+        push_value(out, value);
         out.push('\n');
     }
 }
@@ -162,19 +165,67 @@ impl HistogramFamily<'_> {
         let name = self.0.name;
         let mut cumulative = 0u64;
         let mut last_le = f64::NEG_INFINITY;
+        let mut le_text = String::new();
         for (le, n) in buckets {
             debug_assert!(le > last_le, "bucket bounds of {name} must increase");
             last_le = le;
             cumulative = cumulative.saturating_add(n);
-            let le = format_value(Value::Float(le));
+            le_text.clear();
+            push_value(&mut le_text, Value::Float(le));
             self.0
-                .line(name, "_bucket", labels, Some(&le), cumulative.into());
+                .line(name, "_bucket", labels, Some(&le_text), cumulative.into());
         }
+        self.finish_series(labels, cumulative, sum, count);
+    }
+
+    /// Like [`Self::series`] with the `le` labels already rendered, for writers that
+    /// emit the same bucket bounds for many series every tick.
+    pub fn series_with_le<'s>(
+        &mut self,
+        labels: &Labels,
+        buckets: impl IntoIterator<Item = (&'s str, u64)>,
+        sum: f64,
+        count: u64,
+    ) {
+        let name = self.0.name;
+        let mut cumulative = 0u64;
+        for (le, n) in buckets {
+            cumulative = cumulative.saturating_add(n);
+            self.0
+                .line(name, "_bucket", labels, Some(le), cumulative.into());
+        }
+        self.finish_series(labels, cumulative, sum, count);
+    }
+
+    fn finish_series(&mut self, labels: &Labels, cumulative: u64, sum: f64, count: u64) {
+        let name = self.0.name;
         let count = count.max(cumulative);
         self.0
             .line(name, "_bucket", labels, Some("+Inf"), count.into());
         self.0.line(name, "_sum", labels, None, sum.into());
         self.0.line(name, "_count", labels, None, count.into());
+    }
+}
+
+/// Appends `v` escaped as a label value, without allocating.
+fn push_escaped_label_value(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    out.push_str(&escape_label_value(v));
+}
+
+/// Appends a sample value as [`format_value`] renders it, without allocating.
+fn push_value(out: &mut String, v: Value) {
+    match v {
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        other => out.push_str(&format_value(other)),
     }
 }
 
