@@ -49,8 +49,14 @@ if ! rustup run "$EBPF_TOOLCHAIN" rustc --version >/dev/null 2>&1 ||
 else
     log "$EBPF_TOOLCHAIN with rust-src present"
 fi
-rustup target list --installed | grep -q x86_64-unknown-linux-musl ||
-    rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
+# The static build (scripts/build-static.sh) that the lab's cross-kernel check runs in a
+# guest. Pure Rust: the target's self-contained musl is enough, no musl-tools.
+if rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    log "Rust target x86_64-unknown-linux-musl present"
+else
+    log "adding the Rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
+fi
 
 if bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     log "bpf-linker $BPF_LINKER_VERSION present"
@@ -66,4 +72,6 @@ log "building the eBPF programs"
 cargo xtask build-ebpf
 log "building the release binary"
 cargo build --release --workspace
+log "building the static (musl) binary for the lab's cross-kernel check"
+./scripts/build-static.sh >/dev/null
 log "done: $ROOT/target/release/interference"

@@ -172,6 +172,7 @@ pub mod names {
     pub const EPOCH: &str = "EPOCH";
     pub const PROG_SCHED_SWITCH: &str = "sched_switch";
     pub const PROG_SCHED_WAKEUP: &str = "sched_wakeup";
+    pub const PROG_BLOCK_INSERT: &str = "block_rq_insert";
     pub const PROG_BLOCK_ISSUE: &str = "block_rq_issue";
     pub const PROG_BLOCK_COMPLETE: &str = "block_rq_complete";
     /// Globals set by the loader from the running kernel's BTF.

@@ -1,8 +1,12 @@
 //! Block I/O per VM: operations, bytes and issue-to-completion latency.
 //!
-//! A request is attributed at issue to the VM of the issuing thread (tid map), or, for a
-//! thread not tracked, to the VM whose cgroup v2 id the thread runs in. Block events
-//! are rare next to scheduler events, so a hash map insert/delete per request is fine.
+//! A request is attributed to the VM of the thread that submitted it (tid map), or, for
+//! a thread not tracked, to the VM whose cgroup v2 id the thread runs in. Requests that
+//! go through an I/O scheduler are issued later, often by kblockd (on 6.1 with
+//! mq-deadline, always), so the submitter is recorded at `block_rq_insert`, which runs
+//! in its context; requests issued directly are attributed at `block_rq_issue`. Block
+//! events are rare next to scheduler events, so a hash map insert/delete per request
+//! is fine.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -34,20 +38,22 @@ static CGROUP_VM: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROUPS, 0);
 /// `REQ_OP_MASK`: the operation is the low 8 bits of `cmd_flags` (stable since 4.10).
 const REQ_OP_MASK: u32 = 0xff;
 
-/// `block_rq_issue(struct request *rq)`.
-#[btf_tracepoint(function = "block_rq_issue")]
-pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
-    let rq: *const u8 = ctx.arg(0);
+/// The VM of the current thread: tid map first, then its cgroup v2 id.
+#[inline(always)]
+fn current_vm() -> Option<u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let mut vm = entry_vm(tid_entry_of(tid));
-    if vm == 0 {
-        let cgid = unsafe { bpf_get_current_cgroup_id() };
-        // SAFETY: plain value read from a hash map value.
-        match unsafe { CGROUP_VM.get(&cgid) } {
-            Some(v) => vm = *v,
-            None => return 0,
-        }
+    let vm = entry_vm(tid_entry_of(tid));
+    if vm != 0 {
+        return Some(vm);
     }
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: plain value read from a hash map value.
+    unsafe { CGROUP_VM.get(&cgid) }.copied()
+}
+
+/// Operation class and size of a request.
+#[inline(always)]
+fn describe(rq: *const u8) -> (u32, u64) {
     // SAFETY: rq is a BTF `struct request` pointer; offsets come from BTF.
     let (bytes, flags) = unsafe {
         (
@@ -62,13 +68,56 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
         3 => IO_OP_DISCARD,
         _ => IO_OP_OTHER,
     };
+    (op as u32, bytes as u64)
+}
+
+/// `block_rq_insert(struct request *rq)`: the request enters an I/O scheduler queue,
+/// in the submitter's context.
+#[btf_tracepoint(function = "block_rq_insert")]
+pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
+    let rq: *const u8 = ctx.arg(0);
+    let Some(vm) = current_vm() else {
+        return 0;
+    };
+    let (op, bytes) = describe(rq);
     let io = InflightIo {
-        issued_at_ns: unsafe { bpf_ktime_get_ns() },
+        issued_at_ns: 0,
         vm_index: vm,
-        op: op as u32,
-        bytes: bytes as u64,
+        op,
+        bytes,
     };
     let _ = INFLIGHT_IO.insert(&(rq as u64), &io, 0);
+    0
+}
+
+/// `block_rq_issue(struct request *rq)`: the request goes to the driver.
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    let rq: *const u8 = ctx.arg(0);
+    let key = rq as u64;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(io) = INFLIGHT_IO.get_ptr_mut(&key) {
+        // Inserted earlier by its submitter: keep that attribution, start the clock.
+        // SAFETY: map value pointer.
+        unsafe {
+            (*io).issued_at_ns = now;
+            let (op, bytes) = describe(rq);
+            (*io).op = op;
+            (*io).bytes = bytes;
+        }
+        return 0;
+    }
+    let Some(vm) = current_vm() else {
+        return 0;
+    };
+    let (op, bytes) = describe(rq);
+    let io = InflightIo {
+        issued_at_ns: now,
+        vm_index: vm,
+        op,
+        bytes,
+    };
+    let _ = INFLIGHT_IO.insert(&key, &io, 0);
     0
 }
 
@@ -96,9 +145,12 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
         if let Some(bytes) = (*stats).bytes.get_mut(io.op as usize) {
             atomic_add(bytes, io.bytes);
         }
-        atomic_add(&raw mut (*stats).latency_sum_ns, latency);
-        if let Some(b) = (*stats).latency_hist.get_mut(hist_bucket(latency)) {
-            atomic_add(b, 1);
+        // A request completed without an issue event seen has no latency to report.
+        if io.issued_at_ns != 0 {
+            atomic_add(&raw mut (*stats).latency_sum_ns, latency);
+            if let Some(b) = (*stats).latency_hist.get_mut(hist_bucket(latency)) {
+                atomic_add(b, 1);
+            }
         }
     }
     0

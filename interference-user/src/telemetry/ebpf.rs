@@ -145,6 +145,7 @@ impl EbpfProbes {
             attach(names::PROG_SCHED_WAKEUP)?;
         }
         if set.block_io {
+            attach(names::PROG_BLOCK_INSERT)?;
             attach(names::PROG_BLOCK_ISSUE)?;
             attach(names::PROG_BLOCK_COMPLETE)?;
         }
