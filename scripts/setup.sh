@@ -65,7 +65,7 @@ else
     PATH="/usr/lib/llvm-$LLVM/bin:$PATH" \
         LLVM_SYS_221_PREFIX="/usr/lib/llvm-$LLVM" \
         RUSTFLAGS="-L /usr/lib/llvm-$LLVM/lib" \
-        cargo install --locked "bpf-linker@$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM"
+        cargo install "bpf-linker@$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM"
 fi
 
 log "building the eBPF programs"

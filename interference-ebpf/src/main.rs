@@ -13,7 +13,7 @@
 //! tick; nothing here wakes userspace up.
 #![no_std]
 #![no_main]
-#![allow(internal_features)]
+#![expect(internal_features, reason = "core::intrinsics::atomic_xadd: the bpf target has no 64-bit CAS, so AtomicU64 has no fetch_add")]
 #![feature(core_intrinsics)]
 
 mod block;
