@@ -222,34 +222,17 @@ pub fn wait_running(pid: u32) {
 }
 
 /// A static-inventory VM for `cg`, its threads taken from the given processes, and its
-/// cgroups classified by hierarchy as the inventory would.
+/// cgroups classified by the inventory's own mount table.
 pub fn vm_for(cg: &TestCgroup, pids: &[u32]) -> interference::inventory::Vm {
-    use interference::inventory::{Hierarchy, Priority, Vm, VmCgroup, VmSource, VmThread};
+    use interference::inventory::{Mounts, Priority, Vm, VmSource, VmThread};
+    let mounts = Mounts::read(Path::new("/proc")).expect("reading /proc/self/mountinfo");
     let cgroups = cg
         .dirs
         .iter()
         .map(|d| {
-            let hierarchy = if d.starts_with("/sys/fs/cgroup/unified")
-                || !d.starts_with("/sys/fs/cgroup/cpu")
-                    && d.join("cgroup.procs").exists()
-                    && !d.join("tasks").exists()
-            {
-                Hierarchy::V2
-            } else {
-                let ctrl = d
-                    .strip_prefix("/sys/fs/cgroup")
-                    .ok()
-                    .and_then(|r| r.components().next())
-                    .map(|c| c.as_os_str().to_string_lossy().to_string())
-                    .unwrap_or_default();
-                Hierarchy::V1 {
-                    controllers: vec![ctrl],
-                }
-            };
-            VmCgroup {
-                path: d.clone(),
-                hierarchy,
-            }
+            mounts
+                .classify(d)
+                .unwrap_or_else(|e| panic!("classifying {}: {e}", d.display()))
         })
         .collect();
     let threads = pids

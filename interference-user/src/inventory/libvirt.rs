@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use super::cgroupfs::Mounts;
 use super::error::is_vanished;
 use super::names::sanitize_vm_name;
-use super::threads::cgroup_threads;
+use super::threads::{cgroup_threads, Cache};
 use super::types::{Priority, Vm, VmCgroup, VmSource};
 
 /// How many levels of `.slice` / `.partition` directories are searched.
@@ -168,10 +168,10 @@ fn search(
 
 /// libvirt's VMs with their threads. A machine whose cgroups vanish mid-scan is
 /// skipped silently, one that cannot be read with a warning.
-pub fn scan(proc_root: &Path, mounts: &Mounts) -> Vec<Vm> {
+pub fn scan(proc_root: &Path, mounts: &Mounts, cache: &mut Cache) -> Vec<Vm> {
     let mut out = Vec::new();
     for machine in find_machines(mounts) {
-        let threads = match cgroup_threads(proc_root, &machine.cgroups) {
+        let threads = match cgroup_threads(proc_root, &machine.cgroups, cache) {
             Ok(t) => t,
             Err(e) if e.vanished() => {
                 debug!(machine = %machine.name, "libvirt machine went away during the scan");
@@ -261,7 +261,7 @@ mod tests {
             host.cgroup(&format!("{h}/{scope}/libvirt/vcpu0"), &[11]);
             host.cgroup(&format!("{h}/{scope}/libvirt/vcpu1"), &[12]);
         }
-        let vms = scan(&host.proc(), &host.mounts());
+        let vms = scan(&host.proc(), &host.mounts(), &mut Cache::default());
         assert_eq!(vms.len(), 1);
         let vm = &vms[0];
         assert_eq!((vm.name.as_str(), vm.source), ("web-1", VmSource::Libvirt));
@@ -295,7 +295,7 @@ mod tests {
             &[12],
         );
         host.cgroup(r"machine.slice/machine-lxc\x2d9\x2dct.scope", &[]);
-        let vms = scan(&host.proc(), &host.mounts());
+        let vms = scan(&host.proc(), &host.mounts(), &mut Cache::default());
         let names: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, vec!["db", "batch"]);
         assert_eq!(threads_of(&vms[0]), vec![(10, None), (11, Some(0))]);
@@ -311,7 +311,7 @@ mod tests {
             host.cgroup(&format!("{h}/{scope}"), &[10, 11]);
         }
         host.cgroup(&format!("cpu/{scope}/vcpu0"), &[11]);
-        let vms = scan(&host.proc(), &host.mounts());
+        let vms = scan(&host.proc(), &host.mounts(), &mut Cache::default());
         assert_eq!(vms.len(), 1);
         assert_eq!(vms[0].cgroups.len(), 3);
         assert_eq!(threads_of(&vms[0]), vec![(10, None), (11, Some(0))]);
@@ -327,7 +327,7 @@ mod tests {
         }
         host.cgroup("unified/machine/web-1.libvirt-qemu/vcpu1", &[12]);
         host.cgroup("unified/machine/ct.libvirt-lxc", &[]);
-        let vms = scan(&host.proc(), &host.mounts());
+        let vms = scan(&host.proc(), &host.mounts(), &mut Cache::default());
         assert_eq!(vms.len(), 1);
         assert_eq!(vms[0].name, "web-1");
         assert_eq!(vms[0].cgroups.len(), 3);
@@ -339,7 +339,7 @@ mod tests {
         let host = FakeHost::pure_v2();
         qemu_threads(&host);
         host.cgroup("machine/db.libvirt-qemu/vcpu0", &[11]);
-        let vms = scan(&host.proc(), &host.mounts());
+        let vms = scan(&host.proc(), &host.mounts(), &mut Cache::default());
         assert_eq!(
             (vms[0].name.as_str(), threads_of(&vms[0])),
             ("db", vec![(11, Some(0))])
@@ -356,7 +356,7 @@ mod tests {
         )
         .unwrap();
         host.cgroup(r"machine.slice/machine-qemu\x2d2\x2dy.scope", &[]);
-        let vms = scan(&host.proc(), &host.mounts());
+        let vms = scan(&host.proc(), &host.mounts(), &mut Cache::default());
         assert_eq!(
             vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
             vec!["y"]

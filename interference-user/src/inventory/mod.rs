@@ -30,6 +30,7 @@ pub mod types;
 mod testutil;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 pub use cgroupfs::{CgroupMount, CgroupPathError, Mounts, MountsError};
 pub use error::InventoryError;
@@ -50,11 +51,13 @@ pub struct InventoryOptions {
 }
 
 /// The inventory stage.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Inventory {
     options: InventoryOptions,
     /// The static VMs' cgroup paths, classified once: the config does not change.
     static_cgroups: Vec<(StaticVm, Vec<VmCgroup>)>,
+    /// Thread names and cgroup child lists kept across discoveries.
+    cache: Mutex<threads::Cache>,
 }
 
 impl Inventory {
@@ -63,6 +66,7 @@ impl Inventory {
         Self {
             options,
             static_cgroups,
+            cache: Mutex::new(threads::Cache::default()),
         }
     }
 
@@ -75,14 +79,16 @@ impl Inventory {
     /// that cannot be read is left out with a warning.
     pub fn discover(&self) -> Result<Vec<Vm>, InventoryError> {
         let o = &self.options;
-        threads::names::next_tick();
-        let statics = static_inv::resolve_classified(&o.proc_root, &self.static_cgroups);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.next_tick();
+        let statics =
+            static_inv::resolve_classified(&o.proc_root, &self.static_cgroups, &mut cache);
         let libvirt = if o.libvirt {
-            libvirt::scan(&o.proc_root, &o.mounts)
+            libvirt::scan(&o.proc_root, &o.mounts, &mut cache)
         } else {
             Vec::new()
         };
-        let processes = qemu::scan(&o.proc_root, &o.mounts)?;
+        let processes = qemu::scan(&o.proc_root, &o.mounts, &mut cache)?;
         Ok(merge::merge(statics, libvirt, processes, o.qemu))
     }
 
@@ -90,9 +96,12 @@ impl Inventory {
     /// QEMU process (its cgroups may be shared with unrelated processes), the cgroups'
     /// thread lists otherwise. A vanished VM yields an error whose `vanished()` is true.
     pub fn refresh_threads(&self, vm: &Vm) -> Result<Vec<VmThread>, InventoryError> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         match (vm.source, vm.pid) {
-            (VmSource::Qemu, Some(pid)) => threads::process_threads(&self.options.proc_root, pid),
-            _ => threads::cgroup_threads(&self.options.proc_root, &vm.cgroups),
+            (VmSource::Qemu, Some(pid)) => {
+                threads::process_threads(&self.options.proc_root, pid, &mut cache)
+            }
+            _ => threads::cgroup_threads(&self.options.proc_root, &vm.cgroups, &mut cache),
         }
     }
 }

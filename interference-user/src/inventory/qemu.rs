@@ -12,7 +12,7 @@ use super::cgroupfs::{parse_proc_cgroup, Mounts};
 use super::error::{is_vanished, InventoryError};
 use super::names::sanitize_vm_name;
 use super::qemu_cmdline::{parse_cmdline, QmpEndpoint};
-use super::threads::process_threads;
+use super::threads::{process_threads, Cache};
 use super::types::{Priority, Vm, VmCgroup, VmSource, VmThread};
 use crate::qmp::{QmpClient, QmpError};
 
@@ -68,7 +68,11 @@ pub fn is_qemu_binary(name: &str) -> bool {
 /// Every QEMU process under `proc_root`, sorted by pid. Only failing to list
 /// `proc_root` itself is an error; a process that exits mid-scan is skipped silently
 /// and one that cannot be read otherwise is skipped with a warning.
-pub fn scan(proc_root: &Path, mounts: &Mounts) -> Result<Vec<QemuProcess>, InventoryError> {
+pub fn scan(
+    proc_root: &Path,
+    mounts: &Mounts,
+    cache: &mut Cache,
+) -> Result<Vec<QemuProcess>, InventoryError> {
     let entries = std::fs::read_dir(proc_root).map_err(|source| InventoryError::ListDir {
         path: proc_root.to_path_buf(),
         source,
@@ -82,7 +86,7 @@ pub fn scan(proc_root: &Path, mounts: &Mounts) -> Result<Vec<QemuProcess>, Inven
     pids.sort_unstable();
     let mut out = Vec::new();
     for pid in pids {
-        match read_process(proc_root, pid, mounts) {
+        match read_process(proc_root, pid, mounts, cache) {
             Ok(Some(p)) => out.push(p),
             Ok(None) => {}
             Err(e) if e.vanished() => debug!(pid, "process exited during the scan"),
@@ -97,6 +101,7 @@ pub fn read_process(
     proc_root: &Path,
     pid: u32,
     mounts: &Mounts,
+    cache: &mut Cache,
 ) -> Result<Option<QemuProcess>, InventoryError> {
     let dir = proc_root.join(pid.to_string());
     let read = |file: &str| {
@@ -123,7 +128,7 @@ pub fn read_process(
         Some(QmpEndpoint::Fd(fd)) => socket_path_of_fd(&dir, fd),
         None => None,
     };
-    let threads = process_threads(proc_root, pid)?;
+    let threads = process_threads(proc_root, pid, cache)?;
     let text = String::from_utf8_lossy(&read("cgroup")?).into_owned();
     let mut cgroups: Vec<VmCgroup> = Vec::new();
     for line in parse_proc_cgroup(&text) {
@@ -254,7 +259,7 @@ mod tests {
         // Renamed with -name process=..., found through exe.
         host.process(400, "web-2", &["qemu-kvm", "-m", "512"], &[]);
         host.process(500, "bash", &["bash"], &[]);
-        let found = scan(&host.proc(), &host.mounts()).unwrap();
+        let found = scan(&host.proc(), &host.mounts(), &mut Cache::default()).unwrap();
         assert_eq!(found.len(), 2);
         let p = &found[0];
         assert_eq!(
@@ -312,7 +317,7 @@ mod tests {
              0000000000000000: 00000002 00000000 00010000 0001 01 4242 /var/lib/libvirt/qemu/domain-1-a/monitor.sock\n",
         )
         .unwrap();
-        let p = read_process(&host.proc(), 600, &host.mounts())
+        let p = read_process(&host.proc(), 600, &host.mounts(), &mut Cache::default())
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -325,12 +330,14 @@ mod tests {
     #[test]
     fn vanished_and_zombie_processes() {
         let host = FakeHost::pure_v2();
-        assert!(read_process(&host.proc(), 700, &host.mounts())
-            .unwrap_err()
-            .vanished());
+        assert!(
+            read_process(&host.proc(), 700, &host.mounts(), &mut Cache::default())
+                .unwrap_err()
+                .vanished()
+        );
         host.process(701, "qemu-system-x86", &[], &[]);
         assert_eq!(
-            read_process(&host.proc(), 701, &host.mounts()).unwrap(),
+            read_process(&host.proc(), 701, &host.mounts(), &mut Cache::default()).unwrap(),
             None
         );
     }
@@ -367,7 +374,8 @@ mod tests {
         };
         let vcpus = vcpu_threads_from_qmp(&qemu.qmp, std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(vcpus.iter().map(|v| v.0).collect::<Vec<_>>(), [0, 1]);
-        let mut threads = process_threads(Path::new("/proc"), qemu.pid()).unwrap();
+        let mut threads =
+            process_threads(Path::new("/proc"), qemu.pid(), &mut Cache::default()).unwrap();
         assert!(threads.iter().all(|t| t.vcpu.is_none()), "{threads:?}");
         assert_eq!(
             apply_vcpu_threads(&mut threads, &vcpus),

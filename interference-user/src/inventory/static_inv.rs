@@ -6,14 +6,18 @@ use std::path::Path;
 use tracing::{debug, warn};
 
 use super::cgroupfs::Mounts;
-use super::threads::cgroup_threads;
+use super::threads::{cgroup_threads, Cache};
 use super::types::{StaticVm, Vm, VmCgroup, VmSource};
 
 /// The declared VMs that are present: a VM none of whose cgroup directories exists is
 /// not running and is left out (the config was validated at load; a cgroup that no
 /// longer classifies, because a hierarchy was unmounted, is dropped with a warning).
 pub fn resolve(proc_root: &Path, mounts: &Mounts, declared: &[StaticVm]) -> Vec<Vm> {
-    resolve_classified(proc_root, &classify_all(mounts, declared))
+    resolve_classified(
+        proc_root,
+        &classify_all(mounts, declared),
+        &mut Cache::default(),
+    )
 }
 
 /// Classifies every declared cgroup path once (a path that cannot be classified is
@@ -39,7 +43,11 @@ pub fn classify_all(mounts: &Mounts, declared: &[StaticVm]) -> Vec<(StaticVm, Ve
 }
 
 /// The static VMs that exist now, with their threads.
-pub fn resolve_classified(proc_root: &Path, declared: &[(StaticVm, Vec<VmCgroup>)]) -> Vec<Vm> {
+pub fn resolve_classified(
+    proc_root: &Path,
+    declared: &[(StaticVm, Vec<VmCgroup>)],
+    cache: &mut Cache,
+) -> Vec<Vm> {
     let mut out = Vec::new();
     for (decl, classified) in declared {
         let mut cgroups = Vec::new();
@@ -54,7 +62,7 @@ pub fn resolve_classified(proc_root: &Path, declared: &[(StaticVm, Vec<VmCgroup>
             debug!(vm = %decl.name, "no cgroup of this static VM exists; not running");
             continue;
         }
-        let threads = match cgroup_threads(proc_root, &cgroups) {
+        let threads = match cgroup_threads(proc_root, &cgroups, cache) {
             Ok(t) => t,
             Err(e) if e.vanished() => continue,
             Err(e) => {

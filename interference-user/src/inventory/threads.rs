@@ -2,8 +2,8 @@
 //! `/proc/<tid>/comm`. A thread that exits between being listed and being named is
 //! dropped: thread sets change every tick and the next discovery sees the new one.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use super::cgroupfs::threads_file;
 use super::error::{is_vanished, InventoryError};
@@ -39,8 +39,9 @@ pub fn read_thread(
     proc_root: &Path,
     tid: u32,
     vcpu: Option<u32>,
+    cache: &mut Cache,
 ) -> Result<Option<VmThread>, InventoryError> {
-    if let Some(name) = names::cached(proc_root, tid) {
+    if let Some(name) = cache.name(tid) {
         let vcpu = vcpu.or_else(|| parse_vcpu(&name));
         return Ok(Some(VmThread { tid, name, vcpu }));
     }
@@ -48,7 +49,7 @@ pub fn read_thread(
     match std::fs::read_to_string(&path) {
         Ok(comm) => {
             let name = comm.trim_end_matches('\n').to_owned();
-            names::remember(proc_root, tid, &name);
+            cache.remember_name(tid, &name);
             let vcpu = vcpu.or_else(|| parse_vcpu(&name));
             Ok(Some(VmThread { tid, name, vcpu }))
         }
@@ -62,7 +63,11 @@ pub fn read_thread(
 }
 
 /// Threads of process `pid` from `/proc/<pid>/task`, sorted by tid.
-pub fn process_threads(proc_root: &Path, pid: u32) -> Result<Vec<VmThread>, InventoryError> {
+pub fn process_threads(
+    proc_root: &Path,
+    pid: u32,
+    cache: &mut Cache,
+) -> Result<Vec<VmThread>, InventoryError> {
     let dir = proc_root.join(pid.to_string()).join("task");
     let entries = std::fs::read_dir(&dir).map_err(|source| InventoryError::Proc {
         pid,
@@ -78,7 +83,7 @@ pub fn process_threads(proc_root: &Path, pid: u32) -> Result<Vec<VmThread>, Inve
     tids.sort_unstable();
     let mut out = Vec::with_capacity(tids.len());
     for tid in tids {
-        if let Some(t) = read_thread(proc_root, tid, None)? {
+        if let Some(t) = read_thread(proc_root, tid, None, cache)? {
             out.push(t);
         }
     }
@@ -112,6 +117,7 @@ pub fn read_tids(dir: &Path, file: &str) -> Result<Vec<u32>, InventoryError> {
 pub fn cgroup_threads(
     proc_root: &Path,
     cgroups: &[VmCgroup],
+    cache: &mut Cache,
 ) -> Result<Vec<VmThread>, InventoryError> {
     let mut tids: BTreeMap<u32, Option<u32>> = BTreeMap::new();
     let mut last_vanished = None;
@@ -123,6 +129,7 @@ pub fn cgroup_threads(
             None,
             0,
             &mut tids,
+            cache,
         ) {
             Ok(()) => any = true,
             Err(e) if e.vanished() => last_vanished = Some(e),
@@ -134,7 +141,7 @@ pub fn cgroup_threads(
     }
     let mut out = Vec::with_capacity(tids.len());
     for (tid, vcpu) in tids {
-        if let Some(t) = read_thread(proc_root, tid, vcpu)? {
+        if let Some(t) = read_thread(proc_root, tid, vcpu, cache)? {
             out.push(t);
         }
     }
@@ -147,6 +154,7 @@ fn walk(
     vcpu: Option<u32>,
     depth: usize,
     tids: &mut BTreeMap<u32, Option<u32>>,
+    cache: &mut Cache,
 ) -> Result<(), InventoryError> {
     for tid in read_tids(dir, file)? {
         let slot = tids.entry(tid).or_insert(None);
@@ -155,7 +163,7 @@ fn walk(
     if depth >= MAX_DEPTH {
         return Ok(());
     }
-    let children = match names::cached_children(dir) {
+    let children = match cache.children(dir) {
         Some(c) => c,
         None => {
             let entries = match std::fs::read_dir(dir) {
@@ -174,7 +182,7 @@ fn walk(
                 .map(|e| e.path())
                 .collect();
             children.sort();
-            names::remember_children(dir, &children);
+            cache.remember_children(dir, &children);
             children
         }
     };
@@ -184,7 +192,7 @@ fn walk(
             .and_then(|n| n.to_str())
             .and_then(parse_vcpu_dir)
             .or(vcpu);
-        match walk(&child, file, child_vcpu, depth + 1, tids) {
+        match walk(&child, file, child_vcpu, depth + 1, tids, cache) {
             Err(e) if e.vanished() => {}
             other => other?,
         }
@@ -197,6 +205,49 @@ mod tests {
     use super::*;
     use crate::inventory::testutil::FakeHost;
     use crate::inventory::types::Hierarchy;
+
+    #[test]
+    fn cache_keeps_names_and_child_lists_for_their_ttl() {
+        let host = FakeHost::pure_v2();
+        host.thread(100, "CPU 0/KVM");
+        let dir = host.cgroup("lab/a", &[100]);
+        let cgroups = [VmCgroup {
+            path: dir.clone(),
+            hierarchy: Hierarchy::V2,
+        }];
+        let mut cache = Cache::default();
+        let tids = |c: &mut Cache| -> Vec<u32> {
+            cgroup_threads(&host.proc(), &cgroups, c)
+                .unwrap()
+                .iter()
+                .map(|t| t.tid)
+                .collect()
+        };
+        assert_eq!(tids(&mut cache), vec![100]);
+        // A sub-cgroup made later is found once the child list expires.
+        host.thread(101, "CPU 1/KVM");
+        host.cgroup("lab/a/vcpu1", &[101]);
+        cache.next_tick();
+        assert_eq!(tids(&mut cache), vec![100], "child list still cached");
+        for _ in 0..Cache::CHILDREN_TTL_TICKS {
+            cache.next_tick();
+        }
+        assert_eq!(tids(&mut cache), vec![100, 101]);
+        // Names are read once; an unused name is forgotten after its TTL.
+        host.thread(100, "renamed");
+        cache.next_tick();
+        let name = |c: &mut Cache| {
+            read_thread(&host.proc(), 100, None, c)
+                .unwrap()
+                .unwrap()
+                .name
+        };
+        assert_eq!(name(&mut cache), "CPU 0/KVM");
+        for _ in 0..=Cache::NAME_TTL_TICKS {
+            cache.next_tick();
+        }
+        assert_eq!(name(&mut cache), "renamed");
+    }
 
     #[test]
     fn vcpu_names() {
@@ -235,7 +286,7 @@ mod tests {
                 },
             },
         ];
-        let threads = cgroup_threads(&host.proc(), &cgroups).unwrap();
+        let threads = cgroup_threads(&host.proc(), &cgroups, &mut Cache::default()).unwrap();
         let got: Vec<_> = threads
             .iter()
             .map(|t| (t.tid, t.name.as_str(), t.vcpu))
@@ -253,7 +304,9 @@ mod tests {
             path: host.root().join("unified/gone"),
             hierarchy: Hierarchy::V2,
         }];
-        assert!(cgroup_threads(&host.proc(), &gone).unwrap_err().vanished());
+        assert!(cgroup_threads(&host.proc(), &gone, &mut Cache::default())
+            .unwrap_err()
+            .vanished());
     }
 
     #[test]
@@ -265,99 +318,62 @@ mod tests {
             &["qemu-system-x86_64"],
             &[(201, "CPU 1/KVM"), (202, "IO mon_iothread")],
         );
-        let got: Vec<_> = process_threads(&host.proc(), 200)
+        let got: Vec<_> = process_threads(&host.proc(), 200, &mut Cache::default())
             .unwrap()
             .into_iter()
             .map(|t| (t.tid, t.vcpu))
             .collect();
         assert_eq!(got, vec![(200, None), (201, Some(1)), (202, None)]);
-        assert!(process_threads(&host.proc(), 999).unwrap_err().vanished());
+        assert!(process_threads(&host.proc(), 999, &mut Cache::default())
+            .unwrap_err()
+            .vanished());
     }
 }
 
 /// What discovery remembers across ticks, because it runs every tick over every VM:
-/// thread names of the real /proc (read once per thread instead of once per tick;
-/// forgotten after [`names::TTL_TICKS`] discoveries without a lookup, so a recycled
-/// thread id gets a fresh read), and the child directories of cgroups under
-/// /sys/fs/cgroup (listed again every [`names::CHILDREN_TTL_TICKS`] discoveries: a
-/// VM's sub-cgroups are made when it starts, and a new VM is a cache miss). Fake trees
-/// (tests) are never cached.
-pub mod names {
-    use std::collections::BTreeMap;
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
+/// thread names (read once per thread instead of once per tick; forgotten after
+/// [`Cache::NAME_TTL_TICKS`] discoveries without a lookup, so a recycled thread id gets
+/// a fresh read) and the child directories of cgroups (listed again every
+/// [`Cache::CHILDREN_TTL_TICKS`] discoveries: a VM's sub-cgroups are made when it
+/// starts, and a new VM is a cache miss). One cache per [`super::Inventory`].
+#[derive(Debug, Default)]
+pub struct Cache {
+    tick: u64,
+    names: HashMap<u32, (String, u64)>,
+    children: HashMap<PathBuf, (Vec<PathBuf>, u64)>,
+}
 
-    pub const TTL_TICKS: u64 = 2;
+impl Cache {
+    pub const NAME_TTL_TICKS: u64 = 2;
     pub const CHILDREN_TTL_TICKS: u64 = 12;
 
-    struct Cache {
-        tick: u64,
-        names: BTreeMap<u32, (String, u64)>,
-        children: BTreeMap<PathBuf, (Vec<PathBuf>, u64)>,
+    /// Called once per discovery: ages the entries.
+    pub fn next_tick(&mut self) {
+        self.tick += 1;
+        let tick = self.tick;
+        self.names
+            .retain(|_, (_, seen)| tick - *seen <= Self::NAME_TTL_TICKS);
+        self.children
+            .retain(|_, (_, listed)| tick - *listed < Self::CHILDREN_TTL_TICKS);
     }
 
-    static CACHE: Mutex<Cache> = Mutex::new(Cache {
-        tick: 0,
-        names: BTreeMap::new(),
-        children: BTreeMap::new(),
-    });
-
-    fn real_cgroup(dir: &Path) -> bool {
-        dir.starts_with("/sys/fs/cgroup")
-    }
-
-    pub fn cached_children(dir: &Path) -> Option<Vec<PathBuf>> {
-        if !real_cgroup(dir) {
-            return None;
-        }
-        let c = CACHE.lock().ok()?;
-        c.children.get(dir).map(|(children, _)| children.clone())
-    }
-
-    pub fn remember_children(dir: &Path, children: &[PathBuf]) {
-        if !real_cgroup(dir) {
-            return;
-        }
-        if let Ok(mut c) = CACHE.lock() {
-            let tick = c.tick;
-            c.children
-                .insert(dir.to_path_buf(), (children.to_vec(), tick));
-        }
-    }
-
-    fn real(proc_root: &Path) -> bool {
-        proc_root == Path::new("/proc")
-    }
-
-    pub fn cached(proc_root: &Path, tid: u32) -> Option<String> {
-        if !real(proc_root) {
-            return None;
-        }
-        let mut c = CACHE.lock().ok()?;
-        let tick = c.tick;
-        let entry = c.names.get_mut(&tid)?;
+    fn name(&mut self, tid: u32) -> Option<String> {
+        let tick = self.tick;
+        let entry = self.names.get_mut(&tid)?;
         entry.1 = tick;
         Some(entry.0.clone())
     }
 
-    pub fn remember(proc_root: &Path, tid: u32, name: &str) {
-        if !real(proc_root) {
-            return;
-        }
-        if let Ok(mut c) = CACHE.lock() {
-            let tick = c.tick;
-            c.names.insert(tid, (name.to_owned(), tick));
-        }
+    fn remember_name(&mut self, tid: u32, name: &str) {
+        self.names.insert(tid, (name.to_owned(), self.tick));
     }
 
-    /// Called once per discovery: ages the cache.
-    pub fn next_tick() {
-        if let Ok(mut c) = CACHE.lock() {
-            c.tick += 1;
-            let tick = c.tick;
-            c.names.retain(|_, (_, seen)| tick - *seen <= TTL_TICKS);
-            c.children
-                .retain(|_, (_, listed)| tick - *listed < CHILDREN_TTL_TICKS);
-        }
+    fn children(&self, dir: &Path) -> Option<Vec<PathBuf>> {
+        self.children.get(dir).map(|(c, _)| c.clone())
+    }
+
+    fn remember_children(&mut self, dir: &Path, children: &[PathBuf]) {
+        self.children
+            .insert(dir.to_path_buf(), (children.to_vec(), self.tick));
     }
 }

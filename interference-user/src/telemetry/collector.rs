@@ -182,7 +182,7 @@ impl<K: KernelMaps> Collector<K> {
         let mut samples = Vec::new();
         let mut cgroup_ok = true;
         for vm in vms {
-            let Some(tracked) = self.registry.vm(&vm.name).cloned() else {
+            let Some(tracked) = self.registry.vm(&vm.name) else {
                 continue;
             };
             let mut runqueue = Latency::with_buckets();

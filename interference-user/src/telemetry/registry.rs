@@ -169,38 +169,32 @@ impl Registry {
                 if claimed.get(&t.tid) != Some(&vm.name.as_str()) {
                     continue; // claimed by an earlier VM in the list
                 }
-                if let Some(existing) = self.vms[&vm.name].threads.get(&t.tid) {
-                    if existing.vcpu == t.vcpu && existing.name == t.name {
+                let slot = match self.vms[&vm.name].threads.get(&t.tid) {
+                    Some(existing) if existing.vcpu == t.vcpu && existing.name == t.name => {
                         continue;
                     }
-                    let slot = existing.slot;
-                    if let Some(v) = self.vms.get_mut(&vm.name) {
-                        v.threads.insert(
-                            t.tid,
-                            TrackedThread {
-                                slot,
-                                name: t.name.clone(),
-                                vcpu: t.vcpu,
-                            },
-                        );
+                    // Renamed (e.g. QEMU naming its vCPU threads): same slot, new label.
+                    Some(existing) => existing.slot,
+                    None => {
+                        if t.tid / TID_CHUNK >= interference_common::MAX_TID_CHUNKS {
+                            changes
+                                .dropped
+                                .push(format!("thread {} of {} (tid too large)", t.tid, vm.name));
+                            continue;
+                        }
+                        let Some(slot) = self.free_slots.pop_front() else {
+                            changes.dropped.push(format!(
+                                "thread {} of {} (more than {MAX_SLOTS} threads)",
+                                t.tid, vm.name
+                            ));
+                            continue;
+                        };
+                        kernel.reset_slot(slot)?;
+                        self.set_tid(t.tid, tid_entry(index, slot));
+                        changes.added_slots.push(slot);
+                        slot
                     }
-                    continue;
-                }
-                if t.tid / TID_CHUNK >= interference_common::MAX_TID_CHUNKS {
-                    changes
-                        .dropped
-                        .push(format!("thread {} of {} (tid too large)", t.tid, vm.name));
-                    continue;
-                }
-                let Some(slot) = self.free_slots.pop_front() else {
-                    changes.dropped.push(format!(
-                        "thread {} of {} (more than {MAX_SLOTS} threads)",
-                        t.tid, vm.name
-                    ));
-                    continue;
                 };
-                kernel.reset_slot(slot)?;
-                self.set_tid(t.tid, tid_entry(index, slot));
                 if let Some(v) = self.vms.get_mut(&vm.name) {
                     v.threads.insert(
                         t.tid,
@@ -211,7 +205,6 @@ impl Registry {
                         },
                     );
                 }
-                changes.added_slots.push(slot);
             }
             // Walking a VM's cgroup tree costs a directory read per cgroup: do it when
             // the VM appears or gains threads (libvirt creates vcpuN dirs after start).
