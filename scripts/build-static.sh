@@ -21,7 +21,12 @@ if [ ! -f "$EBPF_OBJECT" ]; then
     echo "build-static: $EBPF_OBJECT missing; building the eBPF programs" >&2
     cargo xtask build-ebpf >&2
 fi
-cargo build --release --target "$TARGET" -p interference-user >&2
+# The enforcement probe (interference-user/examples/enforce_probe.rs) rides along for
+# tests/tests/lab_enforce_v2.rs: target/$TARGET/release/examples/enforce_probe.
+# tract-linalg compiles C and assembly kernels: for musl, with Debian's musl-gcc
+# (musl-tools, installed by setup.sh).
+export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+cargo build --release --target "$TARGET" -p interference-user --bins --example enforce_probe >&2
 bin="$(pwd)/target/$TARGET/release/interference"
 if command -v file >/dev/null && ! file -L "$bin" | grep -q 'static'; then
     echo "build-static: $bin is not statically linked" >&2

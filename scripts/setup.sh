@@ -25,6 +25,7 @@ packages=(
     bpftrace linux-perf stress-ng
     qemu-system-x86 qemu-utils busybox-static cpio
     python3 python3-venv
+    musl-tools
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -50,7 +51,7 @@ else
     log "$EBPF_TOOLCHAIN with rust-src present"
 fi
 # The static build (scripts/build-static.sh) that the lab's cross-kernel check runs in a
-# guest. Pure Rust: the target's self-contained musl is enough, no musl-tools.
+# guest (tract-linalg's C kernels build with musl-gcc from musl-tools, above).
 if rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
     log "Rust target x86_64-unknown-linux-musl present"
 else

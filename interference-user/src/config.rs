@@ -42,6 +42,10 @@ pub struct Config {
     pub collect: CollectConfig,
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub score: ScoreConfig,
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// `[collect]`: the tick and where its output goes.
@@ -89,6 +93,78 @@ impl Default for DiscoveryConfig {
         Self {
             qemu: true,
             libvirt: true,
+        }
+    }
+}
+
+/// Which predictor turns feature windows into Contention Scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScorerKind {
+    /// The LSTM (ONNX, run by tract): predicts the slowdown of the next horizon.
+    #[default]
+    Lstm,
+    /// The reactive baseline: run-queue steal attributed by preemptions (docs/dataset.md).
+    Heuristic,
+}
+
+/// `[score]`: the Contention Score stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoreConfig {
+    /// How often every pair is scored; a multiple of `collect.interval`. Unset: the
+    /// first multiple of the collector's interval from 5 s.
+    #[serde(
+        default,
+        with = "humantime_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval: Option<Duration>,
+    pub scorer: ScorerKind,
+    /// ONNX model; its sidecar is the same path with `.json`. Default: the model built
+    /// into the binary (models/contention-lstm.onnx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        Self {
+            interval: None,
+            scorer: ScorerKind::Lstm,
+            model: None,
+        }
+    }
+}
+
+impl ScoreConfig {
+    /// The scoring interval for a collector ticking every `tick`.
+    pub fn every(&self, tick: Duration) -> Duration {
+        self.interval.unwrap_or_else(|| {
+            let tick = tick.max(Duration::from_millis(1));
+            let n = Duration::from_secs(5)
+                .as_nanos()
+                .div_ceil(tick.as_nanos())
+                .max(1);
+            tick * u32::try_from(n).unwrap_or(u32::MAX)
+        })
+    }
+
+    fn check(&self, collect: &CollectConfig, out: &mut Vec<(String, String)>) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let tick = collect.interval.as_millis().max(1);
+        let every = interval.as_millis();
+        if every == 0 || !every.is_multiple_of(tick) {
+            out.push((
+                "score.interval".into(),
+                format!(
+                    "{} is not a multiple of collect.interval ({})",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(collect.interval)
+                ),
+            ));
         }
     }
 }
@@ -194,6 +270,8 @@ impl Config {
         let mut out = Vec::new();
         check_vms(&self.vms, mounts, &mut out);
         self.collect.check("collect", &mut out);
+        self.score.check(&self.collect, &mut out);
+        out.extend(self.policy.check());
         out
     }
 
@@ -315,6 +393,24 @@ mod humantime_duration {
 
     pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+}
+
+/// `Option<Duration>` in humantime syntax; absent means None.
+mod humantime_opt {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_duration::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => super::humantime_duration::serialize(v, s),
+            None => s.serialize_none(),
+        }
     }
 }
 
@@ -578,8 +674,8 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
             r#"config.toml:4:1: vm[0].cpu_weight: unknown field "cpu_weight", expected one of name, cgroups, customer, priority, workload"#
         );
         assert_eq!(
-            err("[collect]\ninterval = \"1s\"\n\n[policy]\nthreshold = 50\n"),
-            r#"config.toml:4:2: policy: unknown field "policy", expected one of vm, collect, discovery"#
+            err("[collect]\ninterval = \"1s\"\n\n[polcy]\nthreshold = 50\n"),
+            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy"#
         );
         assert_eq!(
             err("[discovery]\nqemu = \"yes\"\n"),
@@ -615,6 +711,27 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
                 .interval,
             MIN_INTERVAL
         );
+    }
+
+    #[test]
+    fn score_section_defaults_and_checks() {
+        let c = parse("").unwrap();
+        assert_eq!(c.score.every(c.collect.interval), Duration::from_secs(5));
+        assert_eq!(c.score.scorer, ScorerKind::Lstm);
+        let c = parse("[score]\nscorer = \"heuristic\"\nmodel = \"/m/x.onnx\"\n").unwrap();
+        assert_eq!(c.score.scorer, ScorerKind::Heuristic);
+        assert_eq!(c.score.model.as_deref(), Some(Path::new("/m/x.onnx")));
+        assert_eq!(
+            err("[collect]\ninterval = \"2s\"\n[score]\ninterval = \"5s\"\n"),
+            "config.toml:4:12: score.interval: 5s is not a multiple of collect.interval (2s)"
+        );
+        assert_eq!(
+            err("[score]\nscorer = \"gru\"\n"),
+            r#"config.toml:2:10: score.scorer: unknown variant "gru", expected lstm or heuristic"#
+        );
+        // Unset, the interval follows the collector: the first multiple of it from 5 s.
+        let c = parse("[collect]\ninterval = \"2s\"\n").unwrap();
+        assert_eq!(c.score.every(c.collect.interval), Duration::from_secs(6));
     }
 
     #[test]

@@ -95,6 +95,27 @@ impl TestCgroup {
 
     /// Starts `cmd` with its process already in every cgroup of this VM.
     pub fn spawn(&mut self, cmd: &mut Command) -> io::Result<u32> {
+        cmd.stdout(Stdio::null());
+        self.spawn_keeping_stdout(cmd)
+    }
+
+    /// [`TestCgroup::spawn`], with the caller's choice of stdout (e.g. piped, to read a
+    /// workload's progress lines) and the child's stdout handed back.
+    pub fn spawn_piped(
+        &mut self,
+        cmd: &mut Command,
+    ) -> io::Result<(u32, std::process::ChildStdout)> {
+        cmd.stdout(Stdio::piped());
+        let pid = self.spawn_keeping_stdout(cmd)?;
+        let out = self
+            .children
+            .last_mut()
+            .and_then(|c| c.stdout.take())
+            .ok_or_else(|| io::Error::other("no stdout pipe"))?;
+        Ok((pid, out))
+    }
+
+    fn spawn_keeping_stdout(&mut self, cmd: &mut Command) -> io::Result<u32> {
         let procs: Vec<std::ffi::CString> = self
             .dirs
             .iter()
@@ -144,7 +165,7 @@ impl TestCgroup {
                 Ok(())
             });
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let child = cmd.stderr(Stdio::null()).spawn()?;
         let pid = child.id();
         self.children.push(child);
         Ok(pid)
@@ -277,4 +298,112 @@ pub fn real_collector() -> anyhow::Result<
             block_io: true,
         },
     )?)
+}
+
+/// libvirt-style child cgroups (`libvirt`, `libvirt/vcpu0`, `libvirt/emulator`, ...)
+/// below every directory of a [`TestCgroup`], each level created explicitly so that v1
+/// cpusets get their parent's cpus and mems. Dropping it moves the processes left in
+/// the children back to the VM's own cgroups and removes the children, deepest first;
+/// drop it before the [`TestCgroup`].
+pub struct TestChildren {
+    /// (VM directory, child directory), parents before children.
+    dirs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl TestChildren {
+    pub fn new(cg: &TestCgroup, rels: &[&str]) -> io::Result<Self> {
+        let mut levels: Vec<PathBuf> = Vec::new();
+        for rel in rels {
+            let mut acc = PathBuf::new();
+            for part in Path::new(rel).components() {
+                acc.push(part);
+                if !levels.contains(&acc) {
+                    levels.push(acc.clone());
+                }
+            }
+        }
+        levels.sort_by_key(|l| l.components().count());
+        let mut out = Self { dirs: Vec::new() };
+        for vm_dir in &cg.dirs {
+            for level in &levels {
+                let dir = vm_dir.join(level);
+                fs::create_dir(&dir).or_else(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+                out.dirs.push((vm_dir.clone(), dir.clone()));
+                if dir.starts_with("/sys/fs/cgroup/cpuset") {
+                    let parent = dir.parent().unwrap_or(&dir);
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        if fs::read_to_string(dir.join(f))?.trim().is_empty() {
+                            fs::write(dir.join(f), fs::read_to_string(parent.join(f))?.trim())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The child `rel` in the v1 hierarchy of `controller` (or `unified`).
+    pub fn dir(&self, controller: &str, rel: &str) -> Option<&Path> {
+        let prefix = Path::new("/sys/fs/cgroup").join(controller);
+        self.dirs
+            .iter()
+            .find(|(vm, d)| {
+                vm.starts_with(&prefix) && d.strip_prefix(vm).ok() == Some(Path::new(rel))
+            })
+            .map(|(_, d)| d.as_path())
+    }
+
+    /// Moves process `pid` into child `rel` in every hierarchy.
+    pub fn move_into(&self, rel: &str, pid: u32) -> io::Result<()> {
+        for (vm, d) in &self.dirs {
+            if d.strip_prefix(vm).ok() == Some(Path::new(rel)) {
+                fs::write(d.join("cgroup.procs"), pid.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestChildren {
+    fn drop(&mut self) {
+        for (vm, d) in self.dirs.iter().rev() {
+            let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                let _ = fs::write(vm.join("cgroup.procs"), pid);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Every `names` file (e.g. cpu.shares, cpuset.cpus) in `dirs` and below, with its
+/// content: a snapshot to compare after a restore.
+pub fn snapshot_files(dirs: &[PathBuf], names: &[&str]) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        for name in names {
+            if let Ok(text) = fs::read_to_string(d.join(name)) {
+                out.push((d.join(name), text.trim().to_string()));
+            }
+        }
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
 }

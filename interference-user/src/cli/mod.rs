@@ -2,6 +2,8 @@
 
 mod collect;
 mod inventory;
+mod restore;
+mod score;
 mod top;
 
 use std::path::PathBuf;
@@ -37,6 +39,10 @@ pub enum Command {
     Top(top::TopArgs),
     /// List the VMs discovered on this host (QEMU processes, libvirt, config).
     Inventory(inventory::InventoryArgs),
+    /// Predict the Contention Score of every VM pair each round (LSTM or heuristic).
+    Score(score::ScoreArgs),
+    /// Put back every cgroup and balloon change an agent left in effect (from its journal).
+    Restore(restore::RestoreArgs),
 }
 
 /// Options shared by every command that reads the host's VMs.
@@ -56,6 +62,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Collect(a) => collect::run(a),
         Command::Top(a) => top::run(a),
         Command::Inventory(a) => inventory::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Restore(a) => restore::run(a),
     }
 }
 

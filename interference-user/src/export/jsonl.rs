@@ -205,6 +205,7 @@ mod tests {
             psi: Some(Psi::default()),
             llc: None,
             threads: 4,
+            cpus: Some(vec![0, 1]),
         }
     }
 

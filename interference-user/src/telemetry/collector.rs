@@ -218,20 +218,21 @@ impl<K: KernelMaps> Collector<K> {
             let prev_io = self.prev_io.insert(tracked.index, io).unwrap_or(io);
             let block_io = self.opts.block_io.then(|| io_delta(&prev_io, &io));
 
-            let (cpu, memory, psi) = match read_counters(&vm.cgroups) {
+            let ((cpu, memory, psi), cpus) = match read_counters(&vm.cgroups) {
                 Ok(cur) if !vm.cgroups.is_empty() => {
                     let d = match self.prev_cgroups.get(&vm.name) {
                         Some(prev) => cgroup_delta(prev, &cur, interval),
                         None => (None, None, None),
                     };
+                    let cpus = cur.cpus.clone();
                     self.prev_cgroups.insert(vm.name.clone(), cur);
-                    d
+                    (d, cpus)
                 }
-                Ok(_) => (None, None, None),
+                Ok(_) => ((None, None, None), None),
                 Err(e) => {
                     tracing::debug!("cgroups of {}: {e}", vm.name);
                     cgroup_ok = false;
-                    (None, None, None)
+                    ((None, None, None), None)
                 }
             };
             let llc = self.perf.read_delta(tracked.threads.keys().copied()).map(
@@ -260,6 +261,7 @@ impl<K: KernelMaps> Collector<K> {
                 psi,
                 llc,
                 threads: tracked.threads.len() as u32,
+                cpus,
             });
         }
         self.cgroup_ok = cgroup_ok;

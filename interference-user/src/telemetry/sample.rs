@@ -41,6 +41,10 @@ pub struct VmSample {
     pub llc: Option<Llc>,
     /// Threads tracked at the end of the tick.
     pub threads: u32,
+    /// CPUs the VM's cgroup may run on at the end of the tick (its effective cpuset);
+    /// None without a cpuset controller. Absent in files written before it existed.
+    #[serde(default)]
+    pub cpus: Option<Vec<u32>>,
 }
 
 /// Run-queue waits completed in the tick.

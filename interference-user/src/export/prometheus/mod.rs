@@ -18,6 +18,7 @@
 //! ```
 
 mod exporter;
+mod scores;
 mod text;
 mod textfile;
 
@@ -27,6 +28,7 @@ mod check;
 mod tests;
 
 pub use exporter::MetricsExporter;
+pub use scores::ScoreMetrics;
 pub use text::{
     escape_help, escape_label_value, format_value, Family, HistogramFamily, Labels, TextWriter,
     Value,

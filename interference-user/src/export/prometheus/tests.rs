@@ -114,6 +114,7 @@ fn sample(vm: &str) -> VmSample {
             instructions: 1_000_000,
         }),
         threads: 3,
+        cpus: Some(vec![0, 1]),
     }
 }
 

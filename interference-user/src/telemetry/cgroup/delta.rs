@@ -144,6 +144,7 @@ mod tests {
                 discard_bytes: None,
                 discard_ops: None,
             },
+            cpus: None,
         }
     }
 

@@ -19,8 +19,8 @@ mod read;
 
 pub use delta::{cgroup_delta, cgroup_io_delta};
 pub use parse::{
-    parse_blkio_throttle, parse_flat_keyed, parse_io_stat, parse_limit, parse_psi, parse_u64,
-    BlkioTotals, IoStatTotals, ParseError,
+    parse_blkio_throttle, parse_cpu_list, parse_flat_keyed, parse_io_stat, parse_limit, parse_psi,
+    parse_u64, BlkioTotals, IoStatTotals, ParseError,
 };
 pub use read::{read_counters, CgroupError};
 
@@ -34,6 +34,9 @@ pub struct CgroupCounters {
     pub memory: MemoryCounters,
     pub psi: PsiCounters,
     pub io: IoCounters,
+    /// CPUs the cgroup may run on (a gauge): v2 `cpuset.cpus.effective`, v1
+    /// `cpuset.effective_cpus`. None without a cpuset controller.
+    pub cpus: Option<Vec<u32>>,
 }
 
 /// Cumulative CPU time and CFS bandwidth throttling.
@@ -126,6 +129,7 @@ impl CgroupCounters {
             } else {
                 self.io
             },
+            cpus: self.cpus.or(lower.cpus),
         }
     }
 }

@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use thiserror::Error;
 
 use super::parse::{
-    parse_blkio_throttle, parse_flat_keyed, parse_io_stat, parse_limit, parse_psi, parse_u64,
-    ParseError,
+    parse_blkio_throttle, parse_cpu_list, parse_flat_keyed, parse_io_stat, parse_limit, parse_psi,
+    parse_u64, ParseError,
 };
 use super::{CgroupCounters, CpuCounters, IoCounters, MemoryCounters, PsiCounters};
 use crate::inventory::{Hierarchy, VmCgroup};
@@ -105,11 +105,17 @@ fn read_v2(d: &mut Dir) -> Result<CgroupCounters, CgroupError> {
     } else {
         IoCounters::default()
     };
+    let cpus = if enabled("cpuset") {
+        d.parse("cpuset.cpus.effective", parse_cpu_list)?
+    } else {
+        None
+    };
     Ok(CgroupCounters {
         cpu,
         memory,
         psi,
         io,
+        cpus,
     })
 }
 
@@ -156,6 +162,13 @@ fn read_v1(d: &mut Dir, controllers: &[String]) -> Result<CgroupCounters, Cgroup
     }
     if has("blkio") {
         out.io = read_v1_blkio(d)?;
+    }
+    if has("cpuset") {
+        // Older kernels without effective_cpus only have the configured set.
+        out.cpus = match d.parse("cpuset.effective_cpus", parse_cpu_list)? {
+            Some(c) => Some(c),
+            None => d.parse("cpuset.cpus", parse_cpu_list)?,
+        };
     }
     Ok(out)
 }

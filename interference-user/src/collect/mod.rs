@@ -1,6 +1,11 @@
-//! The tick loop of `interference collect` and `interference top`: discover VMs, sample
-//! them, (re)register them with the kernel side, write the outputs. Kept short on
-//! purpose: each step belongs to its stage, this only wires them.
+//! The tick loop of `interference collect`, `top` and `score`: discover VMs, sample
+//! them, (re)register them with the kernel side, score the pairs when a scorer is set,
+//! write the outputs. Kept short on purpose: each step belongs to its stage, this only
+//! wires them.
+
+mod scoring;
+
+pub use scoring::{ScoreRound, Scoring, ScoringError};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,7 +13,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::export::jsonl::SampleWriter;
-use crate::export::prometheus::MetricsExporter;
+use crate::export::prometheus::{write_atomic, MetricsExporter, TextWriter};
 use crate::inventory::Vm;
 use crate::telemetry::collector::{CollectError, Collector};
 use crate::telemetry::kernel::KernelMaps;
@@ -34,6 +39,8 @@ pub struct TickReport {
     pub samples: Vec<VmSample>,
     pub vms: Vec<Vm>,
     pub duration: Duration,
+    /// When a scoring round ran this tick.
+    pub scores: Option<ScoreRound>,
 }
 
 pub type Discover =
@@ -44,6 +51,7 @@ pub struct TickLoop<K: KernelMaps> {
     discover: Discover,
     outputs: Outputs,
     vms: Vec<Vm>,
+    scoring: Option<Scoring>,
 }
 
 impl<K: KernelMaps> TickLoop<K> {
@@ -60,7 +68,18 @@ impl<K: KernelMaps> TickLoop<K> {
             discover,
             outputs,
             vms,
+            scoring: None,
         })
+    }
+
+    /// Scores the VM pairs as the ticks go (`interference score`, the agent).
+    pub fn with_scoring(mut self, scoring: Scoring) -> Self {
+        self.scoring = Some(scoring);
+        self
+    }
+
+    pub fn scoring(&self) -> Option<&Scoring> {
+        self.scoring.as_ref()
     }
 
     pub fn collector(&self) -> &Collector<K> {
@@ -82,10 +101,23 @@ impl<K: KernelMaps> TickLoop<K> {
                 tracing::warn!("{e}");
             }
         }
+        let scores = match self.scoring.as_mut().and_then(|s| s.push(&samples)) {
+            Some(Ok(round)) => Some(round),
+            Some(Err(e)) => {
+                tracing::warn!("scoring failed, no scores this round: {e}");
+                None
+            }
+            None => None,
+        };
         let duration = started.elapsed();
         if let Some((path, exporter)) = &mut self.outputs.metrics {
             exporter.update(&samples, &self.collector.status().as_pairs(), duration);
-            if let Err(e) = exporter.write_textfile(path) {
+            let mut w = TextWriter::new();
+            exporter.render_into(&mut w);
+            if let Some(s) = &self.scoring {
+                s.metrics().render_into(&mut w);
+            }
+            if let Err(e) = write_atomic(path, w.finish().as_bytes()) {
                 tracing::warn!("{e}");
             }
         }
@@ -93,6 +125,7 @@ impl<K: KernelMaps> TickLoop<K> {
             samples,
             vms: self.vms.clone(),
             duration,
+            scores,
         })
     }
 }

@@ -1,0 +1,198 @@
+//! `interference score`: the collector plus the Contention Score of every VM pair,
+//! printed each scoring round as a table or JSONL.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use interference::collect::{ScoreRound, Scoring};
+use interference::config::ScorerKind;
+use interference::predict::{HeuristicScorer, LstmScorer, Scorer};
+
+use super::collect::{start_loop, LoopSettings};
+use super::{parse_duration, ConfigArgs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table per round, highest score first.
+    Table,
+    /// One JSON object per pair per round.
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Collector tick [default: `[collect] interval`, 5s]; must divide the model's tick.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// How often every pair is scored [default: `[score] interval`, 5s].
+    #[arg(long, value_parser = parse_duration)]
+    pub every: Option<Duration>,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// lstm: the model predicts the next horizon; heuristic: the reactive baseline.
+    #[arg(long, value_enum)]
+    pub scorer: Option<ScorerKind>,
+    /// ONNX model (its sidecar: the same path with .json) [default: the built-in model].
+    #[arg(long, value_name = "FILE.onnx")]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Leave pairs below this score out of the output.
+    #[arg(long, default_value_t = 0.0, value_name = "SCORE")]
+    pub min_score: f32,
+    /// Also append the raw samples to this JSONL file.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub samples: Option<PathBuf>,
+    /// Also rewrite this Prometheus textfile every tick (scores included).
+    #[arg(long, value_name = "FILE.prom")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    let settings = LoopSettings::from_config(
+        &args.config,
+        args.interval,
+        args.samples,
+        args.metrics_file,
+        None,
+    )?;
+    let score = &settings.config.score;
+    let kind = args.scorer.unwrap_or(score.scorer);
+    let model = args.model.or_else(|| score.model.clone());
+    let every = args.every.unwrap_or_else(|| score.every(settings.interval));
+    // The model is loaded (and refused if it does not match) before any probe is attached.
+    let scorer = load_scorer(kind, model.as_deref())?;
+    tracing::info!("scorer: {}", scorer.describe());
+    let scoring = Scoring::new(scorer, settings.interval, every).with_context(|| {
+        format!(
+            "scoring every {} with a {} collector tick",
+            humantime::format_duration(every),
+            humantime::format_duration(settings.interval)
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut lp = start_loop(&settings)?.with_scoring(scoring);
+    let mut out = std::io::stdout().lock();
+    let mut failed: Option<std::io::Error> = None;
+    let format = args.format;
+    let min = args.min_score;
+    runtime.block_on(interference::collect::run(
+        &mut lp,
+        settings.interval,
+        args.duration,
+        |report| {
+            let Some(round) = &report.scores else {
+                return;
+            };
+            if failed.is_some() {
+                return;
+            }
+            let written = match format {
+                Format::Table => write_table(&mut out, round, min),
+                Format::Jsonl => write_jsonl(&mut out, round, min),
+            };
+            if let Err(e) = written.and_then(|()| out.flush()) {
+                failed = Some(e);
+            }
+        },
+    ))?;
+    match failed {
+        // `interference score | head` is a normal way to stop.
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(e).context("writing scores to stdout"),
+        None => Ok(()),
+    }
+}
+
+/// The heuristic, or the LSTM from `model` (its sidecar next to it) or built in.
+pub fn load_scorer(kind: ScorerKind, model: Option<&std::path::Path>) -> anyhow::Result<Scorer> {
+    Ok(match (kind, model) {
+        (ScorerKind::Heuristic, _) => HeuristicScorer::new().into(),
+        (ScorerKind::Lstm, Some(onnx)) => {
+            let sidecar = onnx.with_extension("json");
+            LstmScorer::load(onnx, &sidecar)
+                .with_context(|| format!("loading the model {}", onnx.display()))?
+                .into()
+        }
+        (ScorerKind::Lstm, None) => LstmScorer::builtin()
+            .context("loading the built-in model")?
+            .into(),
+    })
+}
+
+fn clock(timestamp_ms: u64) -> String {
+    let s = timestamp_ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+fn write_table(out: &mut impl std::io::Write, r: &ScoreRound, min: f32) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} UTC  {} pairs scored in {:.1} ms{}",
+        clock(r.timestamp_ms),
+        r.contention.len(),
+        r.duration.as_secs_f64() * 1e3,
+        if r.warming_up.is_empty() {
+            String::new()
+        } else {
+            format!("; window filling: {}", r.warming_up.join(", "))
+        }
+    )?;
+    if r.contention.is_empty() {
+        return writeln!(out);
+    }
+    let width = r
+        .contention
+        .iter()
+        .flat_map(|c| [c.vm.len(), c.neighbor.len()])
+        .max()
+        .unwrap_or(2)
+        .max(9);
+    writeln!(
+        out,
+        "{:<width$}  {:<width$}  {:>5}  {:<width$}  {:<width$}  {:>7}",
+        "VM", "NEIGHBOR", "SCORE", "VICTIM", "AGGRESSOR", "REVERSE"
+    )?;
+    for c in r.contention.iter().filter(|c| c.score >= min) {
+        let reverse = r
+            .directed
+            .iter()
+            .find(|d| d.victim == c.aggressor && d.aggressor == c.victim)
+            .map(|d| d.slowdown)
+            .unwrap_or(f32::NAN);
+        writeln!(
+            out,
+            "{:<width$}  {:<width$}  {:>5.1}  {:<width$}  {:<width$}  {:>7.1}",
+            c.vm, c.neighbor, c.score, c.victim, c.aggressor, reverse
+        )?;
+    }
+    writeln!(out)
+}
+
+fn write_jsonl(out: &mut impl std::io::Write, r: &ScoreRound, min: f32) -> std::io::Result<()> {
+    for c in r.contention.iter().filter(|c| c.score >= min) {
+        let reverse = r
+            .directed
+            .iter()
+            .find(|d| d.victim == c.aggressor && d.aggressor == c.victim)
+            .map(|d| d.slowdown);
+        let line = serde_json::json!({
+            "timestamp_ms": r.timestamp_ms,
+            "vm": c.vm,
+            "neighbor": c.neighbor,
+            "score": c.score,
+            "victim": c.victim,
+            "aggressor": c.aggressor,
+            "reverse_slowdown": reverse,
+        });
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,782 @@
+//! The write-ahead journal: every value the agent changes is recorded, with what it was
+//! before, and synced to disk before the change is made.
+//!
+//! An append-only JSONL file (default [`DEFAULT_JOURNAL`]), one self-describing record
+//! per line, each appended with a single `write(2)` and synced with `fdatasync(2)`:
+//!
+//! | record     | written                          | says                                   |
+//! |------------|----------------------------------|----------------------------------------|
+//! | `action`   | with the action's first intent   | the policy's [`Action`], for replay     |
+//! | `intent`   | before the write                 | target, value before, value after       |
+//! | `done`     | after the write succeeded        |                                         |
+//! | `failed`   | after the write failed           | whether the change may still be in effect |
+//! | `rollback` | after the value was restored (or left alone, with the reason) | the entry is closed |
+//! | `rebase`   | when an earlier change under a later one is rolled back | the later entry's new "before" |
+//! | `outcome`  | after the action                 | the [`Outcome`], for replay             |
+//!
+//! Crash safety rests on two rules. A value is never written before its intent is on
+//! disk, so after a crash at any instant every changed value has an intent whose
+//! `before` is the original. And an entry is "in effect" unless a later record says
+//! otherwise, so a lost `done` or `rollback` only makes a restore re-check a value that
+//! is already right. A crash can tear only the last line (one writer, whole-line
+//! appends): on open a torn tail is cut off, while a complete line that does not parse
+//! is an error naming it, since skipping it could forget a change.
+//!
+//! One agent at a time: the file is locked (flock) while open for writing, so
+//! `interference restore` refuses to run beside a live agent. The journal stays small:
+//! once nothing is in effect it is truncated, and a long journal is rewritten with only
+//! what is still in effect (temp file, fsync, rename).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::io::AsRawFd as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::warn;
+
+use crate::policy::{Action, Outcome};
+
+/// Where the agent keeps its journal unless configured otherwise.
+pub const DEFAULT_JOURNAL: &str = "/var/lib/interference/journal.jsonl";
+
+/// A journal longer than this many lines is rewritten on open with only what is in
+/// effect.
+const COMPACT_LINES: usize = 10_000;
+
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("cannot open the journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the journal {path} is in use by another process (a running agent?); stop it first")]
+    Locked { path: PathBuf },
+    #[error("{path}:{line}: unreadable journal record {text:?}: {source}; the journal needs a look by hand")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        text: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot append to the journal {path}: {source}")]
+    Append {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot compact the journal {path}: {source}")]
+    Compact {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the journal {path} was opened read-only (dry run)")]
+    ReadOnly { path: PathBuf },
+}
+
+/// What an entry changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// A cgroup file, found under the VM cgroup directory `root` (the guard checks a
+    /// restore against it again).
+    Cgroup { file: PathBuf, root: PathBuf },
+    /// The balloon target of a VM's balloon device (`before`/`after` in bytes).
+    Balloon { socket: PathBuf, device: String },
+    /// A live migration started towards `after`; it cannot be undone.
+    Migration { socket: PathBuf },
+}
+
+impl Target {
+    /// Whether a restore can put `before` back.
+    pub fn restorable(&self) -> bool {
+        !matches!(self, Self::Migration { .. })
+    }
+
+    /// The name used in [`crate::policy::Effect::target`]: the file, or
+    /// `qmp:<socket>#balloon` / `qmp:<socket>#migrate`.
+    pub fn effect_target(&self) -> PathBuf {
+        match self {
+            Self::Cgroup { file, .. } => file.clone(),
+            Self::Balloon { socket, .. } => format!("qmp:{}#balloon", socket.display()).into(),
+            Self::Migration { socket } => format!("qmp:{}#migrate", socket.display()).into(),
+        }
+    }
+}
+
+/// One change, recorded before it is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Unique within the file, increasing.
+    pub id: u64,
+    pub action_id: String,
+    pub vm: String,
+    pub target: Target,
+    /// The value before this action (the file's own text, or bytes for a balloon).
+    pub before: String,
+    pub after: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rec", rename_all = "snake_case")]
+enum Record {
+    Action {
+        action: Action,
+    },
+    Intent(Intent),
+    Done {
+        id: u64,
+    },
+    Failed {
+        id: u64,
+        error: String,
+        in_effect: bool,
+    },
+    Rollback {
+        id: u64,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    Rebase {
+        id: u64,
+        before: String,
+    },
+    Outcome {
+        outcome: Outcome,
+    },
+}
+
+/// Where an entry stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    /// Intent written, nothing since: the write may or may not have happened.
+    Pending,
+    Done,
+    Failed {
+        error: String,
+        in_effect: bool,
+    },
+    /// Restored, or closed without a write (value already right, changed by someone
+    /// else, cgroup gone, not restorable); `by` is the rollback action or `restore`.
+    Closed {
+        by: String,
+        note: Option<String>,
+    },
+}
+
+/// An intent and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub intent: Intent,
+    pub state: EntryState,
+}
+
+impl Entry {
+    /// May the change be in effect now (so a restore must look at it)?
+    pub fn in_effect(&self) -> bool {
+        match &self.state {
+            EntryState::Pending | EntryState::Done => true,
+            EntryState::Failed { in_effect, .. } => *in_effect,
+            EntryState::Closed { .. } => false,
+        }
+    }
+}
+
+/// The journal: its file (locked) and its records, indexed.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    /// None when opened read-only.
+    file: Option<File>,
+    entries: BTreeMap<u64, Entry>,
+    /// Actions in journal order, with their outcome once written.
+    actions: Vec<(Action, Option<Outcome>)>,
+    next_id: u64,
+    lines: usize,
+}
+
+impl Journal {
+    /// Open (creating it and its directory) for writing, take the lock, repair a torn
+    /// last line, and compact when nothing is in effect or the file is long.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let open_err = |source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(open_err)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        lock(&file).map_err(|e| match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => JournalError::Locked {
+                path: path.to_path_buf(),
+            },
+            _ => open_err(e),
+        })?;
+        let bytes = fs::read(path).map_err(open_err)?;
+        let good = match bytes.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if good < bytes.len() {
+            warn!(
+                journal = %path.display(),
+                "the last journal line was torn by a crash ({} bytes); cutting it off",
+                bytes.len() - good
+            );
+            file.set_len(good as u64).map_err(open_err)?;
+            file.sync_all().map_err(open_err)?;
+        }
+        let mut journal = Self::parse(path, &bytes[..good])?;
+        journal.file = Some(file);
+        if !journal.any_in_effect() && journal.lines > 0 || journal.lines > COMPACT_LINES {
+            journal.compact()?;
+        }
+        Ok(journal)
+    }
+
+    /// Read without locking, repairing or writing (dry run, inspection). A torn last
+    /// line is ignored.
+    pub fn read(path: &Path) -> Result<Self, JournalError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(JournalError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let good = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        Self::parse(path, &bytes[..good])
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, JournalError> {
+        let mut journal = Self {
+            path: path.to_path_buf(),
+            file: None,
+            entries: BTreeMap::new(),
+            actions: Vec::new(),
+            next_id: 1,
+            lines: 0,
+        };
+        for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let record: Record =
+                serde_json::from_slice(line).map_err(|source| JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: index + 1,
+                    text: String::from_utf8_lossy(line).into_owned(),
+                    source,
+                })?;
+            journal.apply(record);
+            journal.lines += 1;
+        }
+        Ok(journal)
+    }
+
+    /// Update the index with one record (read back or just appended).
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Action { action } => {
+                if !self.actions.iter().any(|(a, _)| a.id == action.id) {
+                    self.actions.push((action, None));
+                }
+            }
+            Record::Intent(intent) => {
+                self.next_id = self.next_id.max(intent.id + 1);
+                self.entries.insert(
+                    intent.id,
+                    Entry {
+                        intent,
+                        state: EntryState::Pending,
+                    },
+                );
+            }
+            Record::Done { id } => self.set_state(id, EntryState::Done),
+            Record::Failed {
+                id,
+                error,
+                in_effect,
+            } => self.set_state(id, EntryState::Failed { error, in_effect }),
+            Record::Rollback { id, by, note } => {
+                self.set_state(id, EntryState::Closed { by, note })
+            }
+            Record::Rebase { id, before } => {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.intent.before = before;
+                }
+            }
+            Record::Outcome { outcome } => {
+                if let Some((_, o)) = self
+                    .actions
+                    .iter_mut()
+                    .find(|(a, _)| a.id == outcome.action_id)
+                {
+                    *o = Some(outcome);
+                }
+            }
+        }
+    }
+
+    fn set_state(&mut self, id: u64, state: EntryState) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            // A closed entry stays closed (a late `done` after a rollback is stale).
+            if !matches!(e.state, EntryState::Closed { .. }) {
+                e.state = state;
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every entry still in the file, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn entry(&self, id: u64) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// Every change that may be in effect, oldest first: what a restore puts back.
+    pub fn in_effect(&self) -> Vec<&Entry> {
+        self.entries.values().filter(|e| e.in_effect()).collect()
+    }
+
+    pub fn any_in_effect(&self) -> bool {
+        self.entries.values().any(Entry::in_effect)
+    }
+
+    /// The entries of one action, in id order.
+    pub fn entries_of(&self, action_id: &str) -> Vec<&Entry> {
+        self.entries
+            .values()
+            .filter(|e| e.intent.action_id == action_id)
+            .collect()
+    }
+
+    /// The journalled action with this id.
+    pub fn action(&self, action_id: &str) -> Option<&Action> {
+        self.actions
+            .iter()
+            .find(|(a, _)| a.id == action_id)
+            .map(|(a, _)| a)
+    }
+
+    /// (action, outcome) pairs in journal order, for `PolicyState::replay`. Actions
+    /// whose outcome was never written (a crash mid-action) are left out.
+    pub fn history(&self) -> Vec<(Action, Outcome)> {
+        self.actions
+            .iter()
+            .filter_map(|(a, o)| Some((a.clone(), o.clone()?)))
+            .collect()
+    }
+
+    /// Write the action (once) and its intents, then sync: the caller may change the
+    /// targets once this returns. The intents' ids are assigned here.
+    pub fn write_intents(
+        &mut self,
+        action: &Action,
+        intents: Vec<(String, Target, String, String)>,
+        at_ms: u64,
+    ) -> Result<Vec<u64>, JournalError> {
+        let mut records = Vec::with_capacity(intents.len() + 1);
+        if self.action(&action.id).is_none() {
+            records.push(Record::Action {
+                action: action.clone(),
+            });
+        }
+        let mut ids = Vec::with_capacity(intents.len());
+        for (offset, (vm, target, before, after)) in intents.into_iter().enumerate() {
+            let id = self.next_id + offset as u64;
+            ids.push(id);
+            records.push(Record::Intent(Intent {
+                id,
+                action_id: action.id.clone(),
+                vm,
+                target,
+                before,
+                after,
+                at_ms,
+            }));
+        }
+        self.append(records)?;
+        Ok(ids)
+    }
+
+    pub fn done(&mut self, id: u64) -> Result<(), JournalError> {
+        self.append(vec![Record::Done { id }])
+    }
+
+    pub fn failed(&mut self, id: u64, error: &str, in_effect: bool) -> Result<(), JournalError> {
+        self.append(vec![Record::Failed {
+            id,
+            error: error.to_owned(),
+            in_effect,
+        }])
+    }
+
+    /// Close an entry: restored, or left as it is for `note`.
+    pub fn rollback(
+        &mut self,
+        id: u64,
+        by: &str,
+        note: Option<String>,
+    ) -> Result<(), JournalError> {
+        self.append(vec![Record::Rollback {
+            id,
+            by: by.to_owned(),
+            note,
+        }])
+    }
+
+    /// Close `id` without writing its value because `later` changed the same target
+    /// since: `later` inherits `id`'s original, in the same write.
+    pub fn hand_over(&mut self, id: u64, later: u64, by: &str) -> Result<(), JournalError> {
+        let Some(before) = self.entries.get(&id).map(|e| e.intent.before.clone()) else {
+            return Ok(());
+        };
+        self.append(vec![
+            Record::Rebase { id: later, before },
+            Record::Rollback {
+                id,
+                by: by.to_owned(),
+                note: Some(format!(
+                    "superseded by journal entry {later}, which now restores the original"
+                )),
+            },
+        ])
+    }
+
+    pub fn outcome(&mut self, outcome: &Outcome) -> Result<(), JournalError> {
+        self.append(vec![Record::Outcome {
+            outcome: outcome.clone(),
+        }])
+    }
+
+    /// Append whole lines with one write, sync, then index them.
+    fn append(&mut self, records: Vec<Record>) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let file = self
+            .file
+            .as_mut()
+            .ok_or(JournalError::ReadOnly { path: path.clone() })?;
+        let mut buf = Vec::new();
+        for r in &records {
+            // Serialising our own plain types cannot fail (no maps with non-string keys).
+            serde_json::to_writer(&mut buf, r).map_err(|e| JournalError::Append {
+                path: path.clone(),
+                source: io::Error::other(e),
+            })?;
+            buf.push(b'\n');
+        }
+        file.write_all(&buf)
+            .and_then(|_| file.sync_data())
+            .map_err(|source| JournalError::Append { path, source })?;
+        self.lines += records.len();
+        for r in records {
+            self.apply(r);
+        }
+        Ok(())
+    }
+
+    /// Drop what is no longer needed: everything when nothing is in effect (truncate),
+    /// else rewrite the file with only the actions that still have entries in effect.
+    pub fn compact(&mut self) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let err = |source| JournalError::Compact {
+            path: path.clone(),
+            source,
+        };
+        let Some(file) = self.file.as_ref() else {
+            return Err(JournalError::ReadOnly { path: path.clone() });
+        };
+        if !self.any_in_effect() {
+            file.set_len(0).and_then(|_| file.sync_all()).map_err(err)?;
+            self.entries.clear();
+            self.actions.clear();
+            self.lines = 0;
+            return Ok(());
+        }
+        let keep: Vec<String> = self
+            .actions
+            .iter()
+            .map(|(a, _)| a.id.clone())
+            .filter(|id| self.entries_of(id).iter().any(|e| e.in_effect()))
+            .collect();
+        let mut records = Vec::new();
+        for (action, outcome) in self.actions.iter().filter(|(a, _)| keep.contains(&a.id)) {
+            records.push(Record::Action {
+                action: action.clone(),
+            });
+            for e in self
+                .entries_of(&action.id)
+                .into_iter()
+                .filter(|e| e.in_effect())
+            {
+                records.push(Record::Intent(e.intent.clone()));
+                match &e.state {
+                    EntryState::Done => records.push(Record::Done { id: e.intent.id }),
+                    EntryState::Failed { error, in_effect } => records.push(Record::Failed {
+                        id: e.intent.id,
+                        error: error.clone(),
+                        in_effect: *in_effect,
+                    }),
+                    EntryState::Pending | EntryState::Closed { .. } => {}
+                }
+            }
+            if let Some(o) = outcome {
+                records.push(Record::Outcome { outcome: o.clone() });
+            }
+        }
+        let tmp = path.with_extension("jsonl.compact");
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        // Appending, like the file it replaces (a later truncate must not leave the
+        // write offset behind), and locked before anyone can open it by its name.
+        let mut new = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        lock(&new).map_err(err)?;
+        let mut buf = Vec::new();
+        for r in &records {
+            serde_json::to_writer(&mut buf, r).map_err(|e| err(io::Error::other(e)))?;
+            buf.push(b'\n');
+        }
+        new.write_all(&buf)
+            .and_then(|_| new.sync_all())
+            .map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        }
+        self.file = Some(new);
+        let fresh = Self::parse(&path, &buf)?;
+        self.entries = fresh.entries;
+        self.actions = fresh.actions;
+        self.lines = fresh.lines;
+        Ok(())
+    }
+}
+
+/// flock(LOCK_EX | LOCK_NB).
+fn lock(file: &File) -> io::Result<()> {
+    // SAFETY: flock only reads the descriptor number, which `file` keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{ActionResult, Change, Rung};
+
+    fn action(id: &str) -> Action {
+        Action {
+            id: id.into(),
+            decided_ms: 1,
+            rung: Rung::Weight,
+            change: Change::CpuWeight { weight: 50 },
+            vm: "web".into(),
+            protects: "db".into(),
+            victim: "db".into(),
+            aggressor: "web".into(),
+            score: 80.0,
+            vm_is_aggressor: true,
+            simulated: false,
+            reason: "test".into(),
+        }
+    }
+
+    fn file(n: u32) -> Target {
+        Target::Cgroup {
+            file: format!("/sys/fs/cgroup/cpu/vm/f{n}").into(),
+            root: "/sys/fs/cgroup/cpu/vm".into(),
+        }
+    }
+
+    fn intent(n: u32) -> (String, Target, String, String) {
+        ("web".into(), file(n), "1024".into(), "512".into())
+    }
+
+    #[test]
+    fn intents_survive_reopen_and_close_on_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        let ids = j
+            .write_intents(&action("a1"), vec![intent(1), intent(2)], 5)
+            .unwrap();
+        assert_eq!(ids, vec![1, 2]);
+        j.done(1).unwrap();
+        j.failed(2, "EINVAL", false).unwrap();
+        drop(j);
+        let mut j = Journal::open(&path).unwrap();
+        let open: Vec<u64> = j.in_effect().iter().map(|e| e.intent.id).collect();
+        assert_eq!(
+            open,
+            vec![1],
+            "a failed write that changed nothing is closed"
+        );
+        assert_eq!(j.entry(1).unwrap().intent.before, "1024");
+        let ids = j.write_intents(&action("a2"), vec![intent(3)], 6).unwrap();
+        assert_eq!(ids, vec![3], "ids keep increasing");
+        j.rollback(1, "restore", None).unwrap();
+        j.rollback(3, "restore", None).unwrap();
+        j.done(3).unwrap();
+        assert!(
+            !j.any_in_effect(),
+            "a late done does not reopen a closed entry"
+        );
+        j.compact().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        j.write_intents(&action("a1"), vec![intent(1)], 5).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"rec":"intent","id":2,"action_id":"a1","vm":"web","tar"#)
+            .unwrap();
+        drop(f);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.in_effect().len(), 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n') && !text.contains("\"tar\n"), "{text}");
+        // Read-only inspection of the same file agrees.
+        drop(j);
+        assert_eq!(Journal::read(&path).unwrap().in_effect().len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_complete_line_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        j.write_intents(&action("a1"), vec![intent(1)], 5).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"garbage\n").unwrap();
+        drop(f);
+        let e = Journal::open(&path).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("journal.jsonl:3") && msg.contains("garbage"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let _j = Journal::open(&path).unwrap();
+        let e = Journal::open(&path).unwrap_err();
+        assert!(matches!(e, JournalError::Locked { .. }), "{e}");
+        assert!(Journal::read(&path).is_ok(), "reading needs no lock");
+    }
+
+    #[test]
+    fn hand_over_moves_the_original_to_the_later_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        j.write_intents(
+            &action("a1"),
+            vec![("web".into(), file(1), "1024".into(), "512".into())],
+            1,
+        )
+        .unwrap();
+        j.write_intents(
+            &action("a2"),
+            vec![("web".into(), file(1), "512".into(), "256".into())],
+            2,
+        )
+        .unwrap();
+        j.hand_over(1, 2, "rb-a1").unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        let open = j.in_effect();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].intent.id, 2);
+        assert_eq!(open[0].intent.before, "1024");
+    }
+
+    #[test]
+    fn compaction_keeps_only_what_is_in_effect_and_history_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        for n in 0..5u32 {
+            let a = action(&format!("a{n}"));
+            let ids = j.write_intents(&a, vec![intent(n)], 1).unwrap();
+            j.done(ids[0]).unwrap();
+            j.outcome(&Outcome {
+                action_id: a.id.clone(),
+                result: ActionResult::Applied,
+                at_ms: 2,
+                effects: vec![],
+                error: None,
+            })
+            .unwrap();
+            if n != 3 {
+                j.rollback(ids[0], "restore", None).unwrap();
+            }
+        }
+        j.compact().unwrap();
+        drop(j);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            4,
+            "action, intent, done, outcome:\n{text}"
+        );
+        let mut j = Journal::open(&path).unwrap();
+        let history = j.history();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].0.id, "a3");
+        // Still locked after the rename, and still appendable.
+        assert!(matches!(
+            Journal::open(&path),
+            Err(JournalError::Locked { .. })
+        ));
+        j.write_intents(&action("a9"), vec![intent(9)], 3).unwrap();
+        assert_eq!(j.in_effect().len(), 2);
+    }
+}

@@ -1,0 +1,107 @@
+//! Plain data at the policy stage's boundary: what the policy decided, for the
+//! enforcement stage to apply, the journal to record and billing to price.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The rungs of the ladder, cheapest first. The policy escalates one rung at a time
+/// while a pair's score stays above its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rung {
+    /// cpu.weight (v2) / cpu.shares (v1): raise the protected VM, cut the reduced one.
+    Weight,
+    /// Disjoint cpusets for the pair.
+    Pin,
+    /// Balloon the reduced VM towards its floor (QMP).
+    Balloon,
+    /// Live-migrate the reduced VM (only when enabled and a target is known).
+    Migrate,
+}
+
+/// One change to one VM. Every field needed to apply it, undo it, explain it and price
+/// it is here; nothing refers back into the policy's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Unique and stable across restarts: `<host>-<tick>-<seq>` style, chosen by the
+    /// policy; the journal and the ledger key on it.
+    pub id: String,
+    /// Milliseconds since the Unix epoch when decided.
+    pub decided_ms: u64,
+    pub rung: Rung,
+    pub change: Change,
+    /// The VM whose resources change.
+    pub vm: String,
+    /// The VM this action protects (the pair's victim or the priority VM).
+    pub protects: String,
+    /// The pair and the direction that triggered it.
+    pub victim: String,
+    pub aggressor: String,
+    pub score: f32,
+    /// True when `vm` is the aggressor of the pair (the credit ratio for aggressors
+    /// applies in billing).
+    pub vm_is_aggressor: bool,
+    /// Decided in dry-run mode: logged and reported, never applied, never billed.
+    pub simulated: bool,
+    /// One sentence for logs and invoices.
+    pub reason: String,
+}
+
+/// What to change. Apply sets the new value; the enforcement stage reads and journals
+/// the old value itself before writing, so a rollback restores what was really there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// Set the CPU weight (cgroup v2 scale 1..10000, default 100) of the VM's cgroups
+    /// (vCPU and emulator cgroups when it has them); v1 backends convert to cpu.shares.
+    CpuWeight { weight: u64 },
+    /// Restrict the VM's cgroups to these CPUs.
+    Cpuset { cpus: Vec<u32> },
+    /// Set the balloon target (bytes of guest memory).
+    Balloon { target_bytes: u64 },
+    /// Migrate to this destination URI.
+    Migrate { uri: String },
+    /// Undo the earlier action `action_id` (restore the journalled values).
+    Rollback { action_id: String },
+}
+
+/// The result of applying (or simulating) an action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub action_id: String,
+    pub result: ActionResult,
+    /// Milliseconds since the Unix epoch when the change took effect (or failed).
+    pub at_ms: u64,
+    /// Per cgroup file or QMP property written: what it was and what it became.
+    pub effects: Vec<Effect>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionResult {
+    Applied,
+    Simulated,
+    Failed,
+}
+
+impl ActionResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Simulated => "simulated",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One value changed: a cgroup file (`target` is its path) or a VM property
+/// (`target` is e.g. `qmp:<socket>#balloon`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub target: PathBuf,
+    pub before: String,
+    pub after: String,
+}

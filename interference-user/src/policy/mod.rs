@@ -1,0 +1,33 @@
+//! The policy stage: Contention Scores in, [`Action`]s out (DESIGN.md, "Adjustment
+//! engine"): thresholds with hysteresis per pair, who is protected and who is reduced,
+//! the action ladder, cooldowns, a cap per tick, rollback after quiet ticks, dry-run.
+//!
+//! | module   | job                                                                  |
+//! |----------|----------------------------------------------------------------------|
+//! | `action` | the boundary types: [`Action`], [`Change`], [`Rung`], [`Outcome`]     |
+//! | `config` | `[policy]`: [`PolicyConfig`], its defaults and semantic checks         |
+//! | `who`    | which VM of a hot pair is protected and which is reduced              |
+//! | `ladder` | what one rung changes for one pair (weight, pin, balloon, migrate)    |
+//! | `state`  | [`PolicyState`]: hysteresis counters, rungs, changes in force (serde) |
+//! | `engine` | [`Policy::decide`]: one tick, pure logic, no I/O                      |
+//!
+//! Usage, once per tick: build a [`PolicyInput`] (scores, VMs, host CPUs, the previous
+//! decision's outcomes), call [`Policy::decide`], hand the [`Decision`]'s actions to the
+//! enforcement stage, and pass its outcomes to the next call. Persist
+//! [`Policy::state`] with the journal; [`PolicyState::replay`] rebuilds it from the
+//! journal if it is lost.
+
+pub mod action;
+pub mod config;
+pub mod engine;
+pub mod ladder;
+pub mod state;
+pub mod who;
+
+#[cfg(test)]
+mod tests;
+
+pub use action::*;
+pub use config::{MigrationConfig, PairThresholds, PolicyConfig, Thresholds, TierThresholds};
+pub use engine::{Decision, Policy, PolicyError, PolicyInput, VmInput};
+pub use state::{pair_key, PairState, PolicyState};

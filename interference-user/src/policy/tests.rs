@@ -1,0 +1,1049 @@
+//! The engine's rules, tick by tick: a small simulated host feeds scores to
+//! [`Policy::decide`] and answers every action with an outcome, as the agent would.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::*;
+use crate::inventory::Priority;
+use crate::predict::{ContentionScore, DirectedScore};
+
+const TICK_MS: u64 = 5_000;
+const MIB: u64 = 1 << 20;
+
+struct Sim {
+    policy: Policy,
+    vms: Vec<VmInput>,
+    host_cpus: Vec<u32>,
+    tick: u64,
+    now_ms: u64,
+    outcomes: Vec<Outcome>,
+    /// How the enforcement stage answers the next decision's actions.
+    result: ActionResult,
+    directed: Vec<DirectedScore>,
+}
+
+fn vm(name: &str, cores: f64) -> VmInput {
+    VmInput {
+        name: name.into(),
+        cpu_cores: cores,
+        cpu_weight: Some(100),
+        cpuset: Some(vec![0, 1, 2, 3]),
+        memory_bytes: Some(4096 * MIB),
+        memory_floor_bytes: None,
+        has_qmp: true,
+        ..VmInput::default()
+    }
+}
+
+/// A policy without cooldown (so the ladder's own timing shows) unless a test sets one.
+fn config() -> PolicyConfig {
+    PolicyConfig {
+        cooldown: Duration::ZERO,
+        ..PolicyConfig::default()
+    }
+}
+
+impl Sim {
+    fn new(config: PolicyConfig, vms: Vec<VmInput>) -> Self {
+        Self {
+            policy: Policy::new(config, "h").expect("valid config"),
+            vms,
+            host_cpus: vec![0, 1, 2, 3],
+            tick: 1,
+            now_ms: 1_000_000,
+            outcomes: Vec::new(),
+            result: ActionResult::Applied,
+            directed: Vec::new(),
+        }
+    }
+
+    fn two() -> Self {
+        Self::new(config(), vec![vm("web", 0.5), vm("batch", 1.5)])
+    }
+
+    /// One tick with these (victim, aggressor, score) pairs.
+    fn step(&mut self, scores: &[(&str, &str, f32)]) -> Decision {
+        let scores: Vec<ContentionScore> = scores.iter().map(|&(v, a, s)| cs(v, a, s)).collect();
+        let input = PolicyInput {
+            tick: self.tick,
+            now_ms: self.now_ms,
+            host_cpus: &self.host_cpus,
+            vms: &self.vms,
+            scores: &scores,
+            directed: &self.directed,
+            outcomes: &self.outcomes,
+        };
+        let d = self.policy.decide(&input);
+        self.outcomes = d.outcomes_as(self.result, self.now_ms + 10);
+        self.tick += 1;
+        self.now_ms += TICK_MS;
+        d
+    }
+
+    fn hot(&mut self, score: f32) -> Decision {
+        self.step(&[("web", "batch", score)])
+    }
+}
+
+fn cs(victim: &str, aggressor: &str, score: f32) -> ContentionScore {
+    let (vm, neighbor) = if victim < aggressor {
+        (victim, aggressor)
+    } else {
+        (aggressor, victim)
+    };
+    ContentionScore {
+        vm: vm.into(),
+        neighbor: neighbor.into(),
+        score,
+        victim: victim.into(),
+        aggressor: aggressor.into(),
+    }
+}
+
+/// (vm, change) of each action.
+fn changes(d: &Decision) -> Vec<(String, Change)> {
+    d.actions
+        .iter()
+        .map(|a| (a.vm.clone(), a.change.clone()))
+        .collect()
+}
+
+fn rungs(d: &Decision) -> Vec<Rung> {
+    d.actions.iter().map(|a| a.rung).collect()
+}
+
+fn skipped_with(d: &Decision, text: &str) -> bool {
+    d.skipped.iter().any(|(_, why)| why.contains(text))
+}
+
+#[test]
+fn first_tick_above_boosts_the_victim_and_cuts_the_aggressor() {
+    let mut sim = Sim::two();
+    let d = sim.hot(63.2);
+    assert_eq!(
+        changes(&d),
+        vec![
+            ("web".into(), Change::CpuWeight { weight: 1000 }),
+            ("batch".into(), Change::CpuWeight { weight: 10 }),
+        ]
+    );
+    let ids: Vec<&str> = d.actions.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, vec!["h-1-0", "h-1-1"]);
+    let cut = &d.actions[1];
+    assert_eq!(
+        cut.reason,
+        "score 63 >= 40: web (victim) slowed by batch; cut batch cpu.weight 100 -> 10"
+    );
+    assert_eq!(cut.protects, "web");
+    assert!(cut.vm_is_aggressor);
+    assert!(!d.actions[0].vm_is_aggressor);
+    assert!(d.actions.iter().all(|a| !a.simulated && a.score == 63.2));
+    assert_eq!(
+        (cut.victim.as_str(), cut.aggressor.as_str()),
+        ("web", "batch")
+    );
+    assert!(d.skipped.is_empty(), "{:?}", d.skipped);
+}
+
+#[test]
+fn below_the_on_threshold_nothing_happens() {
+    let mut sim = Sim::two();
+    for s in [39.9, 30.0, 0.0] {
+        assert!(sim.hot(s).actions.is_empty());
+    }
+    assert!(sim.policy.state().pairs.is_empty());
+}
+
+#[test]
+fn escalation_climbs_one_rung_every_escalate_after_ticks() {
+    let mut sim = Sim::two();
+    let mut by_tick = Vec::new();
+    for _ in 0..8 {
+        by_tick.push(rungs(&sim.hot(70.0)));
+    }
+    assert_eq!(
+        by_tick,
+        vec![
+            vec![Rung::Weight, Rung::Weight],
+            vec![],
+            vec![Rung::Pin, Rung::Pin],
+            vec![],
+            vec![Rung::Balloon],
+            vec![],
+            vec![],
+            vec![],
+        ]
+    );
+    let pair = &sim.policy.state().pairs["batch/web"];
+    assert_eq!(pair.last_escalation_tick, Some(5));
+    assert!(pair.rungs.iter().all(|r| r.complete));
+}
+
+#[test]
+fn escalation_needs_consecutive_ticks_above_on() {
+    let mut sim = Sim::two();
+    assert_eq!(sim.hot(70.0).actions.len(), 2);
+    assert!(sim.hot(70.0).actions.is_empty());
+    // Between off and on: the pair stays active but the count starts over.
+    assert!(sim.hot(30.0).actions.is_empty());
+    assert!(sim.hot(70.0).actions.is_empty());
+    assert_eq!(rungs(&sim.hot(70.0)), vec![Rung::Pin, Rung::Pin]);
+}
+
+#[test]
+fn escalation_messages_name_the_previous_rung() {
+    let mut sim = Sim::two();
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert_eq!(
+        d.actions[0].reason,
+        "score 70 >= 40 for 2 ticks after weight: web (victim) slowed by batch; pin web to CPUs 2-3 (was 0-3)"
+    );
+    assert_eq!(d.actions[1].change, Change::Cpuset { cpus: vec![0, 1] });
+}
+
+#[test]
+fn hysteresis_does_not_flap_around_either_threshold() {
+    let mut sim = Sim::two();
+    let mut total = 0;
+    // Around on: active from the first 41, never rolled back, never re-applied.
+    for i in 0..20 {
+        total += sim.hot(if i % 2 == 0 { 41.0 } else { 39.0 }).actions.len();
+    }
+    assert_eq!(total, 2);
+    // Around off: dips below 25 never last K = 6 ticks.
+    for i in 0..20 {
+        let d = sim.hot(if i % 2 == 0 { 24.0 } else { 26.0 });
+        assert!(d.actions.is_empty(), "tick {i}: {:?}", d.actions);
+    }
+    assert!(sim.policy.state().pairs.contains_key("batch/web"));
+}
+
+#[test]
+fn rollback_after_k_quiet_ticks_most_recent_first() {
+    let mut sim = Sim::two();
+    let mut applied = Vec::new();
+    for _ in 0..3 {
+        applied.extend(sim.hot(70.0).actions.into_iter().map(|a| a.id));
+    }
+    assert_eq!(applied, vec!["h-1-0", "h-1-1", "h-3-0", "h-3-1"]);
+    for i in 0..5 {
+        assert!(sim.hot(10.0).actions.is_empty(), "quiet tick {i}");
+    }
+    let d = sim.hot(10.0);
+    let undone: Vec<String> = d
+        .actions
+        .iter()
+        .map(|a| match &a.change {
+            Change::Rollback { action_id } => action_id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(undone, vec!["h-3-1", "h-3-0", "h-1-1", "h-1-0"]);
+    assert_eq!(
+        d.actions[0].reason,
+        "score 10 < 25 for 6 ticks: roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
+    );
+    assert_eq!(d.actions[0].vm, "batch");
+    assert!(d.actions[0].vm_is_aggressor);
+    assert_eq!(d.actions[0].rung, Rung::Pin);
+    // Once the rollbacks are applied nothing is left.
+    sim.hot(10.0);
+    let s = sim.policy.state();
+    assert!(s.pairs.is_empty());
+    assert!(s.vms.values().all(|v| v.holdings.is_empty()));
+}
+
+#[test]
+fn rollbacks_share_the_cap_and_wait_for_the_next_tick() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            max_actions_per_tick: 2,
+            rollback_after_quiet_ticks: 1,
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    for _ in 0..3 {
+        sim.hot(70.0);
+    }
+    let first = sim.hot(0.0);
+    assert_eq!(first.actions.len(), 2);
+    assert!(
+        skipped_with(&first, "cap: rollback of h-1-1 waits"),
+        "{:?}",
+        first.skipped
+    );
+    let second = sim.hot(0.0);
+    let undone: Vec<_> = second.actions.iter().map(|a| a.change.clone()).collect();
+    assert_eq!(
+        undone,
+        vec![
+            Change::Rollback {
+                action_id: "h-1-1".into()
+            },
+            Change::Rollback {
+                action_id: "h-1-0".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn pair_without_a_score_counts_as_quiet() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rollback_after_quiet_ticks: 2,
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.hot(70.0);
+    assert!(sim.step(&[]).actions.is_empty());
+    let d = sim.step(&[]);
+    assert_eq!(d.actions.len(), 2);
+    assert!(
+        d.actions[0].reason.starts_with("no score for 2 ticks"),
+        "{}",
+        d.actions[0].reason
+    );
+}
+
+#[test]
+fn cooldown_holds_back_the_next_rung() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            cooldown: Duration::from_secs(30),
+            ..PolicyConfig::default()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    let mut acted = Vec::new();
+    for tick in 1..=8 {
+        let d = sim.hot(70.0);
+        if !d.actions.is_empty() {
+            acted.push((tick, rungs(&d)[0]));
+        }
+        if (3..=6).contains(&tick) {
+            assert!(
+                skipped_with(&d, "cooldown: web changed"),
+                "tick {tick}: {:?}",
+                d.skipped
+            );
+        }
+    }
+    // Weight at tick 1 (t = 0), pin as soon as 30 s have passed (tick 7).
+    assert_eq!(acted, vec![(1, Rung::Weight), (7, Rung::Pin)]);
+}
+
+#[test]
+fn rollback_ignores_the_cooldown_but_restarts_it() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            cooldown: Duration::from_secs(30),
+            rollback_after_quiet_ticks: 1,
+            ..PolicyConfig::default()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.hot(70.0);
+    let d = sim.hot(0.0);
+    assert_eq!(d.actions.len(), 2, "{:?}", d.skipped);
+    // Hot again right away: the rollback restarted the cooldown.
+    let d = sim.hot(70.0);
+    assert!(d.actions.is_empty());
+    assert!(skipped_with(&d, "cooldown"), "{:?}", d.skipped);
+}
+
+#[test]
+fn cap_goes_to_the_highest_scores() {
+    let names = ["a1", "a2", "b1", "b2", "c1", "c2"];
+    let mut sim = Sim::new(config(), names.iter().map(|n| vm(n, 1.0)).collect());
+    let d = sim.step(&[("a1", "a2", 50.0), ("b1", "b2", 90.0), ("c1", "c2", 70.0)]);
+    let vms: Vec<&str> = d.actions.iter().map(|a| a.vm.as_str()).collect();
+    assert_eq!(vms, vec!["b1", "b2", "c1", "c2"]);
+    assert_eq!(d.skipped.len(), 1);
+    assert_eq!(d.skipped[0].0, "a1/a2");
+    assert!(d.skipped[0].1.starts_with("cap:"), "{:?}", d.skipped);
+    // The skipped pair goes first once the others hold.
+    let d = sim.step(&[("a1", "a2", 50.0), ("b1", "b2", 90.0), ("c1", "c2", 70.0)]);
+    let vms: Vec<&str> = d.actions.iter().map(|a| a.vm.as_str()).collect();
+    assert_eq!(vms, vec!["a1", "a2"]);
+}
+
+#[test]
+fn cap_fills_with_a_smaller_rung_but_never_splits_one() {
+    let names = ["a1", "a2", "b1", "b2"];
+    let mut sim = Sim::new(
+        PolicyConfig {
+            max_actions_per_tick: 3,
+            ..config()
+        },
+        names.iter().map(|n| vm(n, 1.0)).collect(),
+    );
+    let d = sim.step(&[("a1", "a2", 90.0), ("b1", "b2", 80.0)]);
+    assert_eq!(d.actions.len(), 2);
+    assert!(
+        skipped_with(&d, "cap: weight needs 2 actions, 1 left of 3"),
+        "{:?}",
+        d.skipped
+    );
+}
+
+#[test]
+fn a_vm_in_two_hot_pairs_is_changed_by_the_higher_one_only() {
+    let mut sim = Sim::new(
+        config(),
+        vec![vm("web", 0.5), vm("batch", 1.5), vm("db", 1.0)],
+    );
+    let d = sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
+    assert_eq!(
+        changes(&d),
+        vec![
+            ("web".into(), Change::CpuWeight { weight: 1000 }),
+            ("batch".into(), Change::CpuWeight { weight: 10 }),
+        ]
+    );
+    assert!(
+        d.skipped
+            .iter()
+            .any(|(p, why)| p == "db/web" && why.contains("conflict: web was already changed")),
+        "{:?}",
+        d.skipped
+    );
+    // Next tick the lower pair shares web's boost and cuts db only.
+    let d = sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
+    assert_eq!(
+        changes(&d),
+        vec![("db".into(), Change::CpuWeight { weight: 10 })]
+    );
+    let s = sim.policy.state();
+    let boost = &s.vms["web"].holdings[&Rung::Weight];
+    assert_eq!(boost.holders.len(), 2);
+    // No VM is the target of two actions in one tick, ever.
+    for _ in 0..10 {
+        let d = sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
+        let mut seen = HashSet::new();
+        for a in &d.actions {
+            assert!(seen.insert(a.vm.clone()), "{:?}", d.actions);
+        }
+    }
+}
+
+#[test]
+fn a_shared_change_is_rolled_back_only_when_its_last_pair_calms_down() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rollback_after_quiet_ticks: 1,
+            rungs: vec![Rung::Weight],
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5), vm("db", 1.0)],
+    );
+    sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
+    sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
+    // batch calms down: its cut goes, web's boost stays for db's pair.
+    let d = sim.step(&[("web", "batch", 0.0), ("web", "db", 60.0)]);
+    assert_eq!(
+        changes(&d),
+        vec![(
+            "batch".into(),
+            Change::Rollback {
+                action_id: "h-1-1".into()
+            }
+        )]
+    );
+    let d = sim.step(&[("web", "batch", 0.0), ("web", "db", 0.0)]);
+    assert_eq!(
+        changes(&d),
+        vec![
+            (
+                "db".into(),
+                Change::Rollback {
+                    action_id: "h-2-0".into()
+                }
+            ),
+            (
+                "web".into(),
+                Change::Rollback {
+                    action_id: "h-1-0".into()
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn dry_run_marks_everything_simulated_and_still_climbs() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            dry_run: true,
+            rollback_after_quiet_ticks: 1,
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.result = ActionResult::Simulated;
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        all.extend(sim.hot(70.0).actions);
+    }
+    all.extend(sim.hot(0.0).actions);
+    assert_eq!(all.len(), 8);
+    assert!(all.iter().all(|a| a.simulated));
+    assert_eq!(all[2].rung, Rung::Pin);
+    assert!(matches!(all[7].change, Change::Rollback { .. }));
+}
+
+#[test]
+fn priority_vm_is_protected_even_as_the_aggressor() {
+    let mut web = vm("web", 2.0);
+    web.priority = Priority::High;
+    let mut sim = Sim::new(config(), vec![web, vm("batch", 0.5)]);
+    sim.directed = vec![
+        DirectedScore {
+            victim: "batch".into(),
+            aggressor: "web".into(),
+            slowdown: 55.0,
+        },
+        DirectedScore {
+            victim: "web".into(),
+            aggressor: "batch".into(),
+            slowdown: 18.0,
+        },
+    ];
+    // batch is the victim, web the aggressor.
+    let d = sim.step(&[("batch", "web", 55.0)]);
+    assert_eq!(
+        changes(&d),
+        vec![
+            ("web".into(), Change::CpuWeight { weight: 1000 }),
+            ("batch".into(), Change::CpuWeight { weight: 10 }),
+        ]
+    );
+    let cut = &d.actions[1];
+    assert_eq!(cut.protects, "web");
+    assert!(
+        !cut.vm_is_aggressor,
+        "batch is the victim: the good-neighbour credit applies"
+    );
+    assert!(cut.reason.contains("priority high"), "{}", cut.reason);
+    assert!(
+        cut.reason.contains("predicted slowdown from batch is 18"),
+        "{}",
+        cut.reason
+    );
+}
+
+#[test]
+fn sla_tier_makes_a_priority_vm_and_picks_the_thresholds() {
+    let mut c = config();
+    c.tiers.insert(
+        "gold".into(),
+        TierThresholds {
+            on_threshold: Some(30.0),
+            off_threshold: Some(10.0),
+        },
+    );
+    let mut web = vm("web", 0.5);
+    web.sla_tier = Some("gold".into());
+    let mut sim = Sim::new(c, vec![web, vm("batch", 1.5), vm("x", 1.0), vm("y", 1.0)]);
+    // 35 is above gold's 30 (web is protected), below the default 40 (x/y).
+    let d = sim.step(&[("web", "batch", 35.0), ("x", "y", 35.0)]);
+    let vms: Vec<&str> = d.actions.iter().map(|a| a.vm.as_str()).collect();
+    assert_eq!(vms, vec!["web", "batch"]);
+    assert!(
+        d.actions[0].reason.contains("SLA tier gold"),
+        "{}",
+        d.actions[0].reason
+    );
+}
+
+#[test]
+fn pair_thresholds_beat_the_tier() {
+    let mut c = config();
+    c.tiers.insert(
+        "gold".into(),
+        TierThresholds {
+            on_threshold: Some(30.0),
+            off_threshold: Some(10.0),
+        },
+    );
+    c.pairs.push(PairThresholds {
+        vms: vec!["web".into(), "batch".into()],
+        on_threshold: Some(60.0),
+        off_threshold: None,
+    });
+    let mut web = vm("web", 0.5);
+    web.sla_tier = Some("gold".into());
+    let mut sim = Sim::new(c, vec![web, vm("batch", 1.5)]);
+    assert!(sim.hot(50.0).actions.is_empty());
+    assert_eq!(sim.hot(60.0).actions.len(), 2);
+}
+
+#[test]
+fn heavier_victim_still_reduces_the_aggressor_and_says_why() {
+    let mut sim = Sim::new(config(), vec![vm("web", 1.8), vm("batch", 0.4)]);
+    let d = sim.hot(50.0);
+    assert_eq!(d.actions[1].vm, "batch");
+    assert!(d.actions[1].vm_is_aggressor);
+    assert!(
+        d.actions[1]
+            .reason
+            .contains("web uses more CPU (1.80 vs 0.40 cores) but is the one slowed"),
+        "{}",
+        d.actions[1].reason
+    );
+}
+
+#[test]
+fn failed_outcome_is_not_counted_as_escalated() {
+    let mut sim = Sim::two();
+    sim.result = ActionResult::Failed;
+    assert_eq!(sim.hot(70.0).actions.len(), 2);
+    sim.result = ActionResult::Applied;
+    // The failure is reported; the weight rung is tried again, not the pin rung.
+    let d = sim.hot(70.0);
+    assert!(
+        skipped_with(&d, "action h-1-0 (boost web cpu.weight 100 -> 1000) failed"),
+        "{:?}",
+        d.skipped
+    );
+    assert_eq!(rungs(&d), vec![Rung::Weight, Rung::Weight]);
+    assert!(
+        d.actions[0].reason.contains("retrying weight"),
+        "{}",
+        d.actions[0].reason
+    );
+    // Pin comes escalate_after_ticks after the retry took effect, not after the failure.
+    assert!(sim.hot(70.0).actions.is_empty());
+    assert_eq!(rungs(&sim.hot(70.0)), vec![Rung::Pin, Rung::Pin]);
+}
+
+#[test]
+fn half_failed_rung_retries_only_the_failed_half() {
+    let mut sim = Sim::two();
+    let d = sim.hot(70.0);
+    // The boost applied, the cut failed.
+    sim.outcomes = vec![
+        d.outcomes_as(ActionResult::Applied, 0).remove(0),
+        d.outcomes_as(ActionResult::Failed, 0).remove(1),
+    ];
+    let d = sim.hot(70.0);
+    assert_eq!(
+        changes(&d),
+        vec![("batch".into(), Change::CpuWeight { weight: 10 })]
+    );
+    sim.hot(70.0);
+    assert_eq!(rungs(&sim.hot(70.0)), vec![Rung::Pin, Rung::Pin]);
+}
+
+#[test]
+fn failed_attempt_waits_for_the_cooldown_before_retrying() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            cooldown: Duration::from_secs(30),
+            ..PolicyConfig::default()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.result = ActionResult::Failed;
+    sim.hot(70.0);
+    sim.result = ActionResult::Applied;
+    let retried: Vec<usize> = (2..=8)
+        .filter(|_| !sim.hot(70.0).actions.is_empty())
+        .collect();
+    assert_eq!(retried.len(), 1);
+}
+
+#[test]
+fn missing_outcomes_count_as_failed() {
+    let mut sim = Sim::two();
+    sim.hot(70.0);
+    sim.outcomes.clear();
+    let d = sim.hot(70.0);
+    assert!(skipped_with(&d, "got no outcome"), "{:?}", d.skipped);
+    assert_eq!(rungs(&d), vec![Rung::Weight, Rung::Weight]);
+}
+
+#[test]
+fn single_cpu_host_passes_over_pin() {
+    let mut sim = Sim::two();
+    sim.host_cpus = vec![0];
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert_eq!(
+        changes(&d),
+        vec![(
+            "batch".into(),
+            Change::Balloon {
+                target_bytes: 3072 * MIB
+            }
+        )]
+    );
+    assert!(
+        skipped_with(
+            &d,
+            "pin: the host has 1 CPU; there is nothing to split; passed over"
+        ),
+        "{:?}",
+        d.skipped
+    );
+    // Reported once, not every tick.
+    assert!(!skipped_with(&sim.hot(70.0), "pin"));
+}
+
+#[test]
+fn balloon_respects_the_floor() {
+    let mut batch = vm("batch", 1.5);
+    batch.memory_bytes = Some(600 * MIB);
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rungs: vec![Rung::Weight, Rung::Balloon],
+            ..config()
+        },
+        vec![vm("web", 0.5), batch],
+    );
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert_eq!(
+        changes(&d),
+        vec![(
+            "batch".into(),
+            Change::Balloon {
+                target_bytes: 512 * MIB
+            }
+        )]
+    );
+    assert!(d.actions[0]
+        .reason
+        .ends_with("balloon batch 600 MiB -> 512 MiB (floor 512 MiB)"));
+
+    // Already at the floor: nothing to balloon, the rung is passed over.
+    let mut batch = vm("batch", 1.5);
+    batch.memory_bytes = Some(512 * MIB);
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rungs: vec![Rung::Weight, Rung::Balloon],
+            ..config()
+        },
+        vec![vm("web", 0.5), batch],
+    );
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert!(d.actions.is_empty());
+    assert!(
+        skipped_with(&d, "at or below its floor of 512 MiB"),
+        "{:?}",
+        d.skipped
+    );
+}
+
+#[test]
+fn no_qmp_socket_passes_over_balloon_to_migrate() {
+    let mut c = config();
+    c.rungs = vec![Rung::Weight, Rung::Balloon];
+    c.migration.enabled = true;
+    c.migration.target = Some("tcp:10.0.0.7:4444".into());
+    let mut sim = Sim::new(c, vec![vm("web", 0.5), vm("batch", 1.5)]);
+    sim.vms[1].has_qmp = false;
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert!(d.actions.is_empty());
+    assert!(skipped_with(&d, "balloon: batch has no QMP socket"));
+    assert!(skipped_with(&d, "migrate: batch has no QMP socket"));
+    sim.vms[1].has_qmp = true;
+    assert!(
+        sim.hot(70.0).actions.is_empty(),
+        "passed-over rungs stay passed"
+    );
+}
+
+#[test]
+fn migration_is_the_last_rung_and_is_not_rolled_back() {
+    let mut c = config();
+    c.rungs = vec![Rung::Weight];
+    c.rollback_after_quiet_ticks = 1;
+    c.migration.enabled = true;
+    c.migration.target = Some("tcp:10.0.0.7:4444".into());
+    let mut sim = Sim::new(c, vec![vm("web", 0.5), vm("batch", 1.5)]);
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert_eq!(
+        changes(&d),
+        vec![(
+            "batch".into(),
+            Change::Migrate {
+                uri: "tcp:10.0.0.7:4444".into()
+            }
+        )]
+    );
+    // Quiet for K = 1 tick (this one also takes the migration's outcome).
+    let d = sim.hot(0.0);
+    let undone: Vec<_> = d.actions.iter().map(|a| a.change.clone()).collect();
+    assert_eq!(
+        undone,
+        vec![
+            Change::Rollback {
+                action_id: "h-1-1".into()
+            },
+            Change::Rollback {
+                action_id: "h-1-0".into()
+            },
+        ],
+        "only the weight rung: {:?}",
+        d.actions
+    );
+    // The rollbacks' outcomes leave nothing in force; the migration was dropped.
+    sim.hot(0.0);
+    assert!(sim
+        .policy
+        .state()
+        .vms
+        .values()
+        .all(|v| v.holdings.is_empty()));
+}
+
+#[test]
+fn a_vm_that_left_is_forgotten_and_its_partner_restored() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rollback_after_quiet_ticks: 1,
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.hot(70.0);
+    sim.vms.retain(|v| v.name != "batch");
+    let d = sim.step(&[]);
+    assert!(skipped_with(&d, "batch is gone"), "{:?}", d.skipped);
+    assert_eq!(
+        changes(&d),
+        vec![(
+            "web".into(),
+            Change::Rollback {
+                action_id: "h-1-0".into()
+            }
+        )]
+    );
+}
+
+#[test]
+fn scores_for_unknown_vms_are_reported() {
+    let mut sim = Sim::two();
+    let d = sim.step(&[("web", "ghost", 90.0)]);
+    assert!(d.actions.is_empty());
+    assert!(skipped_with(&d, "not in this tick's inventory"));
+}
+
+#[test]
+fn state_persists_and_the_run_carries_on_identically() {
+    let mut a = Sim::two();
+    let mut b = Sim::two();
+    for _ in 0..2 {
+        a.hot(70.0);
+        b.hot(70.0);
+    }
+    // b restarts from its persisted state.
+    let text = serde_json::to_string(b.policy.state()).expect("serialise");
+    let state: PolicyState = serde_json::from_str(&text).expect("parse");
+    b.policy = Policy::with_state(b.policy.config().clone(), "h", state).expect("valid");
+    for s in [70.0, 70.0, 70.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0] {
+        assert_eq!(a.hot(s), b.hot(s));
+    }
+}
+
+#[test]
+fn replayed_state_rolls_back_what_the_journal_says_is_in_force() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rollback_after_quiet_ticks: 1,
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    let mut journal = Vec::new();
+    for _ in 0..3 {
+        let d = sim.hot(70.0);
+        let outcomes = sim.outcomes.clone();
+        journal.extend(d.actions.into_iter().zip(outcomes));
+    }
+    // The state is lost; rebuild it from the journal and calm down.
+    let state = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
+    sim.policy = Policy::with_state(sim.policy.config().clone(), "h", state).expect("valid");
+    sim.outcomes.clear();
+    let d = sim.hot(0.0);
+    let undone: Vec<_> = d.actions.iter().map(|a| a.change.clone()).collect();
+    assert_eq!(
+        undone,
+        ["h-3-1", "h-3-0", "h-1-1", "h-1-0"]
+            .iter()
+            .map(|id| Change::Rollback {
+                action_id: (*id).into()
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn invalid_config_is_refused_with_field_paths() {
+    let e = Policy::new(
+        PolicyConfig {
+            off_threshold: 50.0,
+            ..PolicyConfig::default()
+        },
+        "h",
+    )
+    .expect_err("off above on");
+    assert_eq!(e.problems[0].0, "policy.off_threshold");
+    assert!(
+        e.to_string()
+            .contains("policy.off_threshold: 50 must be below on_threshold (40)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn operator_pinned_vm_is_not_repinned() {
+    let mut sim = Sim::two();
+    sim.vms[1].cpuset = Some(vec![3]);
+    sim.hot(70.0);
+    sim.hot(70.0);
+    let d = sim.hot(70.0);
+    assert_eq!(rungs(&d), vec![Rung::Balloon]);
+    assert!(
+        skipped_with(&d, "batch is restricted to CPUs 3 by someone else"),
+        "{:?}",
+        d.skipped
+    );
+}
+
+/// 64 VMs, every one of the 2016 pairs hot: the cap holds, no VM is changed twice in a
+/// tick, and every action id is unique across ticks.
+#[test]
+fn all_pairs_hot_at_scale() {
+    let names: Vec<String> = (0..64).map(|i| format!("vm-{i:02}")).collect();
+    let mut sim = Sim::new(config(), names.iter().map(|n| vm(n, 1.0)).collect());
+    let mut scores = Vec::new();
+    for i in 0..64 {
+        for j in i + 1..64 {
+            scores.push((
+                names[i].as_str(),
+                names[j].as_str(),
+                40.0 + ((i * 7 + j * 13) % 60) as f32,
+            ));
+        }
+    }
+    assert_eq!(scores.len(), 2016);
+    let mut ids = HashSet::new();
+    for _ in 0..20 {
+        let d = sim.step(&scores);
+        assert!(d.actions.len() <= 4);
+        let mut seen = HashSet::new();
+        for a in &d.actions {
+            assert!(seen.insert(a.vm.clone()), "{:?}", d.actions);
+            assert!(ids.insert(a.id.clone()), "duplicate id {}", a.id);
+        }
+    }
+}
+
+#[test]
+fn a_tick_that_goes_back_never_reuses_action_ids() {
+    let mut sim = Sim::two();
+    sim.tick = 7;
+    assert_eq!(sim.hot(70.0).actions[0].id, "h-7-0");
+    // The agent restarted with its state but counts ticks from 1 again.
+    sim.tick = 1;
+    let d = sim.hot(70.0);
+    assert!(
+        skipped_with(
+            &d,
+            "tick 1 is not after the last decided tick 7; deciding as tick 8"
+        ),
+        "{:?}",
+        d.skipped
+    );
+    let d = sim.hot(70.0);
+    assert_eq!(rungs(&d), vec![Rung::Pin, Rung::Pin]);
+    assert_eq!(d.actions[0].id, "h-9-0");
+}
+
+#[test]
+fn leaving_dry_run_forgets_the_simulated_changes() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            dry_run: true,
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.result = ActionResult::Simulated;
+    sim.hot(70.0);
+    sim.hot(70.0);
+    assert!(!sim.policy.state().pairs.is_empty());
+    let state = sim.policy.state().clone();
+    sim.policy = Policy::with_state(config(), "h", state).expect("valid");
+    assert!(sim.policy.state().pairs.is_empty());
+    assert!(sim
+        .policy
+        .state()
+        .vms
+        .values()
+        .all(|v| v.holdings.is_empty()));
+    // The pair starts over, for real, with no rollback of what never happened.
+    sim.result = ActionResult::Applied;
+    let d = sim.hot(70.0);
+    assert_eq!(rungs(&d), vec![Rung::Weight, Rung::Weight]);
+    assert!(d.actions.iter().all(|a| !a.simulated));
+}
+
+#[test]
+fn failed_rollback_is_retried_next_tick() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rollback_after_quiet_ticks: 1,
+            rungs: vec![Rung::Weight],
+            ..config()
+        },
+        vec![vm("web", 0.5), vm("batch", 1.5)],
+    );
+    sim.hot(70.0);
+    sim.result = ActionResult::Failed;
+    assert_eq!(sim.hot(0.0).actions.len(), 2);
+    sim.result = ActionResult::Applied;
+    let d = sim.hot(0.0);
+    assert!(skipped_with(&d, "failed"), "{:?}", d.skipped);
+    let undone: Vec<_> = d.actions.iter().map(|a| a.change.clone()).collect();
+    assert_eq!(
+        undone,
+        vec![
+            Change::Rollback {
+                action_id: "h-1-1".into()
+            },
+            Change::Rollback {
+                action_id: "h-1-0".into()
+            },
+        ]
+    );
+    assert!(
+        d.actions[0]
+            .reason
+            .starts_with("mitigation of batch/web has ended"),
+        "{}",
+        d.actions[0].reason
+    );
+    sim.hot(0.0);
+    assert!(sim
+        .policy
+        .state()
+        .vms
+        .values()
+        .all(|v| v.holdings.is_empty()));
+}

@@ -1,0 +1,113 @@
+//! The prediction stage's errors. Each names the file (or the embedded model) and says
+//! what is wrong in terms the operator can act on: a model that does not match what the
+//! agent computes is refused at start-up, never run on the wrong inputs.
+
+use std::io;
+
+use thiserror::Error;
+
+/// A model sidecar (`models/<name>.json`) that cannot be read or does not hold together.
+#[derive(Debug, Error)]
+pub enum SidecarError {
+    #[error("cannot read model sidecar {origin}: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("model sidecar {origin} is not valid sidecar JSON: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("model sidecar {origin}: {what}")]
+    Invalid { origin: String, what: String },
+    #[error(
+        "model sidecar {origin} lists {sidecar} features but the agent computes {computed}: \
+         the model was trained on a different feature set"
+    )]
+    FeatureCount {
+        origin: String,
+        sidecar: usize,
+        computed: usize,
+    },
+    #[error(
+        "model sidecar {origin}: feature {position} is {sidecar:?} but the agent computes \
+         {computed:?} there: the model was trained on a different feature set"
+    )]
+    FeatureMismatch {
+        origin: String,
+        /// 0-based position in the feature vector.
+        position: usize,
+        sidecar: String,
+        computed: String,
+    },
+}
+
+/// An ONNX file that is not the model its sidecar describes, or that tract cannot run.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error("cannot read model {origin}: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "model {origin} ({len} bytes) has sha256 {actual}, its sidecar says {expected}: \
+         the file is truncated, corrupt or not the one the sidecar describes"
+    )]
+    Checksum {
+        origin: String,
+        len: usize,
+        expected: String,
+        actual: String,
+    },
+    #[error("model {origin}: not an ONNX model or truncated ({reason})")]
+    NotOnnx { origin: String, reason: String },
+    #[error("model {origin}: not an LSTM model: ops found: {ops}")]
+    NotLstm { origin: String, ops: String },
+    /// An LSTM in a form tract would run differently from ONNX's definition, or one
+    /// that does not match the sidecar's architecture.
+    #[error("model {origin}: unsupported LSTM: {what}")]
+    Unsupported { origin: String, what: String },
+    #[error("model {origin}: input {what}")]
+    Input { origin: String, what: String },
+    #[error("model {origin}: output {what}")]
+    Output { origin: String, what: String },
+    /// tract refused the graph at one of its load stages (typing, optimising, planning).
+    #[error("model {origin}: tract cannot {stage}: {reason}")]
+    Tract {
+        origin: String,
+        stage: &'static str,
+        reason: String,
+    },
+}
+
+/// Why a batch of windows could not be scored.
+#[derive(Debug, Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    Sidecar(#[from] SidecarError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("windows: {what}")]
+    Shape { what: String },
+    #[error("the {scorer} scorer needs feature {name:?}, which the agent does not compute")]
+    MissingFeature {
+        scorer: &'static str,
+        name: &'static str,
+    },
+    #[error("window {window}, tick {tick}: feature {feature:?} is {value} (not finite)")]
+    NonFinite {
+        window: usize,
+        tick: usize,
+        feature: String,
+        value: f32,
+    },
+    #[error("model {origin}: run failed: {reason}")]
+    Run { origin: String, reason: String },
+    #[error("model {origin}: {what}")]
+    BadOutput { origin: String, what: String },
+}

@@ -1,0 +1,316 @@
+//! `interference score` end to end, against a measured oracle: three cgroup "VMs" run
+//! the dataset's workload, which reports its own speed. A victim computes on CPU 1 from
+//! the start, an aggressor joins it there after a few seconds, a bystander runs on
+//! CPU 0. The victim's own progress gives its real slowdown: the heuristic's estimate
+//! must agree with it and the LSTM must rank the contended pair above the others. The
+//! metrics file must carry the scores.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use interference_tests::{require_root, TestCgroup};
+
+fn bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/interference");
+    assert!(
+        p.exists(),
+        "{} missing: ./scripts/setup.sh builds it",
+        p.display()
+    );
+    p
+}
+
+/// Builds scripts/dataset/workload.c (gcc is installed by setup.sh).
+fn workload_bin(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dataset/workload.c");
+    let exe = dir.join("dataset-workload");
+    let st = Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(st.success(), "building {}", src.display());
+    exe
+}
+
+fn vm_toml(cg: &TestCgroup, workload: &str) -> String {
+    let paths: Vec<String> = cg.paths().iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "[[vm]]\nname = \"{}\"\ncgroups = [{}]\nworkload = \"{workload}\"\n\n",
+        cg.name,
+        paths.join(", ")
+    )
+}
+
+/// (seconds since start, ops / busy second) per progress line of one workload.
+type Rates = Arc<Mutex<Vec<(f64, f64)>>>;
+
+fn start_workload(
+    cg: &mut TestCgroup,
+    exe: &Path,
+    cpu: usize,
+    schedule: &str,
+    seconds: u64,
+) -> Rates {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpu.to_string()]).arg(exe).args([
+        "cpu",
+        "--schedule",
+        schedule,
+        "--duration",
+        &seconds.to_string(),
+    ]);
+    let (_, out) = cg.spawn_piped(&mut cmd).expect("workload starts");
+    let rates: Rates = Arc::default();
+    let sink = rates.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let (t, ops, busy) = (v["t"].as_f64(), v["ops"].as_f64(), v["busy"].as_f64());
+            if let (Some(t), Some(ops), Some(busy)) = (t, ops, busy) {
+                if busy > 0.05 {
+                    if let Ok(mut r) = sink.lock() {
+                        r.push((t, ops / busy));
+                    }
+                }
+            }
+        }
+    });
+    rates
+}
+
+fn mean_rate(rates: &Rates, from: f64, to: f64) -> f64 {
+    let r = rates.lock().expect("rates lock");
+    let v: Vec<f64> = r
+        .iter()
+        .filter(|(t, _)| *t > from && *t <= to)
+        .map(|(_, x)| *x)
+        .collect();
+    assert!(!v.is_empty(), "no progress lines between {from} and {to} s");
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn scores_track_the_victims_measured_slowdown() {
+    if !require_root("scores_track_the_victims_measured_slowdown") {
+        return;
+    }
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ncpu < 2 {
+        eprintln!("SKIP scores_track_the_victims_measured_slowdown: needs 2 CPUs, this host has {ncpu}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = workload_bin(dir.path());
+    let mut victim = TestCgroup::new("victim").expect("cgroup");
+    let mut aggressor = TestCgroup::new("aggressor").expect("cgroup");
+    let mut bystander = TestCgroup::new("bystander").expect("cgroup");
+    let cfg = dir.path().join("score.toml");
+    std::fs::write(
+        &cfg,
+        vm_toml(&victim, "cpu") + &vm_toml(&aggressor, "cpu") + &vm_toml(&bystander, "cpu"),
+    )
+    .expect("config");
+    let metrics = dir.path().join("m.prom");
+    let run_for = 70u64;
+    // Both scorers watch the same VMs at once: the heuristic's estimate is physical for
+    // CPU contention and is held to the measured slowdown; the LSTM is held to ranking
+    // the contended pair first and to the outputs it must produce.
+    let lstm = spawn_score(&cfg, "lstm", run_for, Some(&metrics));
+    let heuristic = spawn_score(&cfg, "heuristic", run_for, None);
+    let started = Instant::now();
+    // The aggressor joins at 10 s and stays; the victim's speed before that is its solo.
+    let join = 10.0;
+    let v_rates = start_workload(&mut victim, &exe, 1, "0:1", run_for);
+    start_workload(
+        &mut aggressor,
+        &exe,
+        1,
+        &format!("0:0,{join}:0,{join}:1"),
+        run_for,
+    );
+    start_workload(&mut bystander, &exe, 0, "0:0.5", run_for);
+    let lstm_rounds = finish(lstm);
+    let heuristic_rounds = finish(heuristic);
+    assert!(started.elapsed() < Duration::from_secs(run_for + 40));
+
+    let solo = mean_rate(&v_rates, 1.0, join - 1.0);
+    let contended = mean_rate(&v_rates, join + 30.0, run_for as f64 - 2.0);
+    let measured = 100.0 * (1.0 - contended / solo).clamp(0.0, 1.0);
+    assert!(measured > 25.0, "the set-up did not contend: {measured:.1}");
+    let (v, a, b) = (
+        victim.name.clone(),
+        aggressor.name.clone(),
+        bystander.name.clone(),
+    );
+
+    // The last rounds: their windows lie wholly in the contended phase.
+    let last = |rounds: &[Round]| -> Vec<(f64, Vec<f64>)> {
+        rounds
+            .iter()
+            .rev()
+            .take(2)
+            .map(|r| {
+                let by = [&v, &a].iter().map(|o| pair_score(r, o, &b)).collect();
+                (pair_score(r, &v, &a), by)
+            })
+            .collect()
+    };
+    let (h, l) = (last(&heuristic_rounds), last(&lstm_rounds));
+    eprintln!(
+        "measured slowdown {measured:.1}; heuristic (pair, bystander pairs) {h:?}; lstm {l:?}"
+    );
+    for (score, by) in &h {
+        // The heuristic sees the share of runnable time lost to this neighbour; waits
+        // charged to the host and wake-up latency make it read low, never high.
+        assert!(
+            *score >= measured / 2.0 && *score <= measured + 10.0,
+            "heuristic {score:.1} vs measured {measured:.1} points"
+        );
+        assert!(
+            by.iter().all(|s| *s < 15.0),
+            "heuristic: bystander pairs scored {by:?}"
+        );
+    }
+    for (score, by) in &l {
+        assert!((0.0..=100.0).contains(score));
+        assert!(
+            by.iter().all(|s| s < score),
+            "lstm ranks a bystander pair ({by:?}) above the contended pair ({score:.1})"
+        );
+    }
+
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("interference_pair_contention_score{")
+                && l.contains(&format!("vm=\"{v}\""))
+                && l.contains(&format!("neighbor=\"{a}\""))
+        })
+        .unwrap_or_else(|| panic!("no contention score for {v}/{a} in:\n{text}"));
+    let value: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("value");
+    assert!((0.0..=100.0).contains(&value), "{line}");
+    assert!(
+        text.contains("interference_pair_predicted_slowdown_ratio{victim="),
+        "{text}"
+    );
+    assert!(
+        text.contains("interference_scorer_info{scorer=\"lstm\""),
+        "{text}"
+    );
+}
+
+/// One scoring round: (vm, neighbor) -> its JSONL object.
+type Round = HashMap<(String, String), serde_json::Value>;
+
+fn spawn_score(
+    cfg: &Path,
+    scorer: &str,
+    seconds: u64,
+    metrics: Option<&Path>,
+) -> std::process::Child {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "score",
+        "--format",
+        "jsonl",
+        "--interval",
+        "1s",
+        "--every",
+        "5s",
+    ])
+    .args([
+        "--scorer",
+        scorer,
+        "--duration",
+        &format!("{seconds}s"),
+        "--config",
+    ])
+    .arg(cfg);
+    if let Some(m) = metrics {
+        cmd.arg("--metrics-file").arg(m);
+    }
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("interference score starts")
+}
+
+/// Waits for `interference score` and groups its JSONL lines into rounds.
+fn finish(child: std::process::Child) -> Vec<Round> {
+    let out = child
+        .wait_with_output()
+        .expect("interference score finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "interference score failed: {stderr}");
+    let mut rounds: Vec<(u64, Round)> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSONL line");
+        let ts = v["timestamp_ms"].as_u64().expect("timestamp_ms");
+        let key = (
+            v["vm"].as_str().unwrap_or_default().to_string(),
+            v["neighbor"].as_str().unwrap_or_default().to_string(),
+        );
+        match rounds.last_mut() {
+            Some((t, m)) if *t == ts => {
+                m.insert(key, v);
+            }
+            _ => rounds.push((ts, HashMap::from([(key, v)]))),
+        }
+    }
+    assert!(
+        rounds.len() >= 3,
+        "only {} scoring rounds: {stderr}",
+        rounds.len()
+    );
+    rounds.into_iter().map(|(_, m)| m).collect()
+}
+
+fn pair_score(round: &Round, a: &str, b: &str) -> f64 {
+    let (x, y) = if a < b { (a, b) } else { (b, a) };
+    round
+        .get(&(x.to_string(), y.to_string()))
+        .and_then(|p| p["score"].as_f64())
+        .unwrap_or_else(|| panic!("pair {x}/{y} not scored"))
+}
+
+#[test]
+fn a_truncated_model_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let onnx = std::fs::read(models.join("contention-lstm.onnx")).expect("shipped model");
+    let bad = dir.path().join("contention-lstm.onnx");
+    std::fs::write(&bad, &onnx[..onnx.len() / 2]).expect("write");
+    std::fs::copy(
+        models.join("contention-lstm.json"),
+        dir.path().join("contention-lstm.json"),
+    )
+    .expect("sidecar");
+    let out = Command::new(bin())
+        .args(["score", "--duration", "1s", "--model"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("contention-lstm.onnx"),
+        "names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("sha256") || stderr.contains("truncated"),
+        "says what is wrong: {stderr}"
+    );
+}
