@@ -1,4 +1,8 @@
-//! CPU and memory of `interference collect` itself while it tracks 64 VMs.
+//! CPU and memory of `interference collect` (or, with `AGENT_OVERHEAD_COMMAND=agent`,
+//! of the whole agent: collect, features, scoring of all 2016 pairs with the built-in
+//! LSTM, policy and enforcement) while it tracks 64 VMs, and the median duration of
+//! one tick as the agent reports it (`interference_tick_duration_seconds`, sampled
+//! every tick).
 //!
 //! `cargo bench -p interference-user --bench agent_overhead` (root). Builds 64 static
 //! VMs as cgroups (v1 cpu/cpuacct/memory/blkio + the v2 hierarchy), each holding one
@@ -91,7 +95,7 @@ fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,15 +129,20 @@ fn main() -> anyhow::Result<()> {
     }
     let cfg = dir.path().join("bench.toml");
     fs::write(&cfg, &config)?;
+    let command = std::env::var("AGENT_OVERHEAD_COMMAND").unwrap_or_else(|_| "collect".into());
     let mut cpu_pct = vec![];
     let mut rss = vec![];
+    let mut ticks_ms = vec![];
     let mut threads = 0;
     for round in 0..ROUNDS {
         let metrics = dir.path().join("m.prom");
         let samples = dir.path().join("s.jsonl");
-        let mut agent = Command::new(&bin)
-            .args(["collect", "--config"])
-            .arg(&cfg)
+        let mut cmd = Command::new(&bin);
+        cmd.args([command.as_str(), "--config"]).arg(&cfg);
+        if command == "agent" {
+            cmd.arg("--journal").arg(dir.path().join("journal.jsonl"));
+        }
+        let mut agent = cmd
             .args(["--interval", "5s", "--metrics-file"])
             .arg(&metrics)
             .arg("--samples")
@@ -145,7 +154,17 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(6));
         let c0 = cpu_seconds(pid)?;
         let t0 = Instant::now();
-        std::thread::sleep(ROUND);
+        while t0.elapsed() < ROUND {
+            std::thread::sleep(Duration::from_secs(5));
+            let text = fs::read_to_string(&metrics).unwrap_or_default();
+            if let Some(v) = text
+                .lines()
+                .find(|l| l.starts_with("interference_tick_duration_seconds "))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            {
+                ticks_ms.push(v * 1e3);
+            }
+        }
         let c1 = cpu_seconds(pid)?;
         let wall = t0.elapsed().as_secs_f64();
         rss.push(status_kib(pid, "VmHWM:")? as f64 / 1024.0);
@@ -178,12 +197,14 @@ fn main() -> anyhow::Result<()> {
     for d in cgroup_dirs("") {
         let _ = fs::remove_dir(&d);
     }
-    println!("| VMs | threads tracked | tick | median CPU (% of one core) | median peak RSS (MiB) | rounds |");
-    println!("|---|---|---|---|---|---|");
+    let ticks = ticks_ms.len();
+    println!("| command | VMs | threads tracked | tick | median CPU (% of one core) | median peak RSS (MiB) | median tick duration (ms, {ticks} samples) | rounds |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {VMS} | {threads} | 5 s | {:.3} | {:.1} | {ROUNDS} x {} s |",
+        "| {command} | {VMS} | {threads} | 5 s | {:.3} | {:.1} | {:.1} | {ROUNDS} x {} s |",
         median(cpu_pct),
         median(rss),
+        median(ticks_ms),
         ROUND.as_secs()
     );
     Ok(())

@@ -97,16 +97,7 @@ impl Default for DiscoveryConfig {
     }
 }
 
-/// Which predictor turns feature windows into Contention Scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ScorerKind {
-    /// The LSTM (ONNX, run by tract): predicts the slowdown of the next horizon.
-    #[default]
-    Lstm,
-    /// The reactive baseline: run-queue steal attributed by preemptions (docs/dataset.md).
-    Heuristic,
-}
+pub use crate::predict::ScorerKind;
 
 /// `[score]`: the Contention Score stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

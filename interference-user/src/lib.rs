@@ -5,8 +5,11 @@
 //! |-------------|----------------------------|--------------------------------|
 //! | `inventory` | /proc, cgroupfs, config    | `Vm` list                      |
 //! | `telemetry` | eBPF maps, cgroup files    | `VmSample` per VM per tick     |
-//! | `enforce`   | policy actions (later)     | QMP (balloon, migration), cgroups (later) |
-//! | `export`    | `VmSample`s                | Prometheus textfile, JSONL     |
+//! | `features`  | `VmSample`s                | `PairWindows` (raw features)   |
+//! | `predict`   | `PairWindows`              | `DirectedScore`, `ContentionScore` |
+//! | `policy`    | scores, VM facts           | `Action`s                      |
+//! | `enforce`   | `Action`s                  | cgroup writes, QMP, journal, `Outcome`s |
+//! | `export`    | samples, scores            | Prometheus textfile, JSONL     |
 //!
 //! `config` parses the TOML file; `collect` is the tick loop that wires the stages; `qmp`
 //! is the QEMU Machine Protocol client that `inventory` and `enforce` share.

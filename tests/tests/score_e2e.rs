@@ -104,7 +104,9 @@ fn scores_track_the_victims_measured_slowdown() {
     }
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     if ncpu < 2 {
-        eprintln!("SKIP scores_track_the_victims_measured_slowdown: needs 2 CPUs, this host has {ncpu}");
+        eprintln!(
+            "SKIP scores_track_the_victims_measured_slowdown: needs 2 CPUs, this host has {ncpu}"
+        );
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -80,7 +80,7 @@ impl LoopSettings {
     }
 }
 
-fn host_name(config: &Config) -> String {
+pub(super) fn host_name(config: &Config) -> String {
     config.collect.host.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())

@@ -1,5 +1,6 @@
 //! Command-line definitions (one doc per flag feeds --help) and dispatch.
 
+mod agent;
 mod collect;
 mod inventory;
 mod restore;
@@ -33,6 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: collect, score every VM pair, decide and enforce each tick; every
+    /// change is journalled and put back on exit.
+    Agent(agent::AgentArgs),
     /// Collect per-VM telemetry every tick into JSONL samples and a Prometheus textfile.
     Collect(collect::CollectArgs),
     /// A live table of the host's VMs: run-queue latency, preemptions, I/O, CPU.
@@ -59,6 +63,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Agent(a) => agent::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Top(a) => top::run(a),
         Command::Inventory(a) => inventory::run(a),

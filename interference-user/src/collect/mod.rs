@@ -3,8 +3,10 @@
 //! write the outputs. Kept short on purpose: each step belongs to its stage, this only
 //! wires them.
 
+mod mitigation;
 mod scoring;
 
+pub use mitigation::{Mitigation, MitigationReport};
 pub use scoring::{ScoreRound, Scoring, ScoringError};
 
 use std::path::PathBuf;
@@ -41,6 +43,8 @@ pub struct TickReport {
     pub duration: Duration,
     /// When a scoring round ran this tick.
     pub scores: Option<ScoreRound>,
+    /// What the policy decided and the enforcer did after that round.
+    pub mitigation: Option<MitigationReport>,
 }
 
 pub type Discover =
@@ -52,6 +56,7 @@ pub struct TickLoop<K: KernelMaps> {
     outputs: Outputs,
     vms: Vec<Vm>,
     scoring: Option<Scoring>,
+    mitigation: Option<Mitigation>,
 }
 
 impl<K: KernelMaps> TickLoop<K> {
@@ -69,6 +74,7 @@ impl<K: KernelMaps> TickLoop<K> {
             outputs,
             vms,
             scoring: None,
+            mitigation: None,
         })
     }
 
@@ -80,6 +86,16 @@ impl<K: KernelMaps> TickLoop<K> {
 
     pub fn scoring(&self) -> Option<&Scoring> {
         self.scoring.as_ref()
+    }
+
+    /// Decides and enforces after every scoring round (`interference agent`).
+    pub fn with_mitigation(mut self, mitigation: Mitigation) -> Self {
+        self.mitigation = Some(mitigation);
+        self
+    }
+
+    pub fn mitigation_mut(&mut self) -> Option<&mut Mitigation> {
+        self.mitigation.as_mut()
     }
 
     pub fn collector(&self) -> &Collector<K> {
@@ -109,6 +125,10 @@ impl<K: KernelMaps> TickLoop<K> {
             }
             None => None,
         };
+        let mitigation = self
+            .mitigation
+            .as_mut()
+            .and_then(|m| m.tick(&self.vms, &samples, scores.as_ref()));
         let duration = started.elapsed();
         if let Some((path, exporter)) = &mut self.outputs.metrics {
             exporter.update(&samples, &self.collector.status().as_pairs(), duration);
@@ -116,6 +136,9 @@ impl<K: KernelMaps> TickLoop<K> {
             exporter.render_into(&mut w);
             if let Some(s) = &self.scoring {
                 s.metrics().render_into(&mut w);
+            }
+            if let Some(m) = &self.mitigation {
+                m.render_into(&mut w);
             }
             if let Err(e) = write_atomic(path, w.finish().as_bytes()) {
                 tracing::warn!("{e}");
@@ -126,6 +149,7 @@ impl<K: KernelMaps> TickLoop<K> {
             vms: self.vms.clone(),
             duration,
             scores,
+            mitigation,
         })
     }
 }

@@ -53,8 +53,9 @@ pub struct Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
-    /// Set the CPU weight (cgroup v2 scale 1..10000, default 100) of the VM's cgroups
-    /// (vCPU and emulator cgroups when it has them); v1 backends convert to cpu.shares.
+    /// Set the CPU weight (cgroup v2 scale 1..10000, default 100) of the VM's own
+    /// cgroups, where it competes with other VMs (a weight on its vCPU or emulator
+    /// cgroups would only split the VM's own share); v1 backends convert to cpu.shares.
     CpuWeight { weight: u64 },
     /// Restrict the VM's cgroups to these CPUs.
     Cpuset { cpus: Vec<u32> },

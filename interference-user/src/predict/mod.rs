@@ -61,10 +61,24 @@ pub trait PairScorer {
     }
 }
 
-/// Which scorer `--scorer` selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which scorer `--scorer` and `[score] scorer` select.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ScorerKind {
+    /// The LSTM (ONNX, run by tract): predicts the slowdown of the next horizon.
+    #[default]
     Lstm,
+    /// The reactive baseline: run-queue steal attributed by preemptions (docs/dataset.md).
     Heuristic,
 }
 

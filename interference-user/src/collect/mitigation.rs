@@ -1,0 +1,168 @@
+//! Mitigation inside the tick loop: after each scoring round, the policy decides and the
+//! enforcer applies, and the next round's decision sees what became of this one's
+//! actions. Between rounds only the managed cgroup roots are refreshed.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::ScoreRound;
+use crate::enforce::Enforcer;
+use crate::export::prometheus::TextWriter;
+use crate::inventory::Vm;
+use crate::policy::{Action, ActionResult, Change, Outcome, Policy, PolicyInput, VmInput};
+use crate::telemetry::VmSample;
+
+/// What one round of mitigation did.
+#[derive(Debug, Clone, Default)]
+pub struct MitigationReport {
+    pub actions: Vec<(Action, Outcome)>,
+    /// (pair, why) of what was due and did not happen.
+    pub skipped: Vec<(String, String)>,
+}
+
+pub struct Mitigation {
+    policy: Policy,
+    enforcer: Enforcer,
+    host_cpus: Vec<u32>,
+    round: u64,
+    last_outcomes: Vec<Outcome>,
+    /// `interference_actions_total{vm,action,result}`.
+    counts: BTreeMap<(String, String, &'static str), u64>,
+}
+
+impl Mitigation {
+    pub fn new(policy: Policy, enforcer: Enforcer, host_cpus: Vec<u32>) -> Self {
+        Self {
+            policy,
+            enforcer,
+            host_cpus,
+            round: 0,
+            last_outcomes: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    pub fn enforcer_mut(&mut self) -> &mut Enforcer {
+        &mut self.enforcer
+    }
+
+    /// Every tick: the guard follows the inventory (a VM that left is no longer
+    /// writable); a scoring round also decides and applies.
+    pub fn tick(
+        &mut self,
+        vms: &[Vm],
+        samples: &[VmSample],
+        round: Option<&ScoreRound>,
+    ) -> Option<MitigationReport> {
+        for refused in self.enforcer.set_vms(vms) {
+            tracing::warn!("not managing a VM's cgroups: {refused}");
+        }
+        let round = round?;
+        self.round += 1;
+        let inputs = vm_inputs(vms, samples);
+        let now_ms = now_ms();
+        let decision = self.policy.decide(&PolicyInput {
+            tick: self.round,
+            now_ms,
+            host_cpus: &self.host_cpus,
+            vms: &inputs,
+            scores: &round.contention,
+            directed: &round.directed,
+            outcomes: &self.last_outcomes,
+        });
+        let mut report = MitigationReport {
+            skipped: decision.skipped,
+            ..Default::default()
+        };
+        self.last_outcomes.clear();
+        for action in decision.actions {
+            let outcome = match vms.iter().find(|v| v.name == action.vm) {
+                Some(vm) => self.enforcer.apply(&action, vm),
+                None => Outcome {
+                    action_id: action.id.clone(),
+                    result: ActionResult::Failed,
+                    at_ms: now_ms,
+                    effects: Vec::new(),
+                    error: Some(format!("VM {} is no longer on the host", action.vm)),
+                },
+            };
+            match outcome.result {
+                ActionResult::Failed => tracing::warn!(
+                    "{} failed: {} ({})",
+                    action.id,
+                    action.reason,
+                    outcome.error.as_deref().unwrap_or("no reason given")
+                ),
+                r => tracing::info!("{} {}: {}", action.id, r.as_str(), action.reason),
+            }
+            *self
+                .counts
+                .entry((
+                    action.vm.clone(),
+                    change_name(&action.change).to_string(),
+                    outcome.result.as_str(),
+                ))
+                .or_default() += 1;
+            self.last_outcomes.push(outcome.clone());
+            report.actions.push((action, outcome));
+        }
+        Some(report)
+    }
+
+    /// Puts back everything this agent changed (clean exit, SIGTERM).
+    pub fn restore_all(&mut self) -> Vec<Outcome> {
+        self.enforcer.restore_all()
+    }
+
+    pub fn render_into(&self, w: &mut TextWriter) {
+        let mut f = w.counter(
+            "interference_actions_total",
+            "Mitigation actions by VM changed, action and result (applied, simulated, failed).",
+        );
+        for ((vm, action, result), n) in &self.counts {
+            f.sample(&[("vm", vm), ("action", action), ("result", result)], *n);
+        }
+    }
+}
+
+fn change_name(c: &Change) -> &'static str {
+    match c {
+        Change::CpuWeight { .. } => "cpu_weight",
+        Change::Cpuset { .. } => "cpuset",
+        Change::Balloon { .. } => "balloon",
+        Change::Migrate { .. } => "migrate",
+        Change::Rollback { .. } => "rollback",
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The policy's view of each VM: inventory facts plus the last tick's sample.
+fn vm_inputs(vms: &[Vm], samples: &[VmSample]) -> Vec<VmInput> {
+    vms.iter()
+        .map(|vm| {
+            let s = samples.iter().find(|s| s.vm == vm.name);
+            VmInput {
+                name: vm.name.clone(),
+                customer: vm.customer.clone(),
+                priority: vm.priority,
+                sla_tier: None,
+                cpu_cores: s
+                    .and_then(|s| {
+                        let cpu = s.cpu.as_ref()?;
+                        (s.interval_seconds > 0.0).then(|| cpu.usage_seconds / s.interval_seconds)
+                    })
+                    .unwrap_or(0.0),
+                cpu_weight: None,
+                cpuset: s.and_then(|s| s.cpus.clone()),
+                memory_bytes: None,
+                memory_floor_bytes: None,
+                has_qmp: vm.qmp_socket.is_some(),
+            }
+        })
+        .collect()
+}
