@@ -368,7 +368,8 @@ fn check_vms(vms: &[StaticVm], mounts: &Mounts, out: &mut Vec<(String, String)>)
 }
 
 /// Humantime strings ("5s", "250ms", "1m 30s") for `Duration` fields.
-mod humantime_duration {
+/// humantime strings ("5s", "500ms") for `Duration` fields, shared by every section.
+pub(crate) mod humantime_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -407,3 +407,83 @@ pub fn snapshot_files(dirs: &[PathBuf], names: &[&str]) -> Vec<(PathBuf, String)
     out.sort();
     out
 }
+
+/// The release binary the tests run (built by ./scripts/setup.sh).
+pub fn interference_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/interference");
+    assert!(
+        p.exists(),
+        "{} missing: ./scripts/setup.sh builds it",
+        p.display()
+    );
+    p
+}
+
+/// Builds the dataset's workload (scripts/dataset/workload.c; gcc comes with setup.sh)
+/// into `dir`.
+pub fn dataset_workload(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dataset/workload.c");
+    let exe = dir.join("dataset-workload");
+    let st = Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(st.success(), "building {}", src.display());
+    exe
+}
+
+/// A workload's progress: (seconds since the test's `t0`, ops per busy second).
+pub type Rates = std::sync::Arc<std::sync::Mutex<Vec<(f64, f64)>>>;
+
+/// Starts the dataset's `cpu` workload in `cg`, pinned to `cpu`, on `schedule`, and
+/// collects its progress lines as they come.
+pub fn start_cpu_workload(
+    cg: &mut TestCgroup,
+    exe: &Path,
+    cpu: usize,
+    schedule: &str,
+    seconds: u64,
+    t0: Instant,
+) -> Rates {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpu.to_string()]).arg(exe).args([
+        "cpu",
+        "--schedule",
+        schedule,
+        "--duration",
+        &seconds.to_string(),
+    ]);
+    let (_, out) = cg.spawn_piped(&mut cmd).expect("workload starts");
+    let rates: Rates = Default::default();
+    let sink = rates.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in io::BufReader::new(out).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let (Some(ops), Some(busy)) = (v["ops"].as_f64(), v["busy"].as_f64()) {
+                if busy > 0.05 {
+                    if let Ok(mut r) = sink.lock() {
+                        r.push((t0.elapsed().as_secs_f64(), ops / busy));
+                    }
+                }
+            }
+        }
+    });
+    rates
+}
+
+/// Mean speed over the progress lines in (from, to] seconds.
+pub fn mean_rate(rates: &Rates, from: f64, to: f64) -> f64 {
+    let r = rates.lock().expect("rates lock");
+    let v: Vec<f64> = r
+        .iter()
+        .filter(|(t, _)| *t > from && *t <= to)
+        .map(|(_, x)| *x)
+        .collect();
+    assert!(!v.is_empty(), "no progress lines between {from} and {to} s");
+    v.iter().sum::<f64>() / v.len() as f64
+}

@@ -8,84 +8,14 @@
 //! and the plot come from it).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use interference_tests::{require_root, TestCgroup};
-
-fn bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/interference");
-    assert!(
-        p.exists(),
-        "{} missing: ./scripts/setup.sh builds it",
-        p.display()
-    );
-    p
-}
-
-fn workload_bin(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dataset/workload.c");
-    let exe = dir.join("dataset-workload");
-    let st = Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("gcc runs");
-    assert!(st.success(), "building {}", src.display());
-    exe
-}
-
-/// (seconds since the test started, ops per busy second).
-type Rates = Arc<Mutex<Vec<(f64, f64)>>>;
-
-fn start_workload(
-    cg: &mut TestCgroup,
-    exe: &Path,
-    schedule: &str,
-    secs: u64,
-    t0: Instant,
-) -> Rates {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "1"]).arg(exe).args([
-        "cpu",
-        "--schedule",
-        schedule,
-        "--duration",
-        &secs.to_string(),
-    ]);
-    let (_, out) = cg.spawn_piped(&mut cmd).expect("workload starts");
-    let rates: Rates = Arc::default();
-    let sink = rates.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if let (Some(ops), Some(busy)) = (v["ops"].as_f64(), v["busy"].as_f64()) {
-                if busy > 0.05 {
-                    if let Ok(mut r) = sink.lock() {
-                        r.push((t0.elapsed().as_secs_f64(), ops / busy));
-                    }
-                }
-            }
-        }
-    });
-    rates
-}
-
-fn mean(rates: &Rates, from: f64, to: f64) -> f64 {
-    let r = rates.lock().expect("lock");
-    let v: Vec<f64> = r
-        .iter()
-        .filter(|(t, _)| *t > from && *t <= to)
-        .map(|(_, x)| *x)
-        .collect();
-    assert!(!v.is_empty(), "no progress between {from} and {to} s");
-    v.iter().sum::<f64>() / v.len() as f64
-}
+use interference_tests::{
+    dataset_workload, interference_bin as bin, mean_rate as mean, require_root, start_cpu_workload,
+    TestCgroup,
+};
 
 fn vm_toml(cg: &TestCgroup, priority: &str) -> String {
     let paths: Vec<String> = cg.paths().iter().map(|p| format!("{p:?}")).collect();
@@ -115,7 +45,7 @@ fn the_agent_protects_a_priority_vm_and_rolls_back() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = workload_bin(dir.path());
+    let exe = dataset_workload(dir.path());
     let mut victim = TestCgroup::new("prio").expect("cgroup");
     let mut aggressor = TestCgroup::new("noisy").expect("cgroup");
     if victim.dir("cpu").is_none() {
@@ -152,10 +82,11 @@ fn the_agent_protects_a_priority_vm_and_rolls_back() {
         .spawn()
         .expect("interference agent starts");
     let (join, leave) = (10.0, 40.0);
-    let v_rates = start_workload(&mut victim, &exe, "0:1", run_for, t0);
-    start_workload(
+    let v_rates = start_cpu_workload(&mut victim, &exe, 1, "0:1", run_for, t0);
+    start_cpu_workload(
         &mut aggressor,
         &exe,
+        1,
         &format!("0:0,{join}:0,{join}:1,{leave}:1,{leave}:0"),
         run_for,
         t0,

@@ -6,37 +6,14 @@
 //! metrics file must carry the scores.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use interference_tests::{require_root, TestCgroup};
-
-fn bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/interference");
-    assert!(
-        p.exists(),
-        "{} missing: ./scripts/setup.sh builds it",
-        p.display()
-    );
-    p
-}
-
-/// Builds scripts/dataset/workload.c (gcc is installed by setup.sh).
-fn workload_bin(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dataset/workload.c");
-    let exe = dir.join("dataset-workload");
-    let st = Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("gcc runs");
-    assert!(st.success(), "building {}", src.display());
-    exe
-}
+use interference_tests::{
+    dataset_workload, interference_bin as bin, mean_rate, require_root, start_cpu_workload,
+    TestCgroup,
+};
 
 fn vm_toml(cg: &TestCgroup, workload: &str) -> String {
     let paths: Vec<String> = cg.paths().iter().map(|p| format!("{p:?}")).collect();
@@ -45,56 +22,6 @@ fn vm_toml(cg: &TestCgroup, workload: &str) -> String {
         cg.name,
         paths.join(", ")
     )
-}
-
-/// (seconds since start, ops / busy second) per progress line of one workload.
-type Rates = Arc<Mutex<Vec<(f64, f64)>>>;
-
-fn start_workload(
-    cg: &mut TestCgroup,
-    exe: &Path,
-    cpu: usize,
-    schedule: &str,
-    seconds: u64,
-) -> Rates {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &cpu.to_string()]).arg(exe).args([
-        "cpu",
-        "--schedule",
-        schedule,
-        "--duration",
-        &seconds.to_string(),
-    ]);
-    let (_, out) = cg.spawn_piped(&mut cmd).expect("workload starts");
-    let rates: Rates = Arc::default();
-    let sink = rates.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let (t, ops, busy) = (v["t"].as_f64(), v["ops"].as_f64(), v["busy"].as_f64());
-            if let (Some(t), Some(ops), Some(busy)) = (t, ops, busy) {
-                if busy > 0.05 {
-                    if let Ok(mut r) = sink.lock() {
-                        r.push((t, ops / busy));
-                    }
-                }
-            }
-        }
-    });
-    rates
-}
-
-fn mean_rate(rates: &Rates, from: f64, to: f64) -> f64 {
-    let r = rates.lock().expect("rates lock");
-    let v: Vec<f64> = r
-        .iter()
-        .filter(|(t, _)| *t > from && *t <= to)
-        .map(|(_, x)| *x)
-        .collect();
-    assert!(!v.is_empty(), "no progress lines between {from} and {to} s");
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 #[test]
@@ -110,7 +37,7 @@ fn scores_track_the_victims_measured_slowdown() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = workload_bin(dir.path());
+    let exe = dataset_workload(dir.path());
     let mut victim = TestCgroup::new("victim").expect("cgroup");
     let mut aggressor = TestCgroup::new("aggressor").expect("cgroup");
     let mut bystander = TestCgroup::new("bystander").expect("cgroup");
@@ -130,15 +57,16 @@ fn scores_track_the_victims_measured_slowdown() {
     let started = Instant::now();
     // The aggressor joins at 10 s and stays; the victim's speed before that is its solo.
     let join = 10.0;
-    let v_rates = start_workload(&mut victim, &exe, 1, "0:1", run_for);
-    start_workload(
+    let v_rates = start_cpu_workload(&mut victim, &exe, 1, "0:1", run_for, started);
+    start_cpu_workload(
         &mut aggressor,
         &exe,
         1,
         &format!("0:0,{join}:0,{join}:1"),
         run_for,
+        started,
     );
-    start_workload(&mut bystander, &exe, 0, "0:0.5", run_for);
+    start_cpu_workload(&mut bystander, &exe, 0, "0:0.5", run_for, started);
     let lstm_rounds = finish(lstm);
     let heuristic_rounds = finish(heuristic);
     assert!(started.elapsed() < Duration::from_secs(run_for + 40));

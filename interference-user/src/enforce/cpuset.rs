@@ -20,10 +20,6 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-/// The kernel rejects CPU numbers beyond NR_CPUS; this bound only stops a malformed
-/// range such as `0-4294967295` from allocating.
-const MAX_CPU: u32 = 1 << 16;
-
 /// A set of CPU numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CpuSet(BTreeSet<u32>);
@@ -71,27 +67,13 @@ impl FromStr for CpuSet {
     /// The kernel's list format: comma-separated CPUs and `a-b` ranges; blank is the
     /// empty set (a v1 cpuset nobody configured).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = |why| CpuListError {
-            text: text.to_owned(),
-            why,
-        };
-        let mut set = BTreeSet::new();
-        for item in text.trim().split(',').filter(|s| !s.is_empty()) {
-            let (lo, hi) = match item.split_once('-') {
-                Some((a, b)) => (a, b),
-                None => (item, item),
-            };
-            let lo: u32 = lo.trim().parse().map_err(|_| bad("not a number"))?;
-            let hi: u32 = hi.trim().parse().map_err(|_| bad("not a number"))?;
-            if lo > hi {
-                return Err(bad("range runs backwards"));
-            }
-            if hi >= MAX_CPU {
-                return Err(bad("CPU number out of range"));
-            }
-            set.extend(lo..=hi);
-        }
-        Ok(Self(set))
+        // One parser for the format, shared with the telemetry that reads the same files.
+        crate::telemetry::cgroup::parse_cpu_list(text)
+            .map(Self::new)
+            .map_err(|e| CpuListError {
+                text: text.to_owned(),
+                why: e.reason,
+            })
     }
 }
 

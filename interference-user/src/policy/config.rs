@@ -35,7 +35,7 @@ pub struct PolicyConfig {
     pub priority_tiers: Vec<String>,
     /// Least time between two changes to one VM (humantime: "30s"). Rollbacks are not
     /// held back by it, but they do restart it.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "crate::config::humantime_duration")]
     pub cooldown: Duration,
     /// At most this many actions (rollbacks included) per tick.
     pub max_actions_per_tick: usize,
@@ -453,27 +453,6 @@ fn check_override(
         report(field, message);
     }
     reported
-}
-
-/// Humantime strings ("30s", "2m") for `Duration` fields (the same syntax as the rest of
-/// the config file).
-mod humantime_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (write e.g. \"30s\" or \"2m\")"
-            ))
-        })
-    }
-
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*value).to_string())
-    }
 }
 
 #[cfg(test)]
