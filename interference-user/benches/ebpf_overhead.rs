@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aya::programs::loaded_programs;
-use interference::inventory::{Priority, Vm, VmSource, VmThread};
+use interference::inventory::{Allocation, Priority, Vm, VmSource, VmThread};
 use interference::telemetry::ebpf::{EbpfProbes, ProbeSet};
 use interference::telemetry::registry::Registry;
 
@@ -209,6 +209,7 @@ fn main() -> anyhow::Result<()> {
         customer: None,
         priority: Priority::Normal,
         workload: None,
+        allocation: Allocation::default(),
     };
     let vms = [
         vm("storm-a", &storm.tids[..half]),

@@ -37,6 +37,7 @@ fn vms() -> Vec<VmInput> {
             memory_bytes: Some(4 << 30),
             memory_floor_bytes: Some(1 << 30),
             has_qmp: true,
+            vcpus: None,
         })
         .collect()
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub score: ScoreConfig,
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
+    #[serde(default)]
+    pub billing: crate::billing::BillingConfig,
 }
 
 /// `[collect]`: the tick and where its output goes.
@@ -263,6 +265,7 @@ impl Config {
         self.collect.check("collect", &mut out);
         self.score.check(&self.collect, &mut out);
         out.extend(self.policy.check());
+        out.extend(self.billing.check());
         out
     }
 
@@ -663,11 +666,11 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
     fn unknown_keys_and_tables_are_refused() {
         assert_eq!(
             err("[[vm]]\nname = \"a\"\ncgroups = []\ncpu_weight = 3\n"),
-            r#"config.toml:4:1: vm[0].cpu_weight: unknown field "cpu_weight", expected one of name, cgroups, customer, priority, workload"#
+            r#"config.toml:4:1: vm[0].cpu_weight: unknown field "cpu_weight", expected one of name, cgroups, customer, priority, workload, vcpus, memory_mib"#
         );
         assert_eq!(
             err("[collect]\ninterval = \"1s\"\n\n[polcy]\nthreshold = 50\n"),
-            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy"#
+            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy, billing"#
         );
         assert_eq!(
             err("[discovery]\nqemu = \"yes\"\n"),

@@ -14,6 +14,7 @@
 //! `config` parses the TOML file; `collect` is the tick loop that wires the stages; `qmp`
 //! is the QEMU Machine Protocol client that `inventory` and `enforce` share.
 
+pub mod billing;
 pub mod collect;
 pub mod config;
 pub mod enforce;

@@ -40,6 +40,8 @@ fn action(id: &str, vm: &str, change: Change) -> Action {
         aggressor: vm.into(),
         score: 90.0,
         vm_is_aggressor: false,
+        customers: Default::default(),
+        vcpus: None,
         simulated: false,
         reason: "enforce_cgroup_v1 test".into(),
     }

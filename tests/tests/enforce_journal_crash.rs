@@ -58,6 +58,8 @@ fn action(id: String, vm: &str, change: Change) -> Action {
         aggressor: vm.into(),
         score: 90.0,
         vm_is_aggressor: false,
+        customers: Default::default(),
+        vcpus: None,
         simulated: false,
         reason: "crash test".into(),
     }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use interference::inventory::{Hierarchy, Priority, Vm, VmCgroup, VmSource};
+use interference::inventory::{Allocation, Hierarchy, Priority, Vm, VmCgroup, VmSource};
 use interference::policy::{Action, Change, Outcome, Rung};
 use interference_tests::lab::{run_bounded, Lab, LabOptions};
 use interference_tests::require_root;
@@ -73,6 +73,7 @@ fn vm(name: &str) -> Vm {
         customer: None,
         priority: Priority::Normal,
         workload: None,
+        allocation: Allocation::default(),
     }
 }
 
@@ -88,6 +89,8 @@ fn action(id: &str, change: Change) -> Action {
         aggressor: "web".into(),
         score: 90.0,
         vm_is_aggressor: true,
+        customers: Default::default(),
+        vcpus: None,
         simulated: false,
         reason: "lab_enforce_v2".into(),
     }

@@ -1,11 +1,13 @@
 //! `interference agent`: the main job. Every tick it collects, scores every VM pair,
 //! decides and enforces; on exit (end of --duration, SIGINT, SIGTERM) it puts back every
 //! change it made, and at start it first restores what a crashed run left behind.
+//! Applied actions and the VMs' allocation are billed into the ledger as it goes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use interference::billing::Billing;
 use interference::collect::{Mitigation, Scoring};
 use interference::config::ScorerKind;
 use interference::enforce::{Enforcer, EnforcerOptions, DEFAULT_JOURNAL};
@@ -32,6 +34,13 @@ pub struct AgentArgs {
     /// The write-ahead journal of every change.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_JOURNAL)]
     pub journal: PathBuf,
+    /// The billing ledger's directory [default: `[billing] ledger_dir`,
+    /// /var/lib/interference/ledger].
+    #[arg(long, value_name = "DIR")]
+    pub ledger: Option<PathBuf>,
+    /// Do not bill (overrides `[billing] enabled`).
+    #[arg(long, conflicts_with = "ledger")]
+    pub no_ledger: bool,
     /// lstm (default) or heuristic.
     #[arg(long, value_enum)]
     pub scorer: Option<ScorerKind>,
@@ -65,7 +74,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dry_run = policy_cfg.dry_run;
     let floor = policy_cfg.balloon_floor_mib << 20;
     let policy = Policy::new(policy_cfg, host_name(cfg))?;
-    let mut enforcer = Enforcer::open(
+    let enforcer = Enforcer::open(
         EnforcerOptions {
             journal: args.journal.clone(),
             dry_run,
@@ -75,26 +84,45 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         settings.mounts.clone(),
     )
     .with_context(|| format!("opening the journal {}", args.journal.display()))?;
-    // A crashed run's changes: put back before anything new is decided.
-    let leftover = enforcer.restore_all();
+    let host_cpus = online_cpus()?;
+    let mut mitigation = Mitigation::new(policy, enforcer, host_cpus);
+    let mut billing_cfg = cfg.billing.clone();
+    if let Some(dir) = args.ledger {
+        billing_cfg.ledger_dir = dir;
+        billing_cfg.enabled = true;
+    }
+    let ledger = (billing_cfg.enabled && !args.no_ledger).then(|| billing_cfg.ledger_dir.clone());
+    if ledger.is_some() {
+        let dir = billing_cfg.ledger_dir.clone();
+        let mut billing = Billing::open(billing_cfg, &host_name(cfg), dry_run)
+            .with_context(|| format!("opening the ledger {}", dir.display()))?;
+        billing.set_tick_ms(u64::try_from(settings.interval.as_millis()).unwrap_or(u64::MAX));
+        mitigation = mitigation.with_billing(billing);
+    }
+    // A crashed run's changes: billed, then put back, before anything new is decided.
+    let leftover = mitigation.recover();
     if !leftover.is_empty() {
         tracing::info!(
             "restored {} changes a previous run left in effect",
             leftover.len()
         );
     }
-    let host_cpus = online_cpus()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut lp = start_loop(&settings)?
         .with_scoring(scoring)
-        .with_mitigation(Mitigation::new(policy, enforcer, host_cpus));
+        .with_mitigation(mitigation);
     tracing::info!(
-        "agent: tick {}, scoring every {}, journal {}{}",
+        "agent: tick {}, scoring every {}, journal {}, ledger {}{}",
         humantime::format_duration(settings.interval),
         humantime::format_duration(every),
         args.journal.display(),
+        match (&ledger, dry_run) {
+            (None, _) => "off".to_owned(),
+            (Some(_), true) => "not written (dry run)".to_owned(),
+            (Some(d), false) => d.display().to_string(),
+        },
         if dry_run { ", dry run" } else { "" }
     );
     let result = runtime.block_on(interference::collect::run(

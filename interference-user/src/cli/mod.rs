@@ -1,8 +1,11 @@
 //! Command-line definitions (one doc per flag feeds --help) and dispatch.
 
 mod agent;
+mod bill;
 mod collect;
+mod explain;
 mod inventory;
+mod ledger_args;
 mod restore;
 mod score;
 mod top;
@@ -47,6 +50,11 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Put back every cgroup and balloon change an agent left in effect (from its journal).
     Restore(restore::RestoreArgs),
+    /// A customer's invoice for a billing period: base price, interference charges,
+    /// good-neighbour credits, one line per reason.
+    Bill(bill::BillArgs),
+    /// The full derivation of one ledger record.
+    Explain(explain::ExplainArgs),
 }
 
 /// Options shared by every command that reads the host's VMs.
@@ -69,6 +77,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inventory(a) => inventory::run(a),
         Command::Score(a) => score::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Bill(a) => bill::run(a),
+        Command::Explain(a) => explain::run(a),
     }
 }
 

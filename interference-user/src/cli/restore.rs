@@ -1,22 +1,59 @@
 //! `interference restore`: puts back every cgroup value and balloon target that the
 //! journal says an agent changed and did not restore (after a crash, or by hand).
+//! Like the agent at start, it first bills those changes up to now into the ledger
+//! (unless --no-ledger), so a crash never loses their lines.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use interference::enforce::{self, DEFAULT_JOURNAL};
+use interference::billing::Billing;
+use interference::collect::bill_in_effect;
+use interference::config::Config;
+use interference::enforce::{Enforcer, EnforcerOptions, DEFAULT_JOURNAL};
+use interference::inventory::Mounts;
+use interference::policy::ActionResult;
+
+use super::collect::host_name;
+use super::ledger_args::LedgerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
     /// The agent's write-ahead journal.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_JOURNAL)]
     pub journal: PathBuf,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Do not bill the restored changes.
+    #[arg(long, conflicts_with = "ledger")]
+    pub no_ledger: bool,
 }
 
 pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
-    let report = enforce::restore(&args.journal)
-        .with_context(|| format!("restoring from {}", args.journal.display()))?;
-    for o in &report.outcomes {
+    let mounts = Mounts::read(Path::new("/proc")).context("reading the cgroup mounts")?;
+    let mut enforcer = Enforcer::open(
+        EnforcerOptions {
+            journal: args.journal.clone(),
+            ..EnforcerOptions::default()
+        },
+        mounts,
+    )
+    .with_context(|| format!("restoring from {}", args.journal.display()))?;
+    if !args.no_ledger {
+        let billing = args.ledger.billing()?;
+        let host = match &args.ledger.config.config {
+            Some(path) => host_name(&Config::load(path)?),
+            None => host_name(&Config::default()),
+        };
+        let dir = billing.ledger_dir.clone();
+        let mut b = Billing::open(billing, &host, false)
+            .with_context(|| format!("opening the ledger {}", dir.display()))?;
+        bill_in_effect(&enforcer, &mut b, now_ms());
+    }
+    let outcomes = enforcer.restore_all();
+    let left_in_effect = enforcer.in_effect().len();
+    let mut restored = 0;
+    for o in &outcomes {
+        restored += o.effects.len();
         for e in &o.effects {
             println!(
                 "{} {}: {} -> {} ({})",
@@ -32,17 +69,21 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{}: {} values restored, {} actions failed, {} changes still in effect",
-        report.journal.display(),
-        report.restored(),
-        report.failures().count(),
-        report.left_in_effect
+        "{}: {restored} values restored, {} actions failed, {left_in_effect} changes still in effect",
+        args.journal.display(),
+        outcomes
+            .iter()
+            .filter(|o| o.result == ActionResult::Failed)
+            .count(),
     );
-    if !report.is_clean() {
-        anyhow::bail!(
-            "{} changes could not be restored; see the messages above",
-            report.left_in_effect
-        );
+    if left_in_effect > 0 {
+        anyhow::bail!("{left_in_effect} changes could not be restored; see the messages above");
     }
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,11 +1,17 @@
 //! Mitigation inside the tick loop: after each scoring round, the policy decides and the
 //! enforcer applies, and the next round's decision sees what became of this one's
 //! actions. Between rounds only the managed cgroup roots are refreshed.
+//!
+//! Billing rides along: every tick it meters the VMs; an applied action starts being
+//! metered, and an action is billed to its end *before* it is undone (rollback,
+//! restore at exit or at start), so a crash between the two re-bills the same ids
+//! instead of losing the lines (see `billing::meter`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ScoreRound;
+use crate::billing::{Billing, VmUsage};
 use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
 use crate::inventory::Vm;
@@ -28,6 +34,7 @@ pub struct Mitigation {
     last_outcomes: Vec<Outcome>,
     /// `interference_actions_total{vm,action,result}`.
     counts: BTreeMap<(String, String, &'static str), u64>,
+    billing: Option<Billing>,
 }
 
 impl Mitigation {
@@ -39,7 +46,18 @@ impl Mitigation {
             round: 0,
             last_outcomes: Vec::new(),
             counts: BTreeMap::new(),
+            billing: None,
         }
+    }
+
+    /// Bill what is applied (see the module doc).
+    pub fn with_billing(mut self, billing: Billing) -> Self {
+        self.billing = Some(billing);
+        self
+    }
+
+    pub fn billing(&self) -> Option<&Billing> {
+        self.billing.as_ref()
     }
 
     pub fn enforcer_mut(&mut self) -> &mut Enforcer {
@@ -57,10 +75,13 @@ impl Mitigation {
         for refused in self.enforcer.set_vms(vms) {
             tracing::warn!("not managing a VM's cgroups: {refused}");
         }
+        let now_ms = now_ms();
+        if let Some(b) = self.billing.as_mut() {
+            b.tick(now_ms, &vm_usage(vms));
+        }
         let round = round?;
         self.round += 1;
         let inputs = vm_inputs(vms, samples);
-        let now_ms = now_ms();
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -70,12 +91,29 @@ impl Mitigation {
             directed: &round.directed,
             outcomes: &self.last_outcomes,
         });
-        let mut report = MitigationReport {
+        let actions = self.apply(decision.actions, vms, now_ms);
+        self.last_outcomes = actions.iter().map(|(_, o)| o.clone()).collect();
+        Some(MitigationReport {
+            actions,
             skipped: decision.skipped,
-            ..Default::default()
-        };
-        self.last_outcomes.clear();
-        for action in decision.actions {
+        })
+    }
+
+    /// Apply `actions` (in order) to the VMs they name, billing each: a rollback's
+    /// original is billed to `now_ms` before it is undone. Failures are outcomes.
+    pub fn apply(
+        &mut self,
+        actions: Vec<Action>,
+        vms: &[Vm],
+        now_ms: u64,
+    ) -> Vec<(Action, Outcome)> {
+        let mut done = Vec::with_capacity(actions.len());
+        for action in actions {
+            if let (Change::Rollback { action_id }, false, Some(b)) =
+                (&action.change, action.simulated, self.billing.as_mut())
+            {
+                b.end(action_id, now_ms);
+            }
             let outcome = match vms.iter().find(|v| v.name == action.vm) {
                 Some(vm) => self.enforcer.apply(&action, vm),
                 None => Outcome {
@@ -95,6 +133,9 @@ impl Mitigation {
                 ),
                 r => tracing::info!("{} {}: {}", action.id, r.as_str(), action.reason),
             }
+            if let Some(b) = self.billing.as_mut() {
+                b.outcome(&action, &outcome);
+            }
             *self
                 .counts
                 .entry((
@@ -103,25 +144,65 @@ impl Mitigation {
                     outcome.result.as_str(),
                 ))
                 .or_default() += 1;
-            self.last_outcomes.push(outcome.clone());
-            report.actions.push((action, outcome));
+            done.push((action, outcome));
         }
-        Some(report)
+        done
+    }
+
+    /// At start: bill, then put back, what a crashed run left in effect.
+    pub fn recover(&mut self) -> Vec<Outcome> {
+        if let Some(b) = self.billing.as_mut() {
+            bill_in_effect(&self.enforcer, b, now_ms());
+        }
+        self.enforcer.restore_all()
     }
 
     /// Puts back everything this agent changed (clean exit, SIGTERM).
     pub fn restore_all(&mut self) -> Vec<Outcome> {
-        self.enforcer.restore_all()
+        let now = now_ms();
+        if let Some(b) = self.billing.as_mut() {
+            bill_in_effect(&self.enforcer, b, now);
+        }
+        let out = self.enforcer.restore_all();
+        if let Some(b) = self.billing.as_mut() {
+            b.close(now);
+        }
+        out
     }
 
     pub fn render_into(&self, w: &mut TextWriter) {
-        let mut f = w.counter(
-            "interference_actions_total",
-            "Mitigation actions by VM changed, action and result (applied, simulated, failed).",
-        );
-        for ((vm, action, result), n) in &self.counts {
-            f.sample(&[("vm", vm), ("action", action), ("result", result)], *n);
+        {
+            let mut f = w.counter(
+                "interference_actions_total",
+                "Mitigation actions by VM changed, action and result (applied, simulated, failed).",
+            );
+            for ((vm, action, result), n) in &self.counts {
+                f.sample(&[("vm", vm), ("action", action), ("result", result)], *n);
+            }
         }
+        if let Some(b) = &self.billing {
+            b.render_into(w);
+        }
+    }
+}
+
+/// End, in billing, every applied action that is (or may be) in effect: those the
+/// journal has in effect (adopted when this run did not apply them) and those being
+/// metered. Call before restoring them.
+pub fn bill_in_effect(enforcer: &Enforcer, billing: &mut Billing, now_ms: u64) {
+    let in_effect: BTreeSet<String> = enforcer
+        .in_effect()
+        .into_iter()
+        .map(|e| e.intent.action_id)
+        .collect();
+    for (action, outcome) in enforcer.history() {
+        if in_effect.contains(&action.id) && !matches!(action.change, Change::Rollback { .. }) {
+            billing.adopt(&action, &outcome);
+        }
+    }
+    let open: Vec<String> = billing.open_actions().map(str::to_owned).collect();
+    for id in open {
+        billing.end(&id, now_ms);
     }
 }
 
@@ -162,7 +243,20 @@ fn vm_inputs(vms: &[Vm], samples: &[VmSample]) -> Vec<VmInput> {
                 memory_bytes: None,
                 memory_floor_bytes: None,
                 has_qmp: vm.qmp_socket.is_some(),
+                vcpus: vm.vcpus(),
             }
+        })
+        .collect()
+}
+
+/// Each VM's allocation, for the base price.
+fn vm_usage(vms: &[Vm]) -> Vec<VmUsage> {
+    vms.iter()
+        .map(|vm| VmUsage {
+            vm: vm.name.clone(),
+            customer: vm.customer.clone(),
+            vcpus: vm.vcpus(),
+            memory_bytes: vm.allocation.memory_bytes,
         })
         .collect()
 }

@@ -615,6 +615,8 @@ mod tests {
             aggressor: "web".into(),
             score: 80.0,
             vm_is_aggressor: true,
+            customers: Default::default(),
+            vcpus: None,
             simulated: false,
             reason: "test".into(),
         }

@@ -21,7 +21,7 @@ use super::cgroupfs::Mounts;
 use super::error::is_vanished;
 use super::names::sanitize_vm_name;
 use super::threads::{cgroup_threads, Cache};
-use super::types::{Priority, Vm, VmCgroup, VmSource};
+use super::types::{Allocation, Priority, Vm, VmCgroup, VmSource};
 
 /// How many levels of `.slice` / `.partition` directories are searched.
 const MAX_PARTITION_DEPTH: usize = 3;
@@ -197,6 +197,9 @@ pub fn scan(proc_root: &Path, mounts: &Mounts, cache: &mut Cache) -> Vec<Vm> {
             customer: None,
             priority: Priority::default(),
             workload: None,
+            // The cgroups say nothing about it; the QEMU process found in them does
+            // (merge::merge takes its -smp and -m).
+            allocation: Allocation::default(),
         });
     }
     out

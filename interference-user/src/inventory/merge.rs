@@ -44,10 +44,13 @@ pub fn merge(
     let mut vms = statics;
     for l in libvirt {
         match vms
-            .iter()
+            .iter_mut()
             .find(|s| cgroups_overlap(&s.cgroups, &l.cgroups) || threads_overlap(s, &l))
         {
-            Some(s) => debug!(libvirt = %l.name, vm = %s.name, "libvirt machine is a static VM"),
+            Some(s) => {
+                debug!(libvirt = %l.name, vm = %s.name, "libvirt machine is a static VM");
+                s.allocation = s.allocation.or(l.allocation);
+            }
             None => vms.push(l),
         }
     }
@@ -70,9 +73,11 @@ pub fn merge(
     vms
 }
 
-/// Give `vm` what only the process knows. A libvirt VM also takes the process's
-/// `-name`: libvirt passes the real domain name there, while the scope name may be
-/// shortened or stripped of characters systemd does not allow.
+/// Give `vm` what only the process knows, and what the VM's own source left unknown
+/// of its allocation (`-smp`, `-m`; a static entry's `vcpus` / `memory_mib` win). A
+/// libvirt VM also takes the process's `-name`: libvirt passes the real domain name
+/// there, while the scope name may be shortened or stripped of characters systemd
+/// does not allow.
 fn adopt(vm: &mut Vm, p: QemuProcess) {
     if vm.source == VmSource::Libvirt {
         if let Some(name) = &p.name {
@@ -82,6 +87,7 @@ fn adopt(vm: &mut Vm, p: QemuProcess) {
     vm.pid = Some(p.pid);
     vm.uuid = vm.uuid.take().or(p.uuid);
     vm.qmp_socket = vm.qmp_socket.take().or(p.qmp_socket);
+    vm.allocation = vm.allocation.or(p.allocation);
 }
 
 /// The first VM with a name keeps it (sources are in precedence order, processes by
@@ -118,7 +124,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::inventory::types::{Hierarchy, Priority, VmThread};
+    use crate::inventory::types::{Allocation, Hierarchy, Priority, VmThread};
 
     fn cg(path: &str) -> VmCgroup {
         VmCgroup {
@@ -146,6 +152,7 @@ mod tests {
             customer: None,
             priority: Priority::Normal,
             workload: None,
+            allocation: Allocation::default(),
         }
     }
 
@@ -161,6 +168,10 @@ mod tests {
                 vcpu: None,
             }],
             cgroups: cgroups.iter().map(|c| cg(c)).collect(),
+            allocation: Allocation {
+                vcpus: Some(4),
+                memory_bytes: Some(8 << 30),
+            },
         }
     }
 
@@ -243,5 +254,52 @@ mod tests {
         disambiguate(&mut vms);
         let names: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, vec!["a", "a-libvirt", "a-libvirt-2"]);
+    }
+
+    #[test]
+    fn allocation_comes_from_the_config_first_then_the_process() {
+        let alloc = |vcpus, memory_bytes| Allocation {
+            vcpus,
+            memory_bytes,
+        };
+        // Static with vcpus only: memory from the process's -m, vcpus its own.
+        let mut s = vm("web-1", VmSource::Static, &["/cg/lab/web-1"], &[]);
+        s.allocation = alloc(Some(2), None);
+        // Static with both: the process's values are ignored.
+        let mut full = vm("db", VmSource::Static, &["/cg/lab/db"], &[]);
+        full.allocation = alloc(Some(1), Some(512 << 20));
+        // libvirt knows nothing from its cgroups: all from the process.
+        let l = vm("batch", VmSource::Libvirt, &["/cg/machine.slice/b"], &[]);
+        // A libvirt machine that is a static VM fills what the static entry left out.
+        let mut dup = vm("dup", VmSource::Libvirt, &["/cg/lab/web-1"], &[]);
+        dup.allocation = alloc(Some(16), Some(3 << 30));
+        let out = merge(
+            vec![s, full],
+            vec![l, dup],
+            vec![
+                process(300, None, &["/cg/lab/web-1/emulator"]),
+                process(301, None, &["/cg/lab/db"]),
+                process(
+                    302,
+                    Some("batch"),
+                    &["/cg/machine.slice/b/libvirt/emulator"],
+                ),
+                process(303, None, &[]),
+            ],
+            true,
+        );
+        let got: Vec<_> = out
+            .iter()
+            .map(|v| (v.name.as_str(), v.allocation))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("batch", alloc(Some(4), Some(8 << 30))),
+                ("db", alloc(Some(1), Some(512 << 20))),
+                ("qemu-303", alloc(Some(4), Some(8 << 30))),
+                ("web-1", alloc(Some(2), Some(3 << 30))),
+            ]
+        );
     }
 }

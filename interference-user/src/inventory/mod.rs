@@ -9,7 +9,7 @@
 //! |----------------|-------------------------------------------------------|
 //! | `cgroupfs`     | mount table, path -> hierarchy, `/proc/<pid>/cgroup`  |
 //! | `threads`      | thread lists and names, vCPU indices                  |
-//! | `qemu_cmdline` | -name / -uuid / QMP socket from argv (pure)           |
+//! | `qemu_cmdline` | -name, -uuid, QMP socket, -smp, -m from argv (pure)   |
 //! | `qemu`         | QEMU processes in /proc                               |
 //! | `libvirt`      | libvirt machine cgroups                               |
 //! | `static_inv`   | the config's `[[vm]]` entries                         |
@@ -145,6 +145,10 @@ mod tests {
                 "u-100",
                 "-qmp",
                 "unix:/run/web.qmp,server,nowait",
+                "-smp",
+                "1",
+                "-m",
+                "4G",
             ],
             &[(101, "CPU 0/TCG")],
         );
@@ -155,7 +159,15 @@ mod tests {
         host.process(
             200,
             "qemu-system-x86",
-            &["qemu-system-x86_64", "-name", "guest=db,debug-threads=on"],
+            &[
+                "qemu-system-x86_64",
+                "-name",
+                "guest=db,debug-threads=on",
+                "-m",
+                "size=1048576k,slots=4,maxmem=4194304k",
+                "-smp",
+                "2,sockets=2,cores=1,threads=1",
+            ],
             &[(201, "CPU 0/KVM"), (202, "CPU 1/KVM")],
         );
         let scope = r"machine.slice/machine-qemu\x2d4\x2ddb.scope";
@@ -185,6 +197,8 @@ mod tests {
             customer: Some("acme".into()),
             priority: Priority::High,
             workload: None,
+            vcpus: None,
+            memory_mib: Some(2048),
         };
         let inv = inventory(&host, vec![decl]);
         let vms = inv.discover().unwrap();
@@ -206,7 +220,18 @@ mod tests {
             (Some("acme"), Priority::High)
         );
         assert_eq!(web.threads[1].vcpu, Some(0));
+        // Allocation: the config's memory_mib wins over -m; -smp fills in the vCPUs.
+        let alloc = |vcpus, memory_bytes| Allocation {
+            vcpus,
+            memory_bytes,
+        };
+        assert_eq!(web.allocation, alloc(Some(1), Some(2 << 30)));
+        // A libvirt VM gets its allocation from its QEMU process's command line.
+        assert_eq!(vms[0].allocation, alloc(Some(2), Some(1 << 30)));
         let bare = &vms[1];
+        // -m 256 and no -smp: the vCPU count comes from the vCPU threads.
+        assert_eq!(bare.allocation, alloc(None, Some(256 << 20)));
+        assert_eq!(bare.vcpus(), Some(1));
         assert_eq!(bare.cgroups.len(), 1);
         assert_eq!(inv.refresh_threads(bare).unwrap().len(), 2);
         assert_eq!(

@@ -13,7 +13,7 @@ use super::error::{is_vanished, InventoryError};
 use super::names::sanitize_vm_name;
 use super::qemu_cmdline::{parse_cmdline, QmpEndpoint};
 use super::threads::{process_threads, Cache};
-use super::types::{Priority, Vm, VmCgroup, VmSource, VmThread};
+use super::types::{Allocation, Priority, Vm, VmCgroup, VmSource, VmThread};
 use crate::qmp::{QmpClient, QmpError};
 
 /// A running QEMU process.
@@ -29,6 +29,8 @@ pub struct QemuProcess {
     /// The process's cgroups, one per hierarchy with resources, hierarchy roots left
     /// out (a root cgroup is the whole host, never a VM's).
     pub cgroups: Vec<VmCgroup>,
+    /// vCPUs and memory from `-smp` and `-m`.
+    pub allocation: Allocation,
 }
 
 impl QemuProcess {
@@ -55,6 +57,7 @@ impl QemuProcess {
             customer: None,
             priority: Priority::default(),
             workload: None,
+            allocation: self.allocation,
         }
     }
 }
@@ -149,6 +152,10 @@ pub fn read_process(
         qmp_socket,
         threads,
         cgroups,
+        allocation: Allocation {
+            vcpus: cmd.vcpus,
+            memory_bytes: cmd.memory_bytes,
+        },
     }))
 }
 
@@ -249,6 +256,10 @@ mod tests {
                 "u-1",
                 "-qmp",
                 "unix:/run/web-1.qmp,server=on,wait=off",
+                "-smp",
+                "2,sockets=2,cores=1,threads=1",
+                "-m",
+                "size=2097152k",
             ],
             &[(301, "CPU 0/TCG"), (302, "CPU 1/TCG"), (303, "worker")],
         );
@@ -267,6 +278,12 @@ mod tests {
             (300, Some("web-1"), Some("u-1"))
         );
         assert_eq!(p.qmp_socket.as_deref(), Some(Path::new("/run/web-1.qmp")));
+        let web1 = Allocation {
+            vcpus: Some(2),
+            memory_bytes: Some(2 << 30),
+        };
+        assert_eq!(p.allocation, web1);
+        assert_eq!(p.clone().into_vm().allocation, web1);
         let vcpus: Vec<_> = p.threads.iter().map(|t| (t.tid, t.vcpu)).collect();
         assert_eq!(
             vcpus,
@@ -288,7 +305,17 @@ mod tests {
             ]
         );
         assert_eq!(found[1].vm_name(), "qemu-400");
-        assert_eq!(found[1].clone().into_vm().source, VmSource::Qemu);
+        let bare = found[1].clone().into_vm();
+        assert_eq!(bare.source, VmSource::Qemu);
+        // -m without -smp: the memory is known, the vCPUs are not (no vCPU threads).
+        assert_eq!(
+            bare.allocation,
+            Allocation {
+                vcpus: None,
+                memory_bytes: Some(512 << 20)
+            }
+        );
+        assert_eq!(bare.vcpus(), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Decoding a QEMU command line: the VM's name, UUID and QMP socket. Pure functions of
-//! argv, so every spelling libvirt and people use is unit-tested without a process.
+//! Decoding a QEMU command line: the VM's name, UUID, QMP socket, vCPU count (`-smp`)
+//! and memory size (`-m`). Pure functions of argv, so every spelling libvirt and people use is unit-tested without a process.
 //!
 //! QEMU option values use QemuOpts syntax: comma-separated `key=value` pairs where the
 //! first element may omit its key (`-name foo` = `-name guest=foo`), a literal comma
@@ -24,6 +24,105 @@ pub struct QemuCmdline {
     pub name: Option<String>,
     pub uuid: Option<String>,
     pub qmp: Option<QmpEndpoint>,
+    /// Boot vCPU count from `-smp` (`cpus`, else `maxcpus`, else the product of the
+    /// topology); None without a usable `-smp`.
+    pub vcpus: Option<u32>,
+    /// Initial guest memory in bytes from `-m` (`size`); None without a usable `-m`
+    /// (QEMU then uses the machine's default).
+    pub memory_bytes: Option<u64>,
+}
+
+/// The `-smp` keys whose product is the vCPU count when `cpus` and `maxcpus` are absent.
+const SMP_TOPOLOGY: [&str; 8] = [
+    "drawers", "books", "sockets", "dies", "clusters", "modules", "cores", "threads",
+];
+
+/// The boot vCPU count of a `-smp` value, QEMU's way: `cpus` (the implied key, so
+/// `-smp 4` is `cpus=4`), else `maxcpus`, else the product of the topology keys given
+/// (missing ones count 1). A value of 0 counts as absent, as in QEMU. None when no key
+/// gives a count, or when a count is not a number or the product overflows (QEMU
+/// itself would not have started).
+pub fn parse_smp(value: &str) -> Option<u32> {
+    smp_vcpus(&opts(value, "cpus"))
+}
+
+fn smp_vcpus(map: &HashMap<String, String>) -> Option<u32> {
+    // Some(None): key absent or 0; None: not a number.
+    let get = |key: &str| -> Option<Option<u32>> {
+        match map.get(key) {
+            None => Some(None),
+            Some(v) => v.trim().parse::<u32>().ok().map(|n| (n > 0).then_some(n)),
+        }
+    };
+    let cpus = get("cpus")?;
+    let maxcpus = get("maxcpus")?;
+    let mut topology: Option<u32> = None;
+    for key in SMP_TOPOLOGY {
+        if let Some(n) = get(key)? {
+            topology = Some(topology.unwrap_or(1).checked_mul(n)?);
+        }
+    }
+    cpus.or(maxcpus).or(topology)
+}
+
+/// Multiplier of a QEMU size suffix (`qemu_strtosz`: case-insensitive, powers of 1024).
+fn size_suffix(c: char) -> Option<u64> {
+    let shift = match c.to_ascii_uppercase() {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        'P' => 50,
+        'E' => 60,
+        _ => return None,
+    };
+    Some(1 << shift)
+}
+
+/// A QEMU memory size in bytes, `-m`'s way: a plain number is MiB (`-m 512`), a
+/// suffix sets the unit (`512M`, `2G`, `2097152k`, `1.5G`; `B` for bytes), a fraction
+/// needs a suffix other than `B`. None for anything else, 0 or overflow.
+pub fn parse_mem_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let last = text.chars().last()?;
+    let (number, mul) = if last.is_ascii_digit() {
+        (text, 1 << 20)
+    } else {
+        (&text[..text.len() - last.len_utf8()], size_suffix(last)?)
+    };
+    let (int, frac) = match number.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (number, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) {
+        return None;
+    }
+    if number.contains('.') && (mul == 1 || last.is_ascii_digit()) {
+        return None;
+    }
+    let whole = int.parse::<u64>().ok()?.checked_mul(mul)?;
+    // Only the first 18 fraction digits can matter (mul < 2^64 < 10^20).
+    let frac = &frac[..frac.len().min(18)];
+    let part = if frac.is_empty() {
+        0
+    } else {
+        let scale = 10u128.pow(frac.len() as u32);
+        (frac.parse::<u128>().ok()? * u128::from(mul) / scale) as u64
+    };
+    let bytes = whole.checked_add(part)?;
+    (bytes > 0).then_some(bytes)
+}
+
+/// The initial memory size of a `-m` value (`-m 2G`, `-m size=1024M,slots=4,maxmem=8G`)
+/// in bytes, rounded up to 8 KiB as QEMU does.
+pub fn parse_mem(value: &str) -> Option<u64> {
+    mem_bytes(&opts(value, "size"))
+}
+
+fn mem_bytes(map: &HashMap<String, String>) -> Option<u64> {
+    parse_mem_size(map.get("size")?)?.checked_next_multiple_of(8192)
 }
 
 /// Split a QemuOpts value at single commas; `,,` is a literal comma.
@@ -107,6 +206,8 @@ pub fn parse_cmdline(args: &[String]) -> QemuCmdline {
     let mut chardevs: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut control_monitors: Vec<String> = Vec::new();
     let mut legacy: Option<QmpEndpoint> = None;
+    let mut smp: HashMap<String, String> = HashMap::new();
+    let mut mem: HashMap<String, String> = HashMap::new();
     let mut i = 1;
     while i < args.len() {
         let option = args[i]
@@ -120,6 +221,9 @@ pub fn parse_cmdline(args: &[String]) -> QemuCmdline {
         match option {
             "name" => out.name = opts(value, "guest").remove("guest").or(out.name),
             "uuid" => out.uuid = Some(value.clone()),
+            // QEMU merges repeated -smp / -m options, a later key overriding.
+            "smp" => smp.extend(opts(value, "cpus")),
+            "m" => mem.extend(opts(value, "size")),
             "qmp" | "qmp-pretty" => legacy = legacy.or_else(|| legacy_qmp(value)),
             "chardev" => {
                 let map = opts(value, "backend");
@@ -148,6 +252,8 @@ pub fn parse_cmdline(args: &[String]) -> QemuCmdline {
         .filter(|c| c.get("backend").map(String::as_str) == Some("socket"))
         .find_map(socket_endpoint);
     out.qmp = legacy.or(from_mon);
+    out.vcpus = smp_vcpus(&smp);
+    out.memory_bytes = mem_bytes(&mem);
     out
 }
 
@@ -239,5 +345,128 @@ mod tests {
         // An HMP (readline) monitor is not QMP.
         let c = parse("qemu -chardev socket,id=hmp,path=/run/hmp.sock,server=on -mon chardev=hmp");
         assert_eq!(c.qmp, None);
+    }
+
+    #[test]
+    fn smp_forms() {
+        assert_eq!(parse("qemu -smp 4").vcpus, Some(4));
+        assert_eq!(parse("qemu -smp cpus=4,maxcpus=8").vcpus, Some(4));
+        assert_eq!(
+            parse("qemu -smp 2,sockets=2,cores=1,threads=1").vcpus,
+            Some(2)
+        );
+        // Without cpus: maxcpus, else the topology's product (missing keys count 1).
+        assert_eq!(
+            parse("qemu -smp sockets=2,cores=4,threads=2").vcpus,
+            Some(16)
+        );
+        assert_eq!(parse("qemu -smp sockets=2").vcpus, Some(2));
+        assert_eq!(parse("qemu -smp cores=3,dies=2").vcpus, Some(6));
+        assert_eq!(parse("qemu -smp maxcpus=8").vcpus, Some(8));
+        assert_eq!(parse("qemu --smp 3").vcpus, Some(3));
+        // Repeated: QEMU merges them, a later key overriding an earlier one.
+        assert_eq!(parse("qemu -smp 2 -smp maxcpus=4").vcpus, Some(2));
+        assert_eq!(parse("qemu -smp 2 -smp 6").vcpus, Some(6));
+        assert_eq!(parse("qemu -name x").vcpus, None);
+    }
+
+    #[test]
+    fn smp_malformed_is_none() {
+        for bad in [
+            "abc",
+            "",
+            "0",
+            "-1",
+            "cpus=",
+            "cpus=4x",
+            "sockets=x,cores=2",
+            "4,cores=two",
+            "sockets=65536,cores=65536,threads=2",
+            "99999999999",
+            "maxcpus=0",
+            ",,,",
+            "=",
+            "cpus=\u{1F600}",
+        ] {
+            assert_eq!(parse_smp(bad), None, "{bad:?}");
+        }
+        // A trailing -smp without a value is not an option with a value.
+        assert_eq!(parse("qemu -smp").vcpus, None);
+    }
+
+    #[test]
+    fn mem_forms() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(parse("qemu -m 512").memory_bytes, Some(512 * MIB));
+        assert_eq!(parse("qemu -m 2G").memory_bytes, Some(2048 * MIB));
+        assert_eq!(parse("qemu -m 2g").memory_bytes, Some(2048 * MIB));
+        assert_eq!(parse("qemu -m 1024M").memory_bytes, Some(1024 * MIB));
+        assert_eq!(parse("qemu -m 1024m").memory_bytes, Some(1024 * MIB));
+        assert_eq!(parse("qemu -m 1T").memory_bytes, Some(1 << 40));
+        assert_eq!(parse("qemu -m 1.5G").memory_bytes, Some(1536 * MIB));
+        // libvirt's spelling.
+        assert_eq!(
+            parse("qemu -m size=2097152k").memory_bytes,
+            Some(2048 * MIB)
+        );
+        assert_eq!(
+            parse("qemu -m size=4194304K").memory_bytes,
+            Some(4096 * MIB)
+        );
+        assert_eq!(
+            parse("qemu -m size=1024M,slots=4,maxmem=8G").memory_bytes,
+            Some(1024 * MIB)
+        );
+        assert_eq!(
+            parse("qemu -m 4G,slots=2,maxmem=16G").memory_bytes,
+            Some(4096 * MIB)
+        );
+        // Bytes are rounded up to QEMU's 8 KiB.
+        assert_eq!(parse("qemu -m 1000B").memory_bytes, Some(8192));
+        assert_eq!(parse("qemu -m 100k").memory_bytes, Some(104 * 1024));
+        // Repeated: the later size wins.
+        assert_eq!(
+            parse("qemu -m 512 -m size=1G").memory_bytes,
+            Some(1024 * MIB)
+        );
+        assert_eq!(
+            parse("qemu -m slots=2 -m 256").memory_bytes,
+            Some(256 * MIB)
+        );
+        assert_eq!(parse("qemu -smp 2").memory_bytes, None);
+    }
+
+    #[test]
+    fn mem_malformed_is_none() {
+        for bad in [
+            "",
+            "0",
+            "0G",
+            "-1",
+            "-1G",
+            "abc",
+            "2X",
+            "2GB",
+            "G",
+            "1.5",
+            "1.5B",
+            ".5G",
+            "1..5G",
+            "0x10",
+            "slots=4,maxmem=8G",
+            "size=",
+            "18446744073709551615",
+            "17179869184T",
+            "16E",
+            "2\u{1F600}",
+            "\u{1F600}",
+        ] {
+            assert_eq!(parse_mem(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_mem_size("1.00000000000000000000000001G"),
+            Some(1 << 30)
+        );
+        assert_eq!(parse_mem_size(" 64 "), Some(64 << 20));
     }
 }

@@ -81,6 +81,7 @@ pub fn resolve_classified(
             customer: decl.customer.clone(),
             priority: decl.priority,
             workload: decl.workload.clone(),
+            allocation: decl.allocation(),
         });
     }
     out
@@ -90,7 +91,7 @@ pub fn resolve_classified(
 mod tests {
     use super::*;
     use crate::inventory::testutil::FakeHost;
-    use crate::inventory::types::{Hierarchy, Priority};
+    use crate::inventory::types::{Allocation, Hierarchy, Priority};
 
     fn decl(name: &str, cgroups: &[&Path]) -> StaticVm {
         StaticVm {
@@ -99,6 +100,8 @@ mod tests {
             customer: Some("acme".into()),
             priority: Priority::High,
             workload: Some("web".into()),
+            vcpus: Some(2),
+            memory_mib: Some(1536),
         }
     }
 
@@ -126,6 +129,13 @@ mod tests {
         assert_eq!(vm.cgroups[0].hierarchy, Hierarchy::V2);
         let got: Vec<_> = vm.threads.iter().map(|t| (t.tid, t.vcpu)).collect();
         assert_eq!(got, vec![(20, None), (21, Some(0)), (22, None)]);
+        assert_eq!(
+            vm.allocation,
+            Allocation {
+                vcpus: Some(2),
+                memory_bytes: Some(1536 << 20)
+            }
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Plain data at the policy stage's boundary: what the policy decided, for the
 //! enforcement stage to apply, the journal to record and billing to price.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,14 @@ pub struct Action {
     pub simulated: bool,
     /// One sentence for logs and invoices.
     pub reason: String,
+    /// The customer of each VM of the pair that has one (VM name -> customer id):
+    /// billing charges the protected VM's and credits the other's, and a restart can
+    /// bill the action after the VMs are gone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub customers: BTreeMap<String, String>,
+    /// vCPUs of the changed VM, when known (a weight change is priced per vCPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
 }
 
 /// What to change. Apply sets the new value; the enforcement stage reads and journals

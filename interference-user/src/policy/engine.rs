@@ -25,7 +25,7 @@
 //! them count. With the defaults (5 s ticks, 30 s cooldown) the pace of escalation is
 //! set by the cooldown: the pin rung follows the weight rung six ticks later, not two.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -58,6 +58,8 @@ pub struct VmInput {
     pub memory_floor_bytes: Option<u64>,
     /// Balloon and migration go through QMP.
     pub has_qmp: bool,
+    /// vCPUs (allocation), when known: carried on actions for billing.
+    pub vcpus: Option<u32>,
 }
 
 /// Everything one decision looks at besides the policy's own state.
@@ -615,6 +617,12 @@ impl Policy {
                 aggressor: w.aggressor.name.clone(),
                 score: w.score.score,
                 vm_is_aggressor: a.vm == w.aggressor.name,
+                customers: pair_customers(w.victim, w.aggressor),
+                vcpus: if a.vm == w.victim.name {
+                    w.victim.vcpus
+                } else {
+                    w.aggressor.vcpus
+                },
                 simulated: self.config.dry_run,
                 reason: format!("{trigger}: {who}; {}", a.what),
                 change: a.change,
@@ -705,6 +713,8 @@ impl Policy {
                 aggressor: original.aggressor.clone(),
                 score,
                 vm_is_aggressor: original.vm_is_aggressor,
+                customers: original.customers.clone(),
+                vcpus: original.vcpus,
                 simulated: self.config.dry_run || original.simulated,
                 reason: format!(
                     "{why}: roll back {} ({})",
@@ -731,6 +741,14 @@ impl Policy {
             d.actions.push(action);
         }
     }
+}
+
+/// VM name -> customer for the VMs of a pair that have one.
+fn pair_customers(a: &VmInput, b: &VmInput) -> BTreeMap<String, String> {
+    [a, b]
+        .into_iter()
+        .filter_map(|v| Some((v.name.clone(), v.customer.clone()?)))
+        .collect()
 }
 
 /// Per-tick bookkeeping shared by the mitigation and rollback passes.

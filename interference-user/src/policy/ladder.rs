@@ -308,6 +308,7 @@ mod tests {
             name: name.into(),
             cpu_weight: Some(100),
             has_qmp: true,
+            vcpus: None,
             memory_bytes: Some(4096 * MIB),
             ..VmInput::default()
         }
@@ -357,6 +358,8 @@ mod tests {
                     aggressor: vm.into(),
                     score: 50.0,
                     vm_is_aggressor: true,
+                    customers: Default::default(),
+                    vcpus: None,
                     simulated: false,
                     reason: String::new(),
                 },

@@ -473,6 +473,8 @@ mod tests {
             aggressor: "batch".into(),
             score: 60.0,
             vm_is_aggressor: vm == "batch",
+            customers: Default::default(),
+            vcpus: None,
             simulated: false,
             reason: format!("score 60 >= 40: x; change {vm}"),
         }

@@ -32,6 +32,7 @@ fn vm(name: &str, cores: f64) -> VmInput {
         memory_bytes: Some(4096 * MIB),
         memory_floor_bytes: None,
         has_qmp: true,
+        vcpus: None,
         ..VmInput::default()
     }
 }

@@ -256,7 +256,7 @@ impl Registry {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::inventory::{Priority, VmSource, VmThread};
+    use crate::inventory::{Allocation, Priority, VmSource, VmThread};
     use crate::telemetry::kernel::KernelMaps;
     use interference_common::{
         entry_slot, entry_vm, PreemptCell, PreemptRow, ThreadStats, VmIoStats,
@@ -339,6 +339,7 @@ pub(crate) mod tests {
             customer: None,
             priority: Priority::Normal,
             workload: None,
+            allocation: Allocation::default(),
         }
     }
 

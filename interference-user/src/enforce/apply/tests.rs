@@ -93,6 +93,8 @@ fn action(id: &str, vm: &str, change: Change) -> Action {
         aggressor: vm.into(),
         score: 80.0,
         vm_is_aggressor: true,
+        customers: Default::default(),
+        vcpus: None,
         simulated: false,
         reason: "test".into(),
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::enforce::guard::ManagedRoots;
-use crate::inventory::{Mounts, Priority, Vm, VmCgroup, VmSource};
+use crate::inventory::{Allocation, Mounts, Priority, Vm, VmCgroup, VmSource};
 
 pub(crate) struct FakeHost {
     pub dir: tempfile::TempDir,
@@ -135,6 +135,7 @@ pub(crate) fn vm(name: &str, cgroups: &[(PathBuf, Hierarchy)]) -> Vm {
         customer: None,
         priority: Priority::Normal,
         workload: None,
+        allocation: Allocation::default(),
     }
 }
 

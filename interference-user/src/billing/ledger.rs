@@ -1,0 +1,326 @@
+//! The ledger: append-only JSONL files, one per billing period (`YYYY-MM.jsonl`), in
+//! one directory per host.
+//!
+//! Lines are appended whole with one `write(2)` per batch and synced with
+//! `fdatasync(2)` before [`Ledger::append`] returns. A record is written at most once:
+//! its id is looked up in the ids already in its period's file (read when the file is
+//! first touched) and skipped when present, so posting the same use twice (a restart
+//! that re-bills what a crashed run may already have billed) is harmless. A crash can
+//! tear only the last line: on open it is cut off with a warning, and whatever it held
+//! is posted again by the restarted agent under the same id.
+//!
+//! One writer at a time: the directory's `.lock` is held (flock) while the ledger is
+//! open for writing. Readers ([`read`]) need no lock: they see whole lines, skip a torn
+//! tail, and report a corrupt line by file and line while still reading the rest.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::io::AsRawFd as _;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use tracing::warn;
+
+use super::alias::Aliases;
+use super::period::Period;
+use super::record::LedgerRecord;
+
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    #[error("cannot open the ledger directory {dir}: {source}")]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the ledger {dir} is in use by another process (a running agent?)")]
+    Locked { dir: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot append to {path}: {source}")]
+    Append {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no ledger at {dir}: the directory does not exist")]
+    Missing { dir: PathBuf },
+}
+
+/// A period's file, open for appending, and the ids it holds.
+#[derive(Debug)]
+struct PeriodFile {
+    path: PathBuf,
+    file: File,
+    ids: HashSet<String>,
+}
+
+/// The ledger open for writing.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    _lock: File,
+    aliases: Aliases,
+    files: HashMap<Period, PeriodFile>,
+}
+
+impl Ledger {
+    /// Open (creating) the directory, take its lock, and load (or create) the alias
+    /// secret.
+    pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        let open_err = |source| LedgerError::Open {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(open_err)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(".lock"))
+            .map_err(open_err)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => LedgerError::Locked {
+                    dir: dir.to_path_buf(),
+                },
+                _ => open_err(e),
+            });
+        }
+        let aliases = Aliases::load_or_create(dir).map_err(open_err)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            aliases,
+            files: HashMap::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn aliases(&self) -> &Aliases {
+        &self.aliases
+    }
+
+    /// Whether a record with this id is already in its period's file.
+    pub fn contains(&mut self, period: Period, id: &str) -> Result<bool, LedgerError> {
+        Ok(self.period_file(period)?.ids.contains(id))
+    }
+
+    /// Append the records not yet in the ledger (by id), synced; returns those written.
+    pub fn append(&mut self, records: &[LedgerRecord]) -> Result<Vec<LedgerRecord>, LedgerError> {
+        let mut by_period: BTreeMap<Period, Vec<&LedgerRecord>> = BTreeMap::new();
+        for r in records {
+            by_period.entry(r.period).or_default().push(r);
+        }
+        let mut written = Vec::new();
+        for (period, records) in by_period {
+            let pf = self.period_file(period)?;
+            let mut buf = Vec::new();
+            let mut new_ids = Vec::new();
+            for r in records {
+                if pf.ids.contains(&r.record_id) || new_ids.contains(&&r.record_id) {
+                    continue;
+                }
+                serde_json::to_writer(&mut buf, r).map_err(|e| LedgerError::Append {
+                    path: pf.path.clone(),
+                    source: io::Error::other(e),
+                })?;
+                buf.push(b'\n');
+                new_ids.push(&r.record_id);
+                written.push(r.clone());
+            }
+            if buf.is_empty() {
+                continue;
+            }
+            pf.file
+                .write_all(&buf)
+                .and_then(|_| pf.file.sync_data())
+                .map_err(|source| LedgerError::Append {
+                    path: pf.path.clone(),
+                    source,
+                })?;
+            for id in new_ids {
+                pf.ids.insert(id.clone());
+            }
+        }
+        Ok(written)
+    }
+
+    fn period_file(&mut self, period: Period) -> Result<&mut PeriodFile, LedgerError> {
+        if !self.files.contains_key(&period) {
+            let pf = open_period(&period_path(&self.dir, period))?;
+            self.files.insert(period, pf);
+        }
+        Ok(self.files.get_mut(&period).expect("inserted above"))
+    }
+}
+
+/// `DIR/YYYY-MM.jsonl`.
+pub fn period_path(dir: &Path, period: Period) -> PathBuf {
+    dir.join(format!("{period}.jsonl"))
+}
+
+/// Open a period file for appending: cut a torn last line, index the ids.
+fn open_period(path: &Path) -> Result<PeriodFile, LedgerError> {
+    let err = |source| LedgerError::Append {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(err)?;
+    let bytes = fs::read(path).map_err(err)?;
+    let good = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if good < bytes.len() {
+        warn!(
+            ledger = %path.display(),
+            "the last ledger line was torn by a crash ({} bytes); cutting it off, the agent posts it again",
+            bytes.len() - good
+        );
+        file.set_len(good as u64).map_err(err)?;
+        file.sync_all().map_err(err)?;
+    }
+    let mut ids = HashSet::new();
+    for (n, line) in bytes[..good].split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<IdOnly>(line) {
+            Ok(r) => {
+                ids.insert(r.id);
+            }
+            Err(e) => warn!(
+                "{}:{}: not a ledger record ({e}); kept as it is, skipped",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    Ok(PeriodFile {
+        path: path.to_path_buf(),
+        file,
+        ids,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    #[serde(rename = "x_RecordId")]
+    id: String,
+}
+
+/// A line of the ledger that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub path: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    pub problem: String,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.problem)
+    }
+}
+
+/// What [`read`] found: the records (file order, periods ascending) and the lines it
+/// had to skip.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub records: Vec<LedgerRecord>,
+    pub bad: Vec<BadLine>,
+    /// Periods that have a file.
+    pub periods: Vec<Period>,
+}
+
+/// Read the ledger in `dir`, every period or only `period`. A torn last line (a
+/// crash, or a writer mid-append) is not an error; any other unreadable line is
+/// reported in [`Contents::bad`] and the rest is read.
+pub fn read(dir: &Path, period: Option<Period>) -> Result<Contents, LedgerError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(LedgerError::Missing {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(LedgerError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut periods = Vec::new();
+    for e in entries {
+        let e = e.map_err(|source| LedgerError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = e.file_name();
+        let Some(p) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<Period>().ok())
+        else {
+            continue;
+        };
+        periods.push(p);
+    }
+    periods.sort();
+    let mut out = Contents {
+        periods: periods.clone(),
+        ..Contents::default()
+    };
+    for p in periods
+        .into_iter()
+        .filter(|p| period.is_none_or(|q| q == *p))
+    {
+        let path = period_path(dir, p);
+        let bytes = fs::read(&path).map_err(|source| LedgerError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for (n, line) in bytes[..complete].split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<LedgerRecord>(line) {
+                Ok(r) if r.period != p => out.bad.push(BadLine {
+                    path: path.clone(),
+                    line: n + 1,
+                    problem: format!(
+                        "record {} is for period {}, not {p}; skipped",
+                        r.record_id, r.period
+                    ),
+                }),
+                Ok(r) => out.records.push(r),
+                Err(e) => out.bad.push(BadLine {
+                    path: path.clone(),
+                    line: n + 1,
+                    problem: format!("not a ledger record: {e}; skipped"),
+                }),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,398 @@
+//! Billing inside the agent: meters each VM's allocation and each applied action's
+//! time in effect, cuts both into charge segments, and posts their lines.
+//!
+//! When lines are posted:
+//! - an action's completed segments at each tick while it is in effect, and the rest
+//!   when it ends, *before* it is undone (rollback, clean exit, restore at start).
+//!   Billing first means a crash between the two leaves the action in effect in the
+//!   journal, and the restarted agent ends it again: it posts the same ids, which the
+//!   ledger skips. So an applied action always ends up with its lines, once each;
+//! - a migration once, when applied (it cannot be undone);
+//! - a VM's base price for each completed segment, and the partial one when the VM
+//!   leaves or the agent exits. A crash loses at most one charge interval of base
+//!   usage per VM (never bills it twice: base ids carry the run's first observation).
+//!
+//! Simulated actions (dry run) are priced the same way and logged, and counted under
+//! `simulated_*` kinds in the metric, but never written. Failed actions are not priced.
+//! A line the ledger could not take (disk full) is kept and retried every tick.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use super::alias::Aliases;
+use super::config::BillingConfig;
+use super::ledger::{Ledger, LedgerError};
+use super::money::Money;
+use super::period::{segments, Segment};
+use super::price::{Billable, Pricer, VmUsage};
+use super::record::{LedgerRecord, LineKind};
+use crate::export::prometheus::TextWriter;
+use crate::policy::{Action, ActionResult, Change, Outcome};
+
+/// An action in effect (or simulated as if it were).
+#[derive(Debug)]
+struct Open {
+    billable: Billable,
+    simulated: bool,
+    /// Billed up to here.
+    posted_until_ms: u64,
+}
+
+/// A VM's allocation observed without a break since `observed_from_ms`.
+#[derive(Debug)]
+struct Meter {
+    usage: VmUsage,
+    observed_from_ms: u64,
+    /// Billed up to here.
+    posted_until_ms: u64,
+    last_seen_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct Billing {
+    config: BillingConfig,
+    host: String,
+    /// None in a dry run: nothing is written.
+    ledger: Option<Ledger>,
+    aliases: Aliases,
+    open: BTreeMap<String, Open>,
+    meters: BTreeMap<String, Meter>,
+    unposted: Vec<LedgerRecord>,
+    /// `interference_imc_currency_total{customer,kind}`.
+    totals: BTreeMap<(String, &'static str), Money>,
+    /// A gap between ticks longer than this is not billed as observed time.
+    max_gap_ms: u64,
+}
+
+impl Billing {
+    /// Open the ledger in `config.ledger_dir` (none when `dry_run`).
+    pub fn open(config: BillingConfig, host: &str, dry_run: bool) -> Result<Self, LedgerError> {
+        let (ledger, aliases) = if dry_run {
+            // Aliases only show in logs of a dry run; any key will do.
+            let mut key = [0u8; 32];
+            key[..host.len().min(32)].copy_from_slice(&host.as_bytes()[..host.len().min(32)]);
+            (None, Aliases::from_key(key))
+        } else {
+            let l = Ledger::open(&config.ledger_dir)?;
+            let a = l.aliases().clone();
+            (Some(l), a)
+        };
+        Ok(Self {
+            host: host.to_owned(),
+            ledger,
+            aliases,
+            open: BTreeMap::new(),
+            meters: BTreeMap::new(),
+            unposted: Vec::new(),
+            totals: BTreeMap::new(),
+            max_gap_ms: 60_000,
+            config,
+        })
+    }
+
+    /// The collector's tick: a longer gap than a few ticks is a stall, not use.
+    pub fn set_tick_ms(&mut self, tick_ms: u64) {
+        self.max_gap_ms = (tick_ms * 3).max(1000);
+    }
+
+    pub fn config(&self) -> &BillingConfig {
+        &self.config
+    }
+
+    /// Writes nothing (dry run).
+    pub fn is_dry_run(&self) -> bool {
+        self.ledger.is_none()
+    }
+
+    fn pricer(&self) -> Pricer<'_> {
+        Pricer {
+            config: &self.config,
+            host: &self.host,
+            aliases: &self.aliases,
+        }
+    }
+
+    /// What became of an action the enforcer was given. An applied (or simulated)
+    /// change starts to be metered; a migration is billed at once; a failed action and
+    /// a rollback are not priced (the rollback's original was ended by [`Billing::end`]
+    /// before it was undone).
+    pub fn outcome(&mut self, action: &Action, outcome: &Outcome) {
+        let simulated = match outcome.result {
+            ActionResult::Failed => return,
+            ActionResult::Simulated => true,
+            ActionResult::Applied => action.simulated,
+        };
+        if let Change::Rollback { action_id } = &action.change {
+            if simulated {
+                self.end(action_id, outcome.at_ms);
+            }
+            return;
+        }
+        self.start(action.clone(), outcome, simulated);
+    }
+
+    /// A change found in effect in the journal at start (a crashed or killed run's):
+    /// metered from when it was applied, so ending it bills all its time.
+    pub fn adopt(&mut self, action: &Action, applied: &Outcome) {
+        if applied.result == ActionResult::Applied && !action.simulated {
+            self.start(action.clone(), applied, false);
+        }
+    }
+
+    fn start(&mut self, action: Action, outcome: &Outcome, simulated: bool) {
+        if self.open.contains_key(&action.id) {
+            return;
+        }
+        let billable = Billable {
+            applied_ms: outcome.at_ms,
+            effects: outcome.effects.clone(),
+            action,
+        };
+        let id = billable.action.id.clone();
+        if billable.one_off() {
+            let seg = Segment {
+                slot_ms: slot(outcome.at_ms, self.config.charge_interval_ms()),
+                start_ms: outcome.at_ms,
+                end_ms: outcome.at_ms,
+            };
+            let lines = self.pricer().action_lines(&billable, seg);
+            self.post(lines.to_vec(), simulated);
+            return;
+        }
+        self.open.insert(
+            id,
+            Open {
+                posted_until_ms: billable.applied_ms,
+                billable,
+                simulated,
+            },
+        );
+    }
+
+    /// The action `action_id` ends at `at_ms`: bill what is left of it. Call before
+    /// undoing it.
+    pub fn end(&mut self, action_id: &str, at_ms: u64) {
+        let Some(open) = self.open.remove(action_id) else {
+            return;
+        };
+        let segs = segments(
+            open.posted_until_ms,
+            at_ms.max(open.posted_until_ms),
+            self.config.charge_interval_ms(),
+        );
+        let lines = self.action_segments(&open.billable, &segs);
+        self.post(lines, open.simulated);
+    }
+
+    /// Every tick: meter the VMs present, bill completed segments, retry what the
+    /// ledger could not take.
+    pub fn tick(&mut self, now_ms: u64, vms: &[VmUsage]) {
+        let interval = self.config.charge_interval_ms();
+        let due = now_ms - now_ms % interval;
+        let mut lines = Vec::new();
+        // Actions: completed segments.
+        for open in self.open.values_mut() {
+            if due > open.posted_until_ms {
+                let segs = segments(open.posted_until_ms, due, interval);
+                open.posted_until_ms = due;
+                let p = Pricer {
+                    config: &self.config,
+                    host: &self.host,
+                    aliases: &self.aliases,
+                };
+                for s in segs {
+                    let [c, r] = p.action_lines(&open.billable, s);
+                    if open.simulated {
+                        log_simulated(&c);
+                        log_simulated(&r);
+                        add_total(&mut self.totals, &c, true);
+                        add_total(&mut self.totals, &r, true);
+                    } else {
+                        lines.push(c);
+                        lines.push(r);
+                    }
+                }
+            }
+        }
+        // VMs: observed time.
+        let mut seen = Vec::with_capacity(vms.len());
+        for u in vms {
+            seen.push(u.vm.as_str());
+            match self.meters.get_mut(&u.vm) {
+                Some(m) if now_ms.saturating_sub(m.last_seen_ms) <= self.max_gap_ms => {
+                    m.usage = u.clone();
+                    m.last_seen_ms = now_ms;
+                }
+                _ => {
+                    if let Some(old) = self.meters.remove(&u.vm) {
+                        lines.extend(self.base_until(&old, old.last_seen_ms));
+                    }
+                    self.meters.insert(
+                        u.vm.clone(),
+                        Meter {
+                            usage: u.clone(),
+                            observed_from_ms: now_ms,
+                            posted_until_ms: now_ms,
+                            last_seen_ms: now_ms,
+                        },
+                    );
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .meters
+            .keys()
+            .filter(|k| !seen.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for vm in gone {
+            if let Some(m) = self.meters.remove(&vm) {
+                lines.extend(self.base_until(&m, m.last_seen_ms));
+            }
+        }
+        let mut completed = Vec::new();
+        for m in self.meters.values_mut() {
+            let upto = due.min(m.last_seen_ms);
+            if upto > m.posted_until_ms {
+                completed.push((m.usage.clone(), m.observed_from_ms, m.posted_until_ms, upto));
+                m.posted_until_ms = upto;
+            }
+        }
+        for (usage, from, start, end) in completed {
+            for s in segments(start, end, interval) {
+                lines.extend(self.pricer().base_lines(&usage, s, from));
+            }
+        }
+        self.post(lines, false);
+    }
+
+    /// Clean exit: bill the VMs' partial segments (call after the actions were ended).
+    pub fn close(&mut self, now_ms: u64) {
+        let meters = std::mem::take(&mut self.meters);
+        let mut lines = Vec::new();
+        for m in meters.values() {
+            let end = if now_ms.saturating_sub(m.last_seen_ms) <= self.max_gap_ms {
+                now_ms
+            } else {
+                m.last_seen_ms
+            };
+            lines.extend(self.base_until(m, end));
+        }
+        self.post(lines, false);
+        if !self.unposted.is_empty() {
+            warn!(
+                "{} ledger lines could not be written and are lost with this exit",
+                self.unposted.len()
+            );
+        }
+    }
+
+    /// Actions being metered (ids).
+    pub fn open_actions(&self) -> impl Iterator<Item = &str> {
+        self.open.keys().map(String::as_str)
+    }
+
+    fn base_until(&self, m: &Meter, end_ms: u64) -> Vec<LedgerRecord> {
+        segments(m.posted_until_ms, end_ms, self.config.charge_interval_ms())
+            .into_iter()
+            .flat_map(|s| self.pricer().base_lines(&m.usage, s, m.observed_from_ms))
+            .collect()
+    }
+
+    fn action_segments(&self, b: &Billable, segs: &[Segment]) -> Vec<LedgerRecord> {
+        segs.iter()
+            .flat_map(|s| self.pricer().action_lines(b, *s))
+            .collect()
+    }
+
+    /// Write `lines` (or, simulated, log them), and count what was written.
+    fn post(&mut self, lines: Vec<LedgerRecord>, simulated: bool) {
+        if simulated || self.ledger.is_none() {
+            for l in &lines {
+                if l.kind != LineKind::Base {
+                    log_simulated(l);
+                    add_total(&mut self.totals, l, true);
+                }
+            }
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.unposted);
+        batch.extend(lines);
+        if batch.is_empty() {
+            return;
+        }
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
+        match ledger.append(&batch) {
+            Ok(written) => {
+                for l in &written {
+                    if l.kind != LineKind::Base {
+                        info!(
+                            record = %l.record_id,
+                            customer = %l.billing_account_id,
+                            "billed {} {}: {}",
+                            l.billed_cost,
+                            l.billing_currency,
+                            l.charge_description
+                        );
+                    }
+                    add_total(&mut self.totals, l, false);
+                }
+            }
+            Err(e) => {
+                warn!(
+                    error = %e,
+                    "{} ledger lines not written; retried next tick",
+                    batch.len()
+                );
+                self.unposted = batch;
+            }
+        }
+    }
+
+    /// `interference_imc_currency_total{customer,kind}`.
+    pub fn render_into(&self, w: &mut TextWriter) {
+        let help = format!(
+            "Interference Mitigation Cost posted to the ledger since start, in {}, by customer and kind (charge, credit as a positive amount; simulated_charge, simulated_credit in a dry run).",
+            self.config.currency
+        );
+        let mut f = w.counter("interference_imc_currency_total", &help);
+        for ((customer, kind), m) in &self.totals {
+            f.sample(&[("customer", customer), ("kind", kind)], m.abs().units());
+        }
+    }
+}
+
+fn slot(ms: u64, interval: u64) -> u64 {
+    ms - ms % interval.max(1)
+}
+
+fn add_total(
+    totals: &mut BTreeMap<(String, &'static str), Money>,
+    l: &LedgerRecord,
+    simulated: bool,
+) {
+    let kind = match (l.kind, simulated) {
+        (LineKind::Charge, false) => "charge",
+        (LineKind::Credit, false) => "credit",
+        (LineKind::Charge, true) => "simulated_charge",
+        (LineKind::Credit, true) => "simulated_credit",
+        (LineKind::Base, _) => return,
+    };
+    *totals
+        .entry((l.billing_account_id.clone(), kind))
+        .or_default() += l.billed_cost;
+}
+
+fn log_simulated(l: &LedgerRecord) {
+    info!(
+        record = %l.record_id,
+        customer = %l.billing_account_id,
+        "dry run, would bill {} {}: {}",
+        l.billed_cost,
+        l.billing_currency,
+        l.charge_description
+    );
+}

@@ -1,0 +1,573 @@
+//! Billing as a whole: the formulas reconcile (property test), the ledger keeps each
+//! line once through reopenings and torn tails, the meter bills what was applied and
+//! only that, invoices sum and alias.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use super::alias::Aliases;
+use super::explain::check;
+use super::ledger::{self, period_path, Ledger};
+use super::period::{segments, Period};
+use super::price::{Billable, Pricer, VmUsage};
+use super::record::{LedgerRecord, LineKind, Role};
+use super::*;
+use crate::policy::{Action, ActionResult, Change, Effect, Outcome, Rung};
+
+const NOV_1_2026: u64 = 1_793_491_200_000;
+
+fn action(
+    id: &str,
+    vm: &str,
+    protects: &str,
+    victim: &str,
+    aggressor: &str,
+    change: Change,
+) -> Action {
+    let rung = match change {
+        Change::CpuWeight { .. } => Rung::Weight,
+        Change::Cpuset { .. } => Rung::Pin,
+        Change::Balloon { .. } => Rung::Balloon,
+        _ => Rung::Migrate,
+    };
+    Action {
+        id: id.into(),
+        decided_ms: 0,
+        rung,
+        change,
+        vm: vm.into(),
+        protects: protects.into(),
+        victim: victim.into(),
+        aggressor: aggressor.into(),
+        score: 60.0,
+        vm_is_aggressor: vm == aggressor,
+        simulated: false,
+        reason: String::new(),
+        customers: [
+            ("vm-web".to_string(), "acme".to_string()),
+            ("vm-batch".to_string(), "globex".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        vcpus: Some(2),
+    }
+}
+
+fn weight_cut(id: &str) -> Action {
+    action(
+        id,
+        "vm-batch",
+        "vm-web",
+        "vm-web",
+        "vm-batch",
+        Change::CpuWeight { weight: 10 },
+    )
+}
+
+fn applied(a: &Action, at_ms: u64, before: &str) -> Outcome {
+    Outcome {
+        action_id: a.id.clone(),
+        result: ActionResult::Applied,
+        at_ms,
+        effects: vec![Effect {
+            target: PathBuf::from("/sys/fs/cgroup/cpu/machine/vm-batch/cpu.shares"),
+            before: before.into(),
+            after: "102".into(),
+        }],
+        error: None,
+    }
+}
+
+fn config(dir: &std::path::Path, interval_s: u64) -> BillingConfig {
+    BillingConfig {
+        ledger_dir: dir.to_path_buf(),
+        charge_interval: std::time::Duration::from_secs(interval_s),
+        ..BillingConfig::default()
+    }
+}
+
+fn lines_of(dir: &std::path::Path) -> Vec<LedgerRecord> {
+    let c = ledger::read(dir, None).unwrap();
+    assert!(c.bad.is_empty(), "{:?}", c.bad);
+    c.records
+}
+
+// ---------------------------------------------------------------- the formulas
+
+fn arb_change() -> impl Strategy<Value = (Change, String)> {
+    prop_oneof![
+        (1u64..=10_000, 2u64..=262_144)
+            .prop_map(|(w, shares)| (Change::CpuWeight { weight: w }, shares.to_string())),
+        (
+            prop::collection::btree_set(0u32..8, 1..4),
+            prop::collection::btree_set(0u32..8, 1..8)
+        )
+            .prop_map(|(after, before)| (
+                Change::Cpuset {
+                    cpus: after.into_iter().collect()
+                },
+                crate::policy::ladder::cpu_list(&before.into_iter().collect::<Vec<_>>())
+            )),
+        (1u64..=64, 0u64..=64).prop_map(|(before_gib, cut)| (
+            Change::Balloon {
+                target_bytes: (before_gib.saturating_sub(cut).max(1)) << 30
+            },
+            (before_gib << 30).to_string()
+        )),
+        Just((
+            Change::Migrate {
+                uri: "tcp:10.0.0.2:4444".into()
+            },
+            String::new()
+        )),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Per period, the charges and credits of an action add up to what the formula
+    /// says for its time in that period; every line reconciles on its own; invoices
+    /// are exact sums; nobody sees another customer's VM name.
+    #[test]
+    fn charges_and_credits_reconcile_with_the_formula(
+        (change, before) in arb_change(),
+        start_offset_s in 0u64..(40 * 86_400),
+        duration_s in 1u64..(3 * 86_400),
+        interval in prop::sample::select(vec![60u64, 900, 3600, 86_400]),
+        score in 0f32..100.0,
+        boost in any::<bool>(),
+        victim_is_web in any::<bool>(),
+        same_customer in any::<bool>(),
+        credit_ratio in 0f64..=1.0,
+        aggressor_ratio in 0f64..=1.0,
+        impact in 0f64..2.0,
+    ) {
+        // Who: web is protected; the action changes web itself (a boost) or batch.
+        let (victim, aggressor) = if victim_is_web { ("vm-web", "vm-batch") } else { ("vm-batch", "vm-web") };
+        let vm = if boost { "vm-web" } else { "vm-batch" };
+        let mut a = action("h-1-0", vm, "vm-web", victim, aggressor, change.clone());
+        a.score = score;
+        if same_customer {
+            a.customers.insert("vm-batch".into(), "acme".into());
+        }
+        let b = Billable {
+            applied_ms: NOV_1_2026 + start_offset_s * 1000 + 123,
+            effects: vec![Effect {
+                target: PathBuf::from(match change {
+                    Change::CpuWeight { .. } => "/x/cpu.shares",
+                    Change::Cpuset { .. } => "/x/cpuset.cpus",
+                    _ => "qmp:/x#balloon",
+                }),
+                before: before.clone(),
+                after: String::new(),
+            }],
+            action: a.clone(),
+        };
+        let cfg = BillingConfig {
+            charge_interval: std::time::Duration::from_secs(interval),
+            credit_ratio,
+            aggressor_credit_ratio: aggressor_ratio,
+            performance_impact_factor: impact,
+            ..BillingConfig::default()
+        };
+        let aliases = Aliases::from_key([3; 32]);
+        let p = Pricer { config: &cfg, host: "h", aliases: &aliases };
+        let end = b.applied_ms + duration_s * 1000;
+        let segs = if b.one_off() {
+            vec![Segment { slot_ms: b.applied_ms - b.applied_ms % (interval * 1000), start_ms: b.applied_ms, end_ms: b.applied_ms }]
+        } else {
+            segments(b.applied_ms, end, interval * 1000)
+        };
+        let lines: Vec<LedgerRecord> = segs.iter().flat_map(|s| p.action_lines(&b, *s)).collect();
+
+        // Ids are unique; segments tile the use.
+        let ids: BTreeSet<&str> = lines.iter().map(|l| l.record_id.as_str()).collect();
+        prop_assert_eq!(ids.len(), lines.len());
+        if !b.one_off() {
+            prop_assert_eq!(segs.first().unwrap().start_ms, b.applied_ms);
+            prop_assert_eq!(segs.last().unwrap().end_ms, end);
+        }
+
+        let delta = price::resource_delta(&a, &b.effects);
+        let unit_price = match change {
+            Change::CpuWeight { .. } => cfg.prices.cpu_weight_vcpu_hour,
+            Change::Cpuset { .. } => cfg.prices.pinned_cpu_hour,
+            Change::Balloon { .. } => cfg.prices.balloon_gib_hour,
+            _ => cfg.prices.migration,
+        };
+        let multiplier = 1.0 + impact * f64::from(score) / 100.0;
+        let credited = if vm != "vm-web" { vm } else if victim == "vm-web" { aggressor } else { victim };
+        let ratio = if credited == aggressor { aggressor_ratio } else { credit_ratio };
+
+        // Per period: the sum of the lines against the formula over the period's time.
+        let mut periods: BTreeMap<Period, (u64, Money, Money, usize)> = BTreeMap::new();
+        for (s, pair) in segs.iter().zip(lines.chunks(2)) {
+            let e = periods.entry(s.period()).or_default();
+            e.0 += s.end_ms - s.start_ms;
+            e.1 += pair[0].billed_cost;
+            e.2 += pair[1].billed_cost;
+            e.3 += 1;
+            // Each segment: the credit is exactly −round(charge × ratio), to the right side.
+            prop_assert_eq!(pair[0].kind, LineKind::Charge);
+            prop_assert_eq!(pair[1].kind, LineKind::Credit);
+            prop_assert_eq!(pair[1].billed_cost, -pair[0].billed_cost.scale(ratio));
+            prop_assert_eq!(&pair[0].billing_account_id, "acme");
+            let credited_customer = if credited == "vm-web" || same_customer { "acme" } else { "globex" };
+            prop_assert_eq!(&pair[1].billing_account_id, credited_customer);
+            prop_assert_eq!(pair[1].role, Some(if credited == aggressor { Role::Aggressor } else { Role::GoodNeighbour }));
+        }
+        for (period, (ms, charges, credits, n)) in &periods {
+            let hours = *ms as f64 / 3_600_000.0;
+            let quantity = if b.one_off() { delta.per_hour } else { delta.per_hour * hours };
+            let formula = quantity * unit_price * multiplier;
+            // One rounding per line (half a nano each) plus float noise.
+            let tolerance = (*n as f64 + 1.0) * 1e-9 + formula.abs() * 1e-12;
+            prop_assert!((charges.units() - formula).abs() <= tolerance,
+                "{period}: charges {charges} vs formula {formula}");
+            let credit_formula = -formula * ratio;
+            prop_assert!((credits.units() - credit_formula).abs() <= tolerance * 2.0,
+                "{period}: credits {credits} vs {credit_formula}");
+        }
+
+        for l in &lines {
+            prop_assert!(check(l).reconciles, "{:?} does not reconcile: {:?}", l.record_id, check(l));
+            // A customer sees only its own VMs by name.
+            let own: &[&str] = if l.billing_account_id == "acme" {
+                if same_customer { &["vm-web", "vm-batch"] } else { &["vm-web"] }
+            } else { &["vm-batch"] };
+            for name in ["vm-web", "vm-batch"] {
+                if own.contains(&name) { continue; }
+                let text = serde_json::to_string(l).unwrap();
+                prop_assert!(!text.contains(name), "{} leaks {name}: {text}", l.record_id);
+            }
+        }
+
+        // Invoices: per customer and period, the total is the exact sum of the lines.
+        for customer in ["acme", "globex"] {
+            for period in periods.keys() {
+                let mine: Money = lines.iter()
+                    .filter(|l| l.billing_account_id == customer && l.period == *period)
+                    .map(|l| l.billed_cost).sum();
+                match invoice(std::path::Path::new("/l"), &lines, customer, Some(*period)) {
+                    Ok(inv) => {
+                        prop_assert_eq!(inv.total, mine);
+                        prop_assert_eq!(inv.total, inv.base + inv.interference_charges + inv.credits);
+                        prop_assert_eq!(inv.lines.iter().map(|l| l.amount).sum::<Money>(), mine);
+                    }
+                    Err(_) => prop_assert!(!lines.iter().any(|l| l.billing_account_id == customer && l.period == *period)),
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the ledger
+
+#[test]
+fn the_ledger_writes_each_id_once_across_reopenings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3600);
+    let aliases = Aliases::from_key([1; 32]);
+    let p = Pricer {
+        config: &cfg,
+        host: "h",
+        aliases: &aliases,
+    };
+    let a = weight_cut("h-1-0");
+    let b = Billable {
+        action: a.clone(),
+        applied_ms: NOV_1_2026 + 10,
+        effects: applied(&a, 0, "1024").effects,
+    };
+    let lines: Vec<LedgerRecord> = segments(b.applied_ms, b.applied_ms + 7_200_000, 3_600_000)
+        .into_iter()
+        .flat_map(|s| p.action_lines(&b, s))
+        .collect();
+    assert_eq!(lines.len(), 6);
+    {
+        let mut l = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l.append(&lines[..4]).unwrap().len(), 4);
+        assert!(matches!(
+            Ledger::open(dir.path()),
+            Err(LedgerError::Locked { .. })
+        ));
+        assert_eq!(l.append(&lines[..4]).unwrap().len(), 0, "same ids again");
+    }
+    let mut l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(
+        l.append(&lines).unwrap().len(),
+        2,
+        "only the two new ones after reopening"
+    );
+    assert_eq!(lines_of(dir.path()), lines);
+}
+
+#[test]
+fn a_torn_last_line_is_cut_off_and_posted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3600);
+    let aliases = Aliases::from_key([1; 32]);
+    let p = Pricer {
+        config: &cfg,
+        host: "h",
+        aliases: &aliases,
+    };
+    let a = weight_cut("h-1-0");
+    let b = Billable {
+        action: a.clone(),
+        applied_ms: NOV_1_2026,
+        effects: vec![],
+    };
+    let lines = p.action_lines(&b, segments(NOV_1_2026, NOV_1_2026 + 60_000, 3_600_000)[0]);
+    Ledger::open(dir.path())
+        .unwrap()
+        .append(&lines[..1])
+        .unwrap();
+    let path = period_path(dir.path(), lines[0].period);
+    let torn = serde_json::to_string(&lines[1]).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&torn.as_bytes()[..torn.len() / 2]);
+    fs::write(&path, &bytes).unwrap();
+    // A reader skips the torn tail silently; the writer cuts it and posts the line again.
+    assert_eq!(lines_of(dir.path()).len(), 1);
+    let mut l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(l.append(&lines).unwrap().len(), 1);
+    assert_eq!(lines_of(dir.path()), lines.to_vec());
+}
+
+#[test]
+fn a_corrupt_line_in_the_middle_is_named_and_the_rest_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3600);
+    let aliases = Aliases::from_key([1; 32]);
+    let p = Pricer {
+        config: &cfg,
+        host: "h",
+        aliases: &aliases,
+    };
+    let a = weight_cut("h-1-0");
+    let b = Billable {
+        action: a,
+        applied_ms: NOV_1_2026,
+        effects: vec![],
+    };
+    let lines = p.action_lines(&b, segments(NOV_1_2026, NOV_1_2026 + 60_000, 3_600_000)[0]);
+    let path = period_path(dir.path(), lines[0].period);
+    fs::write(
+        &path,
+        format!(
+            "{}\n{{\"x_RecordId\": \"broken\", oops\n{}\n",
+            serde_json::to_string(&lines[0]).unwrap(),
+            serde_json::to_string(&lines[1]).unwrap()
+        ),
+    )
+    .unwrap();
+    let c = ledger::read(dir.path(), None).unwrap();
+    assert_eq!(c.records.len(), 2);
+    assert_eq!(c.bad.len(), 1);
+    let msg = c.bad[0].to_string();
+    assert!(
+        msg.starts_with(&format!("{}:2: not a ledger record", path.display())),
+        "{msg}"
+    );
+    // The writer keeps the line as it is and still knows the good ids.
+    let mut l = Ledger::open(dir.path()).unwrap();
+    assert!(l.append(&lines).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- the meter
+
+#[test]
+fn an_applied_action_is_billed_as_it_goes_and_to_its_end_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = NOV_1_2026 + 3_600_000 * 5 + 1500;
+    let a = weight_cut("h-7-0");
+    {
+        let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+        b.outcome(&a, &applied(&a, t0, "1024"));
+        b.tick(t0 + 30_000, &[]);
+        assert!(lines_of(dir.path()).is_empty(), "no segment complete yet");
+        b.tick(t0 + 150_000, &[]);
+        // Two complete minutes: [t0, :01:00) and [:01:00, :02:00).
+        assert_eq!(lines_of(dir.path()).len(), 4);
+        // Killed here: the journal still has the action in effect.
+    }
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    b.adopt(&a, &applied(&a, t0, "1024"));
+    b.end(&a.id, t0 + 200_000);
+    drop(b);
+    let lines = lines_of(dir.path());
+    assert_eq!(
+        lines.len(),
+        8,
+        "{:#?}",
+        lines.iter().map(|l| &l.record_id).collect::<Vec<_>>()
+    );
+    let charged: f64 = lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Charge)
+        .map(|l| l.duration_seconds)
+        .sum();
+    assert!((charged - 200.0).abs() < 1e-6, "{charged}");
+    // Ending it again (a second crash before the restore) adds nothing.
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    b.adopt(&a, &applied(&a, t0, "1024"));
+    b.end(&a.id, t0 + 900_000);
+    let again = lines_of(dir.path());
+    assert!(
+        again.len() > 8,
+        "the later end bills the later minutes only"
+    );
+    let ids: BTreeSet<&str> = again.iter().map(|l| l.record_id.as_str()).collect();
+    assert_eq!(ids.len(), again.len());
+}
+
+#[test]
+fn failed_and_simulated_actions_are_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    let a = weight_cut("h-1-0");
+    let mut failed = applied(&a, NOV_1_2026, "1024");
+    failed.result = ActionResult::Failed;
+    b.outcome(&a, &failed);
+    let mut sim = weight_cut("h-1-1");
+    sim.simulated = true;
+    let mut o = applied(&sim, NOV_1_2026, "1024");
+    o.result = ActionResult::Simulated;
+    b.outcome(&sim, &o);
+    b.tick(NOV_1_2026 + 300_000, &[]);
+    b.end(&sim.id, NOV_1_2026 + 310_000);
+    assert!(lines_of(dir.path()).is_empty());
+    let mut w = crate::export::prometheus::TextWriter::new();
+    b.render_into(&mut w);
+    let text = w.finish();
+    assert!(
+        text.contains(
+            "interference_imc_currency_total{customer=\"acme\",kind=\"simulated_charge\"}"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("kind=\"charge\""), "{text}");
+}
+
+#[test]
+fn a_migration_is_billed_once_when_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 3600), "h", false).unwrap();
+    let a = action(
+        "h-2-0",
+        "vm-batch",
+        "vm-web",
+        "vm-web",
+        "vm-batch",
+        Change::Migrate {
+            uri: "tcp:x:1".into(),
+        },
+    );
+    let o = Outcome {
+        action_id: a.id.clone(),
+        result: ActionResult::Applied,
+        at_ms: NOV_1_2026 + 5,
+        effects: vec![],
+        error: None,
+    };
+    b.outcome(&a, &o);
+    b.adopt(&a, &o);
+    b.end(&a.id, NOV_1_2026 + 90_000_000);
+    let lines = lines_of(dir.path());
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0].pricing_quantity, 1.0);
+    assert_eq!(lines[0].charge_frequency, "One-Time");
+    // migration 0.05 × (1 + 0.25 × 0.6)
+    assert_eq!(lines[0].billed_cost, Money::from_units(0.0575).unwrap());
+    assert_eq!(
+        lines[1].billed_cost,
+        Money::ZERO,
+        "batch was the aggressor: ratio 0"
+    );
+}
+
+#[test]
+fn base_usage_is_billed_per_segment_and_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    b.set_tick_ms(10_000);
+    let web = VmUsage {
+        vm: "vm-web".into(),
+        customer: Some("acme".into()),
+        vcpus: Some(2),
+        memory_bytes: Some(4 << 30),
+    };
+    let t0 = NOV_1_2026 + 30_000;
+    for k in 0..=9 {
+        b.tick(t0 + k * 10_000, std::slice::from_ref(&web));
+    }
+    // Two minutes complete by the last tick (t0 is half a minute in): [t0, 1:00) and
+    // [1:00, 2:00), a vCPU and a memory line each; the rest waits for its minute.
+    assert_eq!(lines_of(dir.path()).len(), 4);
+    b.close(t0 + 95_000);
+    let lines = lines_of(dir.path());
+    assert_eq!(lines.len(), 6);
+    let vcpu_hours: f64 = lines
+        .iter()
+        .filter(|l| l.sku_id == "vm-vcpu")
+        .map(|l| l.pricing_quantity)
+        .sum();
+    assert!(
+        (vcpu_hours - 2.0 * 95.0 / 3600.0).abs() < 1e-9,
+        "{vcpu_hours}"
+    );
+    let inv = invoice(dir.path(), &lines, "acme", None).unwrap();
+    assert_eq!(inv.lines.len(), 2, "one line per VM and resource");
+    assert_eq!(inv.base, inv.total);
+    // vcpu 2 × 0.04 + 4 GiB × 0.005 per hour, for 95 s.
+    let expect = (2.0 * 0.04 + 4.0 * 0.005) * 95.0 / 3600.0;
+    assert!(
+        (inv.total.units() - expect).abs() < 1e-8,
+        "{} vs {expect}",
+        inv.total
+    );
+}
+
+#[test]
+fn invoices_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 3600), "h", false).unwrap();
+    let a = weight_cut("h-1-0");
+    b.outcome(&a, &applied(&a, NOV_1_2026, "1024"));
+    b.end(&a.id, NOV_1_2026 + 840_000);
+    let lines = lines_of(dir.path());
+    let e = invoice(dir.path(), &lines, "initech", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no customer \"initech\"") && e.contains("acme, globex"),
+        "{e}"
+    );
+    let e = invoice(dir.path(), &lines, "acme", Some("2026-10".parse().unwrap()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no records for period 2026-10") && e.contains("2026-11"),
+        "{e}"
+    );
+    let inv = invoice(dir.path(), &lines, "acme", None).unwrap();
+    assert_eq!(inv.lines.len(), 1);
+    let d = &inv.lines[0].description;
+    assert!(
+        d.starts_with("Your VM vm-web was protected from neighbour #"),
+        "{d}"
+    );
+    assert!(
+        d.contains("for 14 min by cutting neighbour #") && d.contains("CPU weight 100 → 10"),
+        "{d}"
+    );
+    assert!(!d.contains("vm-batch"));
+    let g = invoice(dir.path(), &lines, "globex", None).unwrap();
+    assert_eq!(g.credits, Money::ZERO, "batch was the aggressor: ratio 0 by default");
+    assert!(!serde_json::to_string(&g).unwrap().contains("vm-web"));
+}

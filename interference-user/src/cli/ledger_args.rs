@@ -1,0 +1,40 @@
+//! Where `bill`, `explain` and `restore` find the ledger: `--ledger DIR`, else the
+//! config's `[billing] ledger_dir`, else the default.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use interference::billing::{BillingConfig, DEFAULT_LEDGER_DIR};
+use interference::config::Config;
+
+use super::ConfigArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct LedgerArgs {
+    /// The ledger directory [default: `[billing] ledger_dir` of --config, else
+    /// /var/lib/interference/ledger].
+    #[arg(long, value_name = "DIR")]
+    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+impl LedgerArgs {
+    /// The billing settings (ledger directory resolved).
+    pub fn billing(&self) -> anyhow::Result<BillingConfig> {
+        let mut cfg = match &self.config.config {
+            Some(path) => {
+                Config::load(path)
+                    .with_context(|| format!("loading {}", path.display()))?
+                    .billing
+            }
+            None => BillingConfig::default(),
+        };
+        if let Some(dir) = &self.ledger {
+            cfg.ledger_dir = dir.clone();
+        } else if self.config.config.is_none() {
+            cfg.ledger_dir = PathBuf::from(DEFAULT_LEDGER_DIR);
+        }
+        Ok(cfg)
+    }
+}
