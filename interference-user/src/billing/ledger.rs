@@ -53,12 +53,14 @@ pub enum LedgerError {
     Missing { dir: PathBuf },
 }
 
-/// A period's file, open for appending, and the ids it holds.
+/// A period's file, open for appending, the ids it holds and the actions whose last
+/// segment it holds.
 #[derive(Debug)]
 struct PeriodFile {
     path: PathBuf,
     file: File,
     ids: HashSet<String>,
+    ended: HashSet<String>,
 }
 
 /// The ledger open for writing.
@@ -119,6 +121,18 @@ impl Ledger {
         Ok(self.period_file(period)?.ids.contains(id))
     }
 
+    /// Whether the action's last segment was posted in a period from `from` to `to`.
+    pub fn ended(&mut self, action_id: &str, from: Period, to: Period) -> Result<bool, LedgerError> {
+        let mut p = from;
+        while p <= to {
+            if self.period_file(p)?.ended.contains(action_id) {
+                return Ok(true);
+            }
+            p = p.next();
+        }
+        Ok(false)
+    }
+
     /// Append the records not yet in the ledger (by id), synced; returns those written.
     pub fn append(&mut self, records: &[LedgerRecord]) -> Result<Vec<LedgerRecord>, LedgerError> {
         let mut by_period: BTreeMap<Period, Vec<&LedgerRecord>> = BTreeMap::new();
@@ -154,6 +168,11 @@ impl Ledger {
                 })?;
             for id in new_ids {
                 pf.ids.insert(id.clone());
+            }
+            for r in written.iter().filter(|r| r.period == period && r.last_segment) {
+                if let Some(a) = &r.action_id {
+                    pf.ended.insert(a.clone());
+                }
             }
         }
         Ok(written)
@@ -198,12 +217,16 @@ fn open_period(path: &Path) -> Result<PeriodFile, LedgerError> {
         file.sync_all().map_err(err)?;
     }
     let mut ids = HashSet::new();
+    let mut ended = HashSet::new();
     for (n, line) in bytes[..good].split(|b| *b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
         match serde_json::from_slice::<IdOnly>(line) {
             Ok(r) => {
+                if let (true, Some(a)) = (r.last, r.action) {
+                    ended.insert(a);
+                }
                 ids.insert(r.id);
             }
             Err(e) => warn!(
@@ -217,13 +240,19 @@ fn open_period(path: &Path) -> Result<PeriodFile, LedgerError> {
         path: path.to_path_buf(),
         file,
         ids,
+        ended,
     })
 }
 
+/// What the writer needs of a line.
 #[derive(serde::Deserialize)]
 struct IdOnly {
     #[serde(rename = "x_RecordId")]
     id: String,
+    #[serde(rename = "x_ActionId", default)]
+    action: Option<String>,
+    #[serde(rename = "x_LastSegment", default)]
+    last: bool,
 }
 
 /// A line of the ledger that could not be read.

@@ -3,10 +3,13 @@
 //!
 //! When lines are posted:
 //! - an action's completed segments at each tick while it is in effect, and the rest
-//!   when it ends, *before* it is undone (rollback, clean exit, restore at start).
-//!   Billing first means a crash between the two leaves the action in effect in the
-//!   journal, and the restarted agent ends it again: it posts the same ids, which the
-//!   ledger skips. So an applied action always ends up with its lines, once each;
+//!   when it ends, *before* it is undone (rollback, clean exit, restore at start), its
+//!   last segment's lines marked `x_LastSegment`. Billing first means a crash between
+//!   the two leaves the action in effect in the journal; the restarted agent ends it
+//!   again, finds the marked lines and bills nothing more. A crash before the end
+//!   was billed leaves no mark: the restart bills from where the ledger stops (same
+//!   segment ids, so what was posted is skipped) to the restore. So an applied
+//!   action always ends up with its lines, each once, tiling its time in effect;
 //! - a migration once, when applied (it cannot be undone);
 //! - a VM's base price for each completed segment, and the partial one when the VM
 //!   leaves or the agent exits. A crash loses at most one charge interval of base
@@ -24,7 +27,7 @@ use super::alias::Aliases;
 use super::config::BillingConfig;
 use super::ledger::{Ledger, LedgerError};
 use super::money::Money;
-use super::period::{segments, Segment};
+use super::period::{segments, Period, Segment};
 use super::price::{Billable, Pricer, VmUsage};
 use super::record::{LedgerRecord, LineKind};
 use crate::export::prometheus::TextWriter;
@@ -170,18 +173,39 @@ impl Billing {
         );
     }
 
-    /// The action `action_id` ends at `at_ms`: bill what is left of it. Call before
-    /// undoing it.
+    /// The action `action_id` ends at `at_ms`: bill what is left of it, its last
+    /// segment marked as such (zero-length if nothing is left). Call before undoing
+    /// it. An action whose last segment is already in the ledger is not billed again.
     pub fn end(&mut self, action_id: &str, at_ms: u64) {
         let Some(open) = self.open.remove(action_id) else {
             return;
         };
-        let segs = segments(
-            open.posted_until_ms,
-            at_ms.max(open.posted_until_ms),
-            self.config.charge_interval_ms(),
-        );
-        let lines = self.action_segments(&open.billable, &segs);
+        if !open.simulated {
+            if let Some(l) = self.ledger.as_mut() {
+                let from = Period::containing(open.billable.applied_ms);
+                let to = Period::containing(at_ms.max(open.billable.applied_ms));
+                match l.ended(action_id, from, to) {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "cannot check whether {action_id} was billed to its end"),
+                }
+            }
+        }
+        let interval = self.config.charge_interval_ms();
+        let end = at_ms.max(open.posted_until_ms);
+        let mut segs = segments(open.posted_until_ms, end, interval);
+        if segs.is_empty() {
+            segs.push(Segment {
+                slot_ms: slot(end, interval),
+                start_ms: end,
+                end_ms: end,
+            });
+        }
+        let mut lines = self.action_segments(&open.billable, &segs);
+        let n = lines.len();
+        for l in &mut lines[n.saturating_sub(2)..] {
+            l.last_segment = true;
+        }
         self.post(lines, open.simulated);
     }
 

@@ -231,6 +231,7 @@ impl Pricer<'_> {
             imc: Some(imc),
             credit_ratio: None,
             formula: String::new(),
+            last_segment: false,
         };
         let mut charge = base(payer, p.protected, LineKind::Charge);
         charge.role = Some(Role::Protected);
@@ -332,6 +333,7 @@ impl Pricer<'_> {
                     money(price),
                     unit_short = unit.trim_end_matches("-Hours"),
                 ),
+                last_segment: false,
             });
         };
         let vcpus = u.vcpus.unwrap_or(1);

@@ -169,4 +169,13 @@ pub struct LedgerRecord {
     /// The arithmetic of this line, with its numbers.
     #[serde(rename = "x_Formula")]
     pub formula: String,
+    /// On the lines of an action's last segment: the action is billed to its end, so
+    /// a restarted agent that finds it still in effect (killed between billing and
+    /// undoing it) bills nothing more.
+    #[serde(rename = "x_LastSegment", default, skip_serializing_if = "is_false")]
+    pub last_segment: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }

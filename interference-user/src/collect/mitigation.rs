@@ -238,6 +238,18 @@ fn vm_inputs(vms: &[Vm], samples: &[VmSample]) -> Vec<VmInput> {
                         (s.interval_seconds > 0.0).then(|| cpu.usage_seconds / s.interval_seconds)
                     })
                     .unwrap_or(0.0),
+                // Usage plus run-queue wait: what the VM would use uncontended. `runqueue`
+                // already sums every tracked thread (vCPUs and `other_threads` alike),
+                // so `other_threads` is not added again. Without the usage the demand is
+                // unknown (0): the waits alone would understate it.
+                cpu_demand_cores: s
+                    .and_then(|s| {
+                        let cpu = s.cpu.as_ref()?;
+                        (s.interval_seconds > 0.0).then(|| {
+                            (cpu.usage_seconds + s.runqueue.wait_seconds) / s.interval_seconds
+                        })
+                    })
+                    .unwrap_or(0.0),
                 cpu_weight: None,
                 cpuset: s.and_then(|s| s.cpus.clone()),
                 memory_bytes: None,

@@ -39,9 +39,16 @@ pub struct PolicyConfig {
     pub cooldown: Duration,
     /// At most this many actions (rollbacks included) per tick.
     pub max_actions_per_tick: usize,
-    /// An active pair below its off threshold for this many consecutive ticks is rolled
-    /// back.
+    /// An active pair below its off threshold for this many consecutive quiet ticks is
+    /// rolled back (see `quiet_demand_ratio` for what makes a tick quiet).
     pub rollback_after_quiet_ticks: u32,
+    /// A mitigated pair's tick below its off threshold counts as quiet only when the
+    /// cause is gone too: the aggressor's CPU demand (usage plus run-queue wait, which a
+    /// weight cut or a pin does not hide) is at most this fraction of what it was when
+    /// the pair's first rung was decided, or the aggressor has left. Otherwise the
+    /// score is low because the mitigation works, and undoing it would bring the
+    /// contention back. With no demand known the score alone decides. 0 < ratio < 1.
+    pub quiet_demand_ratio: f64,
     /// An active pair still at or above its on threshold for this many consecutive
     /// ticks after its last rung took effect climbs to the next rung.
     pub escalate_after_ticks: u32,
@@ -83,6 +90,7 @@ impl Default for PolicyConfig {
             cooldown: Duration::from_secs(30),
             max_actions_per_tick: 4,
             rollback_after_quiet_ticks: 6,
+            quiet_demand_ratio: 0.5,
             escalate_after_ticks: 2,
             rungs: vec![Rung::Weight, Rung::Pin, Rung::Balloon],
             boost_weight: 1000,
@@ -306,6 +314,15 @@ impl PolicyConfig {
                 "must be at least 1 tick".into(),
             );
         }
+        if !(self.quiet_demand_ratio > 0.0 && self.quiet_demand_ratio < 1.0) {
+            push(
+                "policy.quiet_demand_ratio".into(),
+                format!(
+                    "{} is not a fraction between 0 and 1 (0.5 rolls a mitigation back once the aggressor's CPU demand has halved)",
+                    self.quiet_demand_ratio
+                ),
+            );
+        }
         if self.escalate_after_ticks == 0 {
             push(
                 "policy.escalate_after_ticks".into(),
@@ -494,6 +511,7 @@ mod tests {
             cooldown = "1m"
             max_actions_per_tick = 8
             rollback_after_quiet_ticks = 3
+            quiet_demand_ratio = 0.25
             escalate_after_ticks = 1
             rungs = ["pin", "weight"]
             boost_weight = 500
@@ -519,6 +537,7 @@ mod tests {
         assert_eq!(c.ladder(), vec![Rung::Weight, Rung::Pin, Rung::Migrate]);
         assert_eq!(c.cooldown, Duration::from_secs(60));
         assert_eq!(c.off_threshold, 30.5);
+        assert_eq!(c.quiet_demand_ratio, 0.25);
         assert!(c.dry_run);
     }
 

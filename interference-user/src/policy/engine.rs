@@ -7,10 +7,16 @@
 //!    failed ones are not (the ladder does not move; the retry waits for the cooldown).
 //! 2. VMs no longer on the host are forgotten with their changes.
 //! 3. Every scored pair updates its hysteresis: a pair becomes active at its on threshold
-//!    and stays active until it has been below its off threshold for
-//!    `rollback_after_quiet_ticks` consecutive ticks; then it is released and the
-//!    changes nobody else relies on are rolled back. A pair that was not scored this
-//!    tick counts as quiet.
+//!    and stays active until it has been quiet for `rollback_after_quiet_ticks`
+//!    consecutive ticks; then it is released and the changes nobody else relies on are
+//!    rolled back. A tick is quiet when the pair's score is below its off threshold (a
+//!    pair that was not scored counts as below) *and* the cause is gone: the aggressor's
+//!    CPU demand is at most `quiet_demand_ratio` of what it was when the pair's first
+//!    rung was decided, or the aggressor (or its partner) has left. A mitigation that
+//!    works lowers the score while the aggressor stays as busy as before; rolling it
+//!    back then would only bring the contention back (pin, roll back, pin, ...). Such a
+//!    pair is held, and reported once each time the hold starts. With no demand
+//!    recorded (or none measured this tick) the score alone decides.
 //! 4. Active pairs not below their off threshold, highest score first, take their next
 //!    rung: the first one at once, the next ones after `escalate_after_ticks`
 //!    consecutive ticks at or above the on threshold since the last rung took effect. A
@@ -33,7 +39,10 @@ use thiserror::Error;
 use super::action::{Action, ActionResult, Change, Outcome, Rung};
 use super::config::{rung_name, PolicyConfig, Thresholds};
 use super::ladder::{self, Half, Plan};
-use super::state::{pair_key, pair_key_into, PairState, Part, Pending, PolicyState, RungState};
+use super::state::{
+    demand_note, pair_key, pair_key_into, Cause, PairState, Part, Pending, PolicyState,
+    RungState,
+};
 use super::who::{self, Basis, Roles};
 use crate::inventory::Priority;
 use crate::predict::{ContentionScore, DirectedScore};
@@ -47,6 +56,11 @@ pub struct VmInput {
     pub sla_tier: Option<String>,
     /// CPU used over the last tick, in cores.
     pub cpu_cores: f64,
+    /// CPU demand over the last tick, in cores: usage plus the time its threads spent
+    /// runnable but waiting for a CPU (seconds per second, summed over its threads). A
+    /// weight cut or a pin lowers the usage of a VM that still wants the CPU, not its
+    /// demand. 0 when unknown.
+    pub cpu_demand_cores: f64,
     /// Current cpu.weight (v2 scale), when known: the reason shows old -> new, and a
     /// weight already past the target is left alone.
     pub cpu_weight: Option<u64>,
@@ -249,6 +263,7 @@ impl Policy {
         // Pairs quiet for K ticks: (key, (why, score)).
         let mut ended: Vec<(String, (String, f32))> = Vec::new();
         let k = self.config.rollback_after_quiet_ticks;
+        let ratio = self.config.quiet_demand_ratio;
         let mut buf = String::new();
         let tracking = !self.state.pairs.is_empty();
         for s in input.scores {
@@ -282,15 +297,27 @@ impl Policy {
             }
             let roles = who::roles(&self.config, victim, aggressor);
             let th = self.thresholds(&buf, roles.protected.sla_tier.as_deref());
-            let (quiet, due) = if let Some(ps) = self.state.pairs.get_mut(buf.as_str()) {
+            let (quiet, due, held, gate) = if let Some(ps) = self.state.pairs.get_mut(buf.as_str())
+            {
                 if ps.seen_tick == Some(tick) {
                     // The same pair twice in one tick's scores: the first one counts.
                     continue;
                 }
-                observe(ps, Some(s.score), th, tick);
+                let gate = gate(ratio, &buf, ps, &vms);
+                if let Some(why) = observe(ps, Some(s.score), th, tick, &gate) {
+                    d.skipped.push((
+                        buf.clone(),
+                        format!(
+                            "rollback of {buf} waits: score {:.0} < {:.0}, but {why}",
+                            s.score, th.off
+                        ),
+                    ));
+                }
                 (
                     ps.ticks_quiet,
                     due(&self.ladder, self.config.escalate_after_ticks, ps),
+                    ps.held,
+                    gate,
                 )
             } else if s.score >= th.on {
                 self.state.pairs.insert(
@@ -303,7 +330,7 @@ impl Policy {
                         ..PairState::default()
                     },
                 );
-                (0, Due::Now)
+                (0, Due::Now, false, Gate::Unknown)
             } else {
                 continue;
             };
@@ -311,12 +338,18 @@ impl Policy {
                 ended.push((
                     buf.clone(),
                     (
-                        format!("score {:.0} < {:.0} for {k} ticks", s.score, th.off),
+                        format!(
+                            "score {:.0} < {:.0} for {k} ticks{}",
+                            s.score,
+                            th.off,
+                            gate.calm()
+                        ),
                         s.score,
                     ),
                 ));
-            } else if quiet > 0 {
-                // Below off, not for long enough yet: hold.
+            } else if quiet > 0 || held {
+                // Below off, not for long enough yet, or while the aggressor still
+                // demands the CPU: hold.
             } else if due == Due::Exhausted {
                 d.skipped.push((
                     buf.clone(),
@@ -340,14 +373,27 @@ impl Policy {
                 on: f32::INFINITY,
                 off: f32::INFINITY,
             };
+            // Collected, then sorted: the map's order is not stable.
+            let mut waits = Vec::new();
             for (key, ps) in self.state.pairs.iter_mut() {
                 if ps.seen_tick != Some(tick) {
-                    observe(ps, None, unscored, tick);
+                    let gate = gate(ratio, key, ps, &vms);
+                    if let Some(why) = observe(ps, None, unscored, tick, &gate) {
+                        waits.push((
+                            key.clone(),
+                            format!("rollback of {key} waits: no score, but {why}"),
+                        ));
+                    }
                     if ps.ticks_quiet >= k {
-                        ended.push((key.clone(), (format!("no score for {k} ticks"), 0.0)));
+                        ended.push((
+                            key.clone(),
+                            (format!("no score for {k} ticks{}", gate.calm()), 0.0),
+                        ));
                     }
                 }
             }
+            waits.sort();
+            d.skipped.extend(waits);
         }
         // The release order does not matter (rollbacks go by the age of the changes);
         // sorted for a stable decision.
@@ -557,6 +603,20 @@ impl Policy {
         d: &mut Decision,
     ) {
         let tick = t.tick;
+        // The first rung (nothing of the pair in force yet, so the aggressor's demand is
+        // its own): record the demand the rollback will be measured against.
+        let demand = w.aggressor.cpu_demand_cores;
+        let cause = (self.state.pairs[&w.key].parts().next().is_none()
+            && demand.is_finite()
+            && demand > 0.0)
+            .then(|| Cause {
+                aggressor: w.aggressor.name.clone(),
+                demand_cores: demand,
+            });
+        let note = cause
+            .as_ref()
+            .map(|c| demand_note(&c.aggressor, c.demand_cores))
+            .unwrap_or_default();
         let mut parts = Vec::new();
         for h in halves {
             if let Half::Share { vm } = h {
@@ -574,6 +634,9 @@ impl Policy {
             .pairs
             .get_mut(&w.key)
             .expect("work items are active pairs");
+        if cause.is_some() {
+            ps.cause = cause;
+        }
         match ps.rungs.iter_mut().find(|r| r.rung == rung) {
             Some(r) => {
                 r.tick = tick;
@@ -624,7 +687,7 @@ impl Policy {
                     w.aggressor.vcpus
                 },
                 simulated: self.config.dry_run,
-                reason: format!("{trigger}: {who}; {}", a.what),
+                reason: format!("{trigger}{note}: {who}; {}", a.what),
                 change: a.change,
             };
             self.state.pending.push(Pending {
@@ -795,10 +858,71 @@ fn due(ladder: &[Rung], e: u32, ps: &PairState) -> Due {
     }
 }
 
-/// Updates a pair's hysteresis counters with this tick's score (None: not scored).
-fn observe(ps: &mut PairState, score: Option<f32>, th: Thresholds, tick: u64) {
+/// Whether the cause of a pair's mitigation is gone, as far as the aggressor's CPU
+/// demand tells.
+#[derive(Debug, Clone, PartialEq)]
+enum Gate {
+    /// No demand recorded, or none measured this tick: the score alone decides.
+    Unknown,
+    /// This VM of the pair has left the inventory.
+    Gone(String),
+    /// The aggressor's demand has fallen to the ratio (now, then).
+    Calm(String, f64, f64),
+    /// The aggressor still demands more (now, then, the most that counts as calm).
+    Busy(String, f64, f64, f64),
+}
+
+impl Gate {
+    /// The clause a rollback's reason gets from it.
+    fn calm(&self) -> String {
+        match self {
+            Gate::Unknown | Gate::Busy(..) => String::new(),
+            Gate::Gone(vm) => format!(" and {vm} is gone"),
+            Gate::Calm(vm, now, then) => format!(
+                " and aggressor {vm} demands {now:.2} cores (was {then:.2} when mitigated)"
+            ),
+        }
+    }
+}
+
+/// The gate of the pair `key` this tick.
+fn gate(ratio: f64, key: &str, ps: &PairState, vms: &HashMap<&str, &VmInput>) -> Gate {
+    let Some(cause) = ps.cause.as_ref().filter(|c| c.demand_cores > 0.0) else {
+        return Gate::Unknown;
+    };
+    // Either VM gone: nothing left to protect, or nobody left to protect from.
+    for vm in key.split('/') {
+        if !vms.contains_key(vm) {
+            return Gate::Gone(vm.to_owned());
+        }
+    }
+    let Some(aggressor) = vms.get(cause.aggressor.as_str()) else {
+        return Gate::Gone(cause.aggressor.clone());
+    };
+    let (now, then) = (aggressor.cpu_demand_cores, cause.demand_cores);
+    let limit = ratio * then;
+    if !(now.is_finite() && now > 0.0) {
+        Gate::Unknown
+    } else if now <= limit {
+        Gate::Calm(cause.aggressor.clone(), now, then)
+    } else {
+        Gate::Busy(cause.aggressor.clone(), now, then, limit)
+    }
+}
+
+/// Updates a pair's hysteresis counters with this tick's score (None: not scored). A
+/// tick below off counts as quiet unless the gate is busy; then the pair is held, and
+/// when the hold starts this returns why, to report once.
+fn observe(
+    ps: &mut PairState,
+    score: Option<f32>,
+    th: Thresholds,
+    tick: u64,
+    gate: &Gate,
+) -> Option<String> {
     ps.seen_tick = Some(tick);
     ps.last_score = score;
+    let was_held = std::mem::take(&mut ps.held);
     match score {
         Some(s) if s >= th.on => {
             ps.ticks_above += 1;
@@ -810,7 +934,18 @@ fn observe(ps: &mut PairState, score: Option<f32>, th: Thresholds, tick: u64) {
         }
         _ => {
             ps.ticks_above = 0;
+            if let Gate::Busy(vm, now, then, limit) = gate {
+                ps.ticks_quiet = 0;
+                ps.held = true;
+                return (!was_held).then(|| {
+                    format!(
+                        "aggressor {vm} still demands {now:.2} cores (was {then:.2} when mitigated; \
+                         quiet ticks count from {limit:.2} down)"
+                    )
+                });
+            }
             ps.ticks_quiet += 1;
         }
     }
+    None
 }

@@ -1,6 +1,7 @@
 //! The policy stage: Contention Scores in, [`Action`]s out (DESIGN.md, "Adjustment
 //! engine"): thresholds with hysteresis per pair, who is protected and who is reduced,
-//! the action ladder, cooldowns, a cap per tick, rollback after quiet ticks, dry-run.
+//! the action ladder, cooldowns, a cap per tick, rollback after quiet ticks (once the
+//! aggressor's CPU demand has fallen too), dry-run.
 //!
 //! | module   | job                                                                  |
 //! |----------|----------------------------------------------------------------------|
@@ -30,4 +31,4 @@ mod tests;
 pub use action::*;
 pub use config::{MigrationConfig, PairThresholds, PolicyConfig, Thresholds, TierThresholds};
 pub use engine::{Decision, Policy, PolicyError, PolicyInput, VmInput};
-pub use state::{pair_key, PairState, PolicyState};
+pub use state::{pair_key, Cause, PairState, PolicyState};

@@ -77,6 +77,16 @@ pub struct PairState {
     /// Tick of the decision whose rung completed last.
     pub last_escalation_tick: Option<u64>,
     pub last_score: Option<f32>,
+    /// The aggressor and its CPU demand when the pair's first rung was decided: the
+    /// rollback waits while the aggressor still demands more than `quiet_demand_ratio`
+    /// of it. None when unknown (the score alone decides, as before). Absent in states
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// Below the off threshold, but the rollback is held by the aggressor's demand
+    /// (reported once each time the hold starts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// The tick whose scores last updated the counters (not persisted).
     #[serde(skip)]
     pub(crate) seen_tick: Option<u64>,
@@ -97,6 +107,31 @@ impl PairState {
                 .map(move |p| (p.vm.as_str(), r.rung, p.action_id.as_str()))
         })
     }
+}
+
+/// What a pair's mitigation answers: the aggressor's CPU demand (usage plus run-queue
+/// wait, cores; see [`VmInput::cpu_demand_cores`](super::VmInput::cpu_demand_cores))
+/// when the pair's first rung was decided, before any of its changes were in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cause {
+    pub aggressor: String,
+    pub demand_cores: f64,
+}
+
+/// The clause the first rung's actions carry in their reason (", aggressor batch
+/// demands 1.00 cores"): it explains the action and lets [`PolicyState::replay`] find
+/// the recorded demand again in the journal, which keeps nothing else of it.
+pub(crate) fn demand_note(aggressor: &str, cores: f64) -> String {
+    format!(", aggressor {aggressor} demands {cores:.2} cores")
+}
+
+/// The demand recorded by [`demand_note`] in `reason`, if it is there.
+pub(crate) fn parse_demand_note(reason: &str, aggressor: &str) -> Option<f64> {
+    let marker = format!(", aggressor {aggressor} demands ");
+    let rest = &reason[reason.find(&marker)? + marker.len()..];
+    let cores: f64 = rest.split(" cores").next()?.parse().ok()?;
+    (cores.is_finite() && cores > 0.0).then_some(cores)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,9 +418,11 @@ impl PolicyState {
 
     /// Rebuilds the state from journal records in journal order: every applied or
     /// simulated change not rolled back since is in force and held by the pair it was
-    /// decided for, whose rungs are complete. Counters start from zero. (A holding that
-    /// a second pair shared without an action of its own is attributed to the first
-    /// pair only: the journal does not know about sharing.)
+    /// decided for, whose rungs are complete. Counters start from zero. A pair's
+    /// [`Cause`] comes back from the reason of its first rung's actions
+    /// ([`demand_note`]). (A holding that a second pair shared without an action of its
+    /// own is attributed to the first pair only: the journal does not know about
+    /// sharing.)
     pub fn replay<'a>(records: impl IntoIterator<Item = (&'a Action, &'a Outcome)>) -> Self {
         let mut s = Self::default();
         for (action, outcome) in records {
@@ -432,6 +469,12 @@ impl PolicyState {
                     });
                     pair.last_escalation_tick = Some(tick);
                     pair.last_score = Some(action.score);
+                    if let Some(cores) = parse_demand_note(&action.reason, &action.aggressor) {
+                        pair.cause = Some(Cause {
+                            aggressor: action.aggressor.clone(),
+                            demand_cores: cores,
+                        });
+                    }
                     let part = Part {
                         vm: action.vm.clone(),
                         action_id: action.id.clone(),

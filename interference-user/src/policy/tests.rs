@@ -23,10 +23,15 @@ struct Sim {
     directed: Vec<DirectedScore>,
 }
 
+/// A VM that gets the CPU it wants: its demand is its usage. A test that expects a
+/// rollback after quiet ticks calms the aggressor down too ([`Sim::calm`]): a low score
+/// alone no longer rolls a mitigation back while the aggressor is as busy as when it
+/// started (`quiet_demand_ratio`).
 fn vm(name: &str, cores: f64) -> VmInput {
     VmInput {
         name: name.into(),
         cpu_cores: cores,
+        cpu_demand_cores: cores,
         cpu_weight: Some(100),
         cpuset: Some(vec![0, 1, 2, 3]),
         memory_bytes: Some(4096 * MIB),
@@ -85,6 +90,17 @@ impl Sim {
     fn hot(&mut self, score: f32) -> Decision {
         self.step(&[("web", "batch", score)])
     }
+
+    /// `name`'s workload winds down: its usage and demand drop to a tenth of a core.
+    fn calm(&mut self, name: &str) {
+        let v = self
+            .vms
+            .iter_mut()
+            .find(|v| v.name == name)
+            .expect("a VM of the sim");
+        v.cpu_cores = 0.1;
+        v.cpu_demand_cores = 0.1;
+    }
 }
 
 fn cs(victim: &str, aggressor: &str, score: f32) -> ContentionScore {
@@ -134,7 +150,7 @@ fn first_tick_above_boosts_the_victim_and_cuts_the_aggressor() {
     let cut = &d.actions[1];
     assert_eq!(
         cut.reason,
-        "score 63 >= 40: web (victim) slowed by batch; cut batch cpu.weight 100 -> 10"
+        "score 63 >= 40, aggressor batch demands 1.50 cores: web (victim) slowed by batch; cut batch cpu.weight 100 -> 10"
     );
     assert_eq!(cut.protects, "web");
     assert!(cut.vm_is_aggressor);
@@ -230,6 +246,8 @@ fn rollback_after_k_quiet_ticks_most_recent_first() {
         applied.extend(sim.hot(70.0).actions.into_iter().map(|a| a.id));
     }
     assert_eq!(applied, vec!["h-1-0", "h-1-1", "h-3-0", "h-3-1"]);
+    // The aggressor winds down (a low score alone would not do: see `vm`).
+    sim.calm("batch");
     for i in 0..5 {
         assert!(sim.hot(10.0).actions.is_empty(), "quiet tick {i}");
     }
@@ -245,7 +263,7 @@ fn rollback_after_k_quiet_ticks_most_recent_first() {
     assert_eq!(undone, vec!["h-3-1", "h-3-0", "h-1-1", "h-1-0"]);
     assert_eq!(
         d.actions[0].reason,
-        "score 10 < 25 for 6 ticks: roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
+        "score 10 < 25 for 6 ticks and aggressor batch demands 0.10 cores (was 1.50 when mitigated): roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
     );
     assert_eq!(d.actions[0].vm, "batch");
     assert!(d.actions[0].vm_is_aggressor);
@@ -270,6 +288,7 @@ fn rollbacks_share_the_cap_and_wait_for_the_next_tick() {
     for _ in 0..3 {
         sim.hot(70.0);
     }
+    sim.calm("batch");
     let first = sim.hot(0.0);
     assert_eq!(first.actions.len(), 2);
     assert!(
@@ -302,11 +321,14 @@ fn pair_without_a_score_counts_as_quiet() {
         vec![vm("web", 0.5), vm("batch", 1.5)],
     );
     sim.hot(70.0);
+    sim.calm("batch");
     assert!(sim.step(&[]).actions.is_empty());
     let d = sim.step(&[]);
     assert_eq!(d.actions.len(), 2);
     assert!(
-        d.actions[0].reason.starts_with("no score for 2 ticks"),
+        d.actions[0]
+            .reason
+            .starts_with("no score for 2 ticks and aggressor batch demands 0.10 cores"),
         "{}",
         d.actions[0].reason
     );
@@ -350,6 +372,7 @@ fn rollback_ignores_the_cooldown_but_restarts_it() {
         vec![vm("web", 0.5), vm("batch", 1.5)],
     );
     sim.hot(70.0);
+    sim.calm("batch");
     let d = sim.hot(0.0);
     assert_eq!(d.actions.len(), 2, "{:?}", d.skipped);
     // Hot again right away: the rollback restarted the cooldown.
@@ -446,6 +469,7 @@ fn a_shared_change_is_rolled_back_only_when_its_last_pair_calms_down() {
     sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
     sim.step(&[("web", "batch", 80.0), ("web", "db", 60.0)]);
     // batch calms down: its cut goes, web's boost stays for db's pair.
+    sim.calm("batch");
     let d = sim.step(&[("web", "batch", 0.0), ("web", "db", 60.0)]);
     assert_eq!(
         changes(&d),
@@ -456,6 +480,7 @@ fn a_shared_change_is_rolled_back_only_when_its_last_pair_calms_down() {
             }
         )]
     );
+    sim.calm("db");
     let d = sim.step(&[("web", "batch", 0.0), ("web", "db", 0.0)]);
     assert_eq!(
         changes(&d),
@@ -491,6 +516,7 @@ fn dry_run_marks_everything_simulated_and_still_climbs() {
     for _ in 0..3 {
         all.extend(sim.hot(70.0).actions);
     }
+    sim.calm("batch");
     all.extend(sim.hot(0.0).actions);
     assert_eq!(all.len(), 8);
     assert!(all.iter().all(|a| a.simulated));
@@ -786,7 +812,9 @@ fn migration_is_the_last_rung_and_is_not_rolled_back() {
             }
         )]
     );
-    // Quiet for K = 1 tick (this one also takes the migration's outcome).
+    // Quiet for K = 1 tick (this one also takes the migration's outcome; batch is
+    // still on the host until the migration completes, idle as far as it shows).
+    sim.calm("batch");
     let d = sim.hot(0.0);
     let undone: Vec<_> = d.actions.iter().map(|a| a.change.clone()).collect();
     assert_eq!(
@@ -856,9 +884,18 @@ fn state_persists_and_the_run_carries_on_identically() {
     let text = serde_json::to_string(b.policy.state()).expect("serialise");
     let state: PolicyState = serde_json::from_str(&text).expect("parse");
     b.policy = Policy::with_state(b.policy.config().clone(), "h", state).expect("valid");
-    for s in [70.0, 70.0, 70.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0] {
+    for (i, s) in [70.0, 70.0, 70.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+        .into_iter()
+        .enumerate()
+    {
+        // The aggressor winds down two ticks into the quiet: held first, then rolled back.
+        if i == 5 {
+            a.calm("batch");
+            b.calm("batch");
+        }
         assert_eq!(a.hot(s), b.hot(s));
     }
+    assert!(a.policy.state().pairs.is_empty());
 }
 
 #[test]
@@ -880,6 +917,7 @@ fn replayed_state_rolls_back_what_the_journal_says_is_in_force() {
     let state = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
     sim.policy = Policy::with_state(sim.policy.config().clone(), "h", state).expect("valid");
     sim.outcomes.clear();
+    sim.calm("batch");
     let d = sim.hot(0.0);
     let undone: Vec<_> = d.actions.iter().map(|a| a.change.clone()).collect();
     assert_eq!(
@@ -1016,6 +1054,7 @@ fn failed_rollback_is_retried_next_tick() {
         vec![vm("web", 0.5), vm("batch", 1.5)],
     );
     sim.hot(70.0);
+    sim.calm("batch");
     sim.result = ActionResult::Failed;
     assert_eq!(sim.hot(0.0).actions.len(), 2);
     sim.result = ActionResult::Applied;

@@ -123,18 +123,44 @@ impl QmpClient {
             .protocol(format!("`{command}` returned {got}: {why}"))
     }
 
+    /// Run several commands in one round-trip: all are sent, then the replies are
+    /// read, within one timeout for the lot. QEMU answers a monitor's commands in
+    /// order, so this costs one wait for the monitor instead of one per command.
+    /// Each command gets its own result, in order: a command QEMU refuses (`Command`
+    /// error) does not stop the others. The outer error is a transport failure,
+    /// after which the client is unusable as with [`execute`](Self::execute).
+    pub fn execute_pipelined(
+        &mut self,
+        commands: Vec<(&str, Option<Value>)>,
+    ) -> Result<Vec<Result<Value, QmpError>>, QmpError> {
+        let deadline = Deadline::after(self.timeout);
+        self.guarded(commands, &deadline)
+    }
+
     fn call(
         &mut self,
         command: &str,
         arguments: Option<Value>,
         deadline: &Deadline,
     ) -> Result<Value, QmpError> {
+        let mut results = self.guarded(vec![(command, arguments)], deadline)?;
+        results.pop().expect("one reply per command")
+    }
+
+    /// `exchange`, refused once the connection has failed, and marking it failed
+    /// when a transport error happens.
+    fn guarded(
+        &mut self,
+        commands: Vec<(&str, Option<Value>)>,
+        deadline: &Deadline,
+    ) -> Result<Vec<Result<Value, QmpError>>, QmpError> {
         if let Some(why) = &self.broken {
+            let names = command_names(&commands);
             return Err(self.conn.protocol(format!(
-                "not sending `{command}`: the connection failed earlier ({why}); drop this client and connect again"
+                "not sending {names}: the connection failed earlier ({why}); drop this client and connect again"
             )));
         }
-        let result = self.exchange(command, arguments, deadline);
+        let result = self.exchange(commands, deadline);
         if let Err(e) = &result {
             if e.breaks_connection() {
                 self.broken = Some(e.to_string());
@@ -143,46 +169,70 @@ impl QmpClient {
         result
     }
 
+    /// Send every command, then read until each has its reply.
     fn exchange(
         &mut self,
-        command: &str,
-        arguments: Option<Value>,
+        commands: Vec<(&str, Option<Value>)>,
         deadline: &Deadline,
-    ) -> Result<Value, QmpError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let what = format!("`{command}`");
-        let mut msg = json!({ "execute": command, "id": id });
-        if let Some(args) = arguments {
-            msg["arguments"] = args;
+    ) -> Result<Vec<Result<Value, QmpError>>, QmpError> {
+        let what = command_names(&commands);
+        let first_id = self.next_id;
+        self.next_id += commands.len() as u64;
+        let names: Vec<String> = commands.iter().map(|(c, _)| (*c).to_owned()).collect();
+        for (i, (command, arguments)) in commands.into_iter().enumerate() {
+            let mut msg = json!({ "execute": command, "id": first_id + i as u64 });
+            if let Some(args) = arguments {
+                msg["arguments"] = args;
+            }
+            self.conn.send(&msg, deadline, &what)?;
         }
-        self.conn.send(&msg, deadline, &what)?;
-        loop {
+        let mut results: Vec<Option<Result<Value, QmpError>>> =
+            names.iter().map(|_| None).collect();
+        // QEMU answers in order; the oldest unanswered command is the one at hand.
+        let mut pending = 0;
+        while pending < results.len() {
             let mut reply = self.conn.recv(deadline, &what)?;
             if let Some(event) = QmpEvent::from_message(&reply) {
                 self.push_event(event);
                 continue;
             }
             // QEMU echoes our id; a reply without one answers a command it could not
-            // parse, which can only be ours.
-            if let Some(other) = reply.get("id").filter(|v| v.as_u64() != Some(id)) {
-                debug!(path = %self.path().display(), "skipping a reply to an earlier command (id {other})");
-                continue;
-            }
-            if let Some(ret) = reply.remove("return") {
-                return Ok(ret);
-            }
-            if let Some(err) = reply.get("error") {
+            // parse, which can only be ours (the oldest unanswered).
+            let index = match reply.get("id") {
+                None => pending,
+                Some(id) => match id
+                    .as_u64()
+                    .and_then(|n| n.checked_sub(first_id))
+                    .and_then(|i| usize::try_from(i).ok())
+                    .filter(|i| *i < results.len() && results[*i].is_none())
+                {
+                    Some(i) => i,
+                    None => {
+                        debug!(path = %self.path().display(), "skipping a reply to an earlier command (id {id})");
+                        continue;
+                    }
+                },
+            };
+            let command = &names[index];
+            let result = if let Some(ret) = reply.remove("return") {
+                Ok(ret)
+            } else if let Some(err) = reply.get("error") {
                 let text = |k: &str| err[k].as_str().unwrap_or("(none given)").to_owned();
-                return Err(QmpError::Command {
+                Err(QmpError::Command {
                     path: self.path().to_path_buf(),
-                    command: command.to_owned(),
+                    command: command.clone(),
                     class: text("class"),
                     desc: text("desc"),
-                });
+                })
+            } else {
+                return Err(self.conn.protocol(unexpected(command, reply)));
+            };
+            results[index] = Some(result);
+            while pending < results.len() && results[pending].is_some() {
+                pending += 1;
             }
-            return Err(self.conn.protocol(unexpected(command, reply)));
         }
+        Ok(results.into_iter().flatten().collect())
     }
 
     fn push_event(&mut self, event: QmpEvent) {
@@ -198,6 +248,12 @@ impl QmpClient {
         }
         self.events.push_back(event);
     }
+}
+
+/// "`a`" or "`a`, `b`", for error texts.
+fn command_names(commands: &[(&str, Option<Value>)]) -> String {
+    let names: Vec<String> = commands.iter().map(|(c, _)| format!("`{c}`")).collect();
+    names.join(", ")
 }
 
 fn unexpected(command: &str, reply: Map<String, Value>) -> String {

@@ -14,6 +14,10 @@ pub const DEFAULT_BALLOON_PATH: &str = "/machine/peripheral/balloon0";
 /// QOM containers that hold user-created devices: with an id, and without one.
 const DEVICE_CONTAINERS: [&str; 2] = ["/machine/peripheral", "/machine/peripheral-anon"];
 
+fn guest_stats_args(device: &str) -> Value {
+    json!({"path": device, "property": "guest-stats"})
+}
+
 impl QmpClient {
     /// `query-status`: is the guest running, and QEMU's run state.
     pub fn query_status(&mut self) -> Result<VmRunState, QmpError> {
@@ -32,9 +36,7 @@ impl QmpClient {
     /// reports it. QEMU answers `DeviceNotActive` when the VM has no balloon.
     pub fn query_balloon(&mut self) -> Result<u64, QmpError> {
         let reply = self.execute("query-balloon", None)?;
-        reply["actual"]
-            .as_u64()
-            .ok_or_else(|| self.bad_reply("query-balloon", &reply, "no `actual` byte count"))
+        self.balloon_actual(&reply)
     }
 
     /// The guest's memory statistics from the balloon device at QOM path `device`
@@ -42,12 +44,38 @@ impl QmpClient {
     /// All None until the guest driver reports, which needs polling enabled
     /// (`set_balloon_stats_polling`).
     pub fn balloon_stats(&mut self, device: &str) -> Result<BalloonStats, QmpError> {
-        let args = json!({"path": device, "property": "guest-stats"});
+        let reply = self.execute("qom-get", Some(guest_stats_args(device)))?;
+        self.guest_stats(&reply)
+    }
+
+    /// Seconds between the guest driver's statistics reports for the balloon at QOM
+    /// path `device` (`guest-stats-polling-interval`); 0 while polling is off. Set it
+    /// with `set_balloon_stats_polling`.
+    pub fn balloon_stats_polling(&mut self, device: &str) -> Result<u32, QmpError> {
+        let args = json!({"path": device, "property": "guest-stats-polling-interval"});
         let reply = self.execute("qom-get", Some(args))?;
-        if !reply["stats"].is_object() {
-            return Err(self.bad_reply("qom-get", &reply, "no `stats` object in guest-stats"));
-        }
-        Ok(BalloonStats::from_guest_stats(&reply))
+        reply
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.bad_reply("qom-get", &reply, "not a number of seconds"))
+    }
+
+    /// [`query_balloon`](Self::query_balloon) and
+    /// [`balloon_stats`](Self::balloon_stats) in one round-trip (pipelined), for a
+    /// caller that polls both.
+    pub fn balloon_with_stats(&mut self, device: &str) -> Result<(u64, BalloonStats), QmpError> {
+        let mut replies = self
+            .execute_pipelined(vec![
+                ("query-balloon", None),
+                ("qom-get", Some(guest_stats_args(device))),
+            ])?
+            .into_iter();
+        let (Some(actual), Some(stats)) = (replies.next(), replies.next()) else {
+            unreachable!("execute_pipelined returns one result per command")
+        };
+        let actual = self.balloon_actual(&actual?)?;
+        let stats = self.guest_stats(&stats?)?;
+        Ok((actual, stats))
     }
 
     /// The QOM path of the VM's virtio-balloon device, whatever its id (or none), or
@@ -88,6 +116,19 @@ impl QmpClient {
             Ok(_) | Err(QmpError::Closed { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn balloon_actual(&self, reply: &Value) -> Result<u64, QmpError> {
+        reply["actual"]
+            .as_u64()
+            .ok_or_else(|| self.bad_reply("query-balloon", reply, "no `actual` byte count"))
+    }
+
+    fn guest_stats(&self, reply: &Value) -> Result<BalloonStats, QmpError> {
+        if !reply["stats"].is_object() {
+            return Err(self.bad_reply("qom-get", reply, "no `stats` object in guest-stats"));
+        }
+        Ok(BalloonStats::from_guest_stats(reply))
     }
 
     /// Run `command` and decode its reply into `T`.

@@ -1,5 +1,6 @@
 //! Per-VM telemetry: eBPF maps and cgroup files -> [`VmSample`] per VM per tick.
 
+pub mod balloon;
 pub mod btf;
 pub mod cgroup;
 pub mod collector;
@@ -10,4 +11,5 @@ pub mod preflight;
 pub mod registry;
 pub mod sample;
 
+pub use balloon::{BalloonProbe, GuestMemory};
 pub use sample::*;

@@ -33,6 +33,7 @@ impl Fixture {
             dry_run,
             balloon_floor_bytes: Some(256 << 20),
             qmp_timeout: Duration::from_secs(5),
+            keep_history: false,
         };
         Enforcer::with_guard(options, self.host.guard()).unwrap()
     }
