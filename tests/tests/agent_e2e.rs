@@ -4,8 +4,12 @@
 //! score crossing its threshold, the victim must get back at least 90% of its solo
 //! speed while the aggressor runs, and every change must be rolled back after the
 //! aggressor leaves and the cgroup files be as they were when the agent exits.
+//! Billing rides along: the ledger holds a charge for the priority VM's customer and a
+//! credit line for the aggressor's for every applied action, and base lines for both;
+//! `interference bill` sums them, names no neighbour, and the metric agrees.
 //! The timeline is written to $INTERFERENCE_DEMO_TIMELINE when set (docs/benchmarks.md
-//! and the plot come from it).
+//! and the plot come from it), the ledger copied to $INTERFERENCE_DEMO_LEDGER
+//! (docs/billing.md's examples).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,10 +21,11 @@ use interference_tests::{
     TestCgroup,
 };
 
-fn vm_toml(cg: &TestCgroup, priority: &str) -> String {
+fn vm_toml(cg: &TestCgroup, priority: &str, customer: &str) -> String {
     let paths: Vec<String> = cg.paths().iter().map(|p| format!("{p:?}")).collect();
     format!(
-        "[[vm]]\nname = \"{}\"\ncgroups = [{}]\npriority = \"{priority}\"\nworkload = \"cpu\"\n\n",
+        "[[vm]]\nname = \"{}\"\ncgroups = [{}]\npriority = \"{priority}\"\nworkload = \"cpu\"\n\
+         customer = \"{customer}\"\nvcpus = 1\nmemory_mib = 512\n\n",
         cg.name,
         paths.join(", ")
     )
@@ -56,13 +61,14 @@ fn the_agent_protects_a_priority_vm_and_rolls_back() {
     let cfg = dir.path().join("agent.toml");
     let journal = dir.path().join("journal.jsonl");
     let metrics = dir.path().join("m.prom");
+    let ledger = dir.path().join("ledger");
     // The heuristic: its score is the victim's measured steal, so the test's oracle
     // does not depend on the model's accuracy (models/README.md). One rung, so the
     // mitigation holds while the aggressor runs (see the issue's closing note).
     std::fs::write(
         &cfg,
-        vm_toml(&victim, "high")
-            + &vm_toml(&aggressor, "normal")
+        vm_toml(&victim, "high", "acme")
+            + &vm_toml(&aggressor, "normal", "globex")
             + "[collect]\ninterval = \"1s\"\n\n[score]\nscorer = \"heuristic\"\ninterval = \"2s\"\n\n\
                [policy]\non_threshold = 30.0\noff_threshold = 15.0\ncooldown = \"2s\"\n\
                rollback_after_quiet_ticks = 3\nrungs = [\"weight\"]\n",
@@ -77,6 +83,8 @@ fn the_agent_protects_a_priority_vm_and_rolls_back() {
         .arg(&journal)
         .arg("--metrics-file")
         .arg(&metrics)
+        .arg("--ledger")
+        .arg(&ledger)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -177,6 +185,7 @@ fn the_agent_protects_a_priority_vm_and_rolls_back() {
     );
     let m = std::fs::read_to_string(&metrics).expect("metrics");
     assert!(m.contains("interference_actions_total{vm=\""), "{m}");
+    check_billing(&ledger, &m, &applied, &aggressor.name, &text);
 
     if let Ok(path) = std::env::var("INTERFERENCE_DEMO_TIMELINE") {
         let rate: Vec<(f64, f64)> = v_rates
@@ -213,5 +222,147 @@ fn the_agent_protects_a_priority_vm_and_rolls_back() {
             "events": events,
         });
         std::fs::write(&path, timeline.to_string()).expect("timeline");
+    }
+}
+
+/// Every applied mitigation has its charge (acme, the priority VM's customer) and its
+/// credit (globex; 0 by default, the aggressor's ratio); the bill sums the ledger,
+/// hides the neighbour's name and reconciles line by line; the metric agrees.
+fn check_billing(
+    ledger: &std::path::Path,
+    metrics: &str,
+    applied: &[(f64, &str)],
+    aggressor: &str,
+    log: &str,
+) {
+    use interference::billing::{ledger as read_ledger, LineKind, Money};
+    let contents = read_ledger::read(ledger, None).expect("the ledger reads");
+    assert!(contents.bad.is_empty(), "{:?}", contents.bad);
+    let mitigations: Vec<&str> = applied
+        .iter()
+        .filter(|(_, l)| !l.contains("roll back"))
+        .filter_map(|(_, l)| {
+            let before = l.split(" applied: ").next()?;
+            before.split_whitespace().last()
+        })
+        .collect();
+    assert!(
+        !mitigations.is_empty(),
+        "no applied action in the log:\n{log}"
+    );
+    for id in &mitigations {
+        let lines: Vec<_> = contents
+            .records
+            .iter()
+            .filter(|r| r.action_id.as_deref() == Some(*id))
+            .collect();
+        let charge: Money = lines
+            .iter()
+            .filter(|r| r.kind == LineKind::Charge && r.billing_account_id == "acme")
+            .map(|r| r.billed_cost)
+            .sum();
+        assert!(
+            charge > Money::ZERO,
+            "{id}: no charge for acme in {lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|r| r.kind == LineKind::Credit && r.billing_account_id == "globex"),
+            "{id}: no credit line for globex"
+        );
+    }
+    for customer in ["acme", "globex"] {
+        assert!(
+            contents
+                .records
+                .iter()
+                .any(|r| r.kind == LineKind::Base && r.billing_account_id == customer),
+            "no base price for {customer}"
+        );
+    }
+    // The bill, as a customer gets it.
+    let out = Command::new(bin())
+        .args(["bill", "--customer", "acme", "--format", "json", "--ledger"])
+        .arg(ledger)
+        .output()
+        .expect("interference bill");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(aggressor),
+        "the bill names the neighbour:\n{text}"
+    );
+    let inv: serde_json::Value = serde_json::from_str(&text).expect("json invoice");
+    let total = inv["total"].as_f64().expect("total");
+    let sum: f64 = contents
+        .records
+        .iter()
+        .filter(|r| r.billing_account_id == "acme")
+        .map(|r| r.billed_cost.units())
+        .sum();
+    assert!(
+        (total - sum).abs() < 1e-9,
+        "bill total {total} vs ledger {sum}"
+    );
+    let lines = inv["lines"].as_array().expect("lines");
+    assert!(
+        lines.iter().any(|l| l["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("was protected from neighbour #"))),
+        "{text}"
+    );
+    // The metric: charges posted, by customer.
+    let charged: f64 = contents
+        .records
+        .iter()
+        .filter(|r| r.kind == LineKind::Charge && r.billing_account_id == "acme")
+        .map(|r| r.billed_cost.units())
+        .sum();
+    let metric: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("interference_imc_currency_total{customer=\"acme\",kind=\"charge\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no IMC metric for acme:\n{metrics}"));
+    // The metrics file is written each tick: the last lines posted at exit may be missing.
+    assert!(
+        metric > 0.0 && metric <= charged + 1e-9,
+        "metric {metric} vs ledger {charged}"
+    );
+    // One line explained, and it reconciles.
+    let record = contents
+        .records
+        .iter()
+        .find(|r| r.kind == LineKind::Charge)
+        .expect("a charge");
+    let out = Command::new(bin())
+        .args(["explain", &record.record_id, "--ledger"])
+        .arg(ledger)
+        .output()
+        .expect("interference explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("reconciles"),
+        "{text}"
+    );
+    eprintln!(
+        "billing: {} ledger lines, acme total {total:.6}, charges {charged:.6}",
+        contents.records.len()
+    );
+    // docs/billing.md's examples come from this ledger.
+    if let Ok(to) = std::env::var("INTERFERENCE_DEMO_LEDGER") {
+        let to = std::path::Path::new(&to);
+        std::fs::create_dir_all(to).expect("demo ledger dir");
+        for e in std::fs::read_dir(ledger).expect("ledger dir").flatten() {
+            if e.path().extension().is_some_and(|x| x == "jsonl") {
+                std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+            }
+        }
     }
 }

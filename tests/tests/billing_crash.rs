@@ -74,6 +74,7 @@ fn action(id: String, vm: &str, change: Change) -> Action {
         vm_is_aggressor: true,
         simulated: false,
         reason: "billing crash test".into(),
+        cause: None,
         customers: [
             ("web".to_string(), "acme".to_string()),
             (vm.to_string(), "globex".to_string()),
@@ -250,7 +251,10 @@ fn check_ledger(journal: &Path, ledger_dir: &Path, upto_run: u64) -> (usize, usi
             .iter()
             .map(|r| r.record_id.trim_end_matches("/charge").to_owned())
             .collect();
-        assert_eq!(stems, credits, "{id}: each segment has its charge and its credit");
+        assert_eq!(
+            stems, credits,
+            "{id}: each segment has its charge and its credit"
+        );
         checked += 1;
         lines += recs.len();
     }
@@ -287,7 +291,12 @@ fn kill_9_never_loses_or_doubles_a_ledger_line() {
     eprintln!("seed {seed}");
     let spawn = |run: u64| {
         Command::new(&exe)
-            .args(["--exact", "billing_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "billing_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(
                 CHILD_ENV,
                 format!(
@@ -316,7 +325,10 @@ fn kill_9_never_loses_or_doubles_a_ledger_line() {
             while !line.contains("recovered") {
                 line.clear();
                 if out.read_line(&mut line).unwrap() == 0 {
-                    panic!("run {run}: the child exited before recovering: {:?}", child.wait());
+                    panic!(
+                        "run {run}: the child exited before recovering: {:?}",
+                        child.wait()
+                    );
                 }
             }
             // Every action of the earlier runs is now ended and billed.

@@ -122,7 +122,12 @@ impl Ledger {
     }
 
     /// Whether the action's last segment was posted in a period from `from` to `to`.
-    pub fn ended(&mut self, action_id: &str, from: Period, to: Period) -> Result<bool, LedgerError> {
+    pub fn ended(
+        &mut self,
+        action_id: &str,
+        from: Period,
+        to: Period,
+    ) -> Result<bool, LedgerError> {
         let mut p = from;
         while p <= to {
             if self.period_file(p)?.ended.contains(action_id) {
@@ -169,7 +174,10 @@ impl Ledger {
             for id in new_ids {
                 pf.ids.insert(id.clone());
             }
-            for r in written.iter().filter(|r| r.period == period && r.last_segment) {
+            for r in written
+                .iter()
+                .filter(|r| r.period == period && r.last_segment)
+            {
                 if let Some(a) = &r.action_id {
                     pf.ended.insert(a.clone());
                 }

@@ -187,7 +187,9 @@ impl Billing {
                 match l.ended(action_id, from, to) {
                     Ok(true) => return,
                     Ok(false) => {}
-                    Err(e) => warn!(error = %e, "cannot check whether {action_id} was billed to its end"),
+                    Err(e) => {
+                        warn!(error = %e, "cannot check whether {action_id} was billed to its end")
+                    }
                 }
             }
         }

@@ -46,6 +46,7 @@ fn action(
         vm_is_aggressor: vm == aggressor,
         simulated: false,
         reason: String::new(),
+        cause: None,
         customers: [
             ("vm-web".to_string(), "acme".to_string()),
             ("vm-batch".to_string(), "globex".to_string()),
@@ -568,6 +569,10 @@ fn invoices_name_what_is_wrong() {
     );
     assert!(!d.contains("vm-batch"));
     let g = invoice(dir.path(), &lines, "globex", None).unwrap();
-    assert_eq!(g.credits, Money::ZERO, "batch was the aggressor: ratio 0 by default");
+    assert_eq!(
+        g.credits,
+        Money::ZERO,
+        "batch was the aggressor: ratio 0 by default"
+    );
     assert!(!serde_json::to_string(&g).unwrap().contains("vm-web"));
 }

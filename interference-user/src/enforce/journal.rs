@@ -250,7 +250,8 @@ impl Journal {
         }
         let mut journal = Self::parse(path, &bytes[..good])?;
         journal.file = Some(file);
-        if compact && (!journal.any_in_effect() && journal.lines > 0 || journal.lines > COMPACT_LINES)
+        if compact
+            && (!journal.any_in_effect() && journal.lines > 0 || journal.lines > COMPACT_LINES)
         {
             journal.compact()?;
         }
@@ -622,6 +623,7 @@ mod tests {
             aggressor: "web".into(),
             score: 80.0,
             vm_is_aggressor: true,
+            cause: None,
             customers: Default::default(),
             vcpus: None,
             simulated: false,

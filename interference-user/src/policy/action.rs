@@ -55,6 +55,23 @@ pub struct Action {
     /// vCPUs of the changed VM, when known (a weight change is priced per vCPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
+    /// On a pair's first rung: what the mitigation answers, so a restart (replaying
+    /// the journal) knows when it may be rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
+/// What a pair's mitigation answers: the CPU demand (usage plus run-queue wait, cores;
+/// see `VmInput::cpu_demand_cores`) of the VM the protected one is shielded from, when
+/// the pair's first rung was decided, before any of its changes were in force. The
+/// mitigation may be rolled back once that demand has fallen (`quiet_demand_ratio`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cause {
+    /// The pair's other VM: the aggressor, or the VM reduced for a priority VM that
+    /// is itself the aggressor.
+    pub vm: String,
+    pub demand_cores: f64,
 }
 
 /// What to change. Apply sets the new value; the enforcement stage reads and journals

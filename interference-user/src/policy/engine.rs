@@ -36,13 +36,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::action::{Action, ActionResult, Change, Outcome, Rung};
+use super::action::{Action, ActionResult, Cause, Change, Outcome, Rung};
 use super::config::{rung_name, PolicyConfig, Thresholds};
 use super::ladder::{self, Half, Plan};
-use super::state::{
-    demand_note, pair_key, pair_key_into, Cause, PairState, Part, Pending, PolicyState,
-    RungState,
-};
+use super::state::{pair_key, pair_key_into, PairState, Part, Pending, PolicyState, RungState};
 use super::who::{self, Basis, Roles};
 use crate::inventory::Priority;
 use crate::predict::{ContentionScore, DirectedScore};
@@ -603,19 +600,26 @@ impl Policy {
         d: &mut Decision,
     ) {
         let tick = t.tick;
-        // The first rung (nothing of the pair in force yet, so the aggressor's demand is
-        // its own): record the demand the rollback will be measured against.
-        let demand = w.aggressor.cpu_demand_cores;
+        // The first rung (nothing of the pair in force yet, so the other VM's demand is
+        // its own): record the demand the rollback will be measured against. The other
+        // VM is the one the protected VM is shielded from: the aggressor, or the VM
+        // reduced for a priority VM that is itself the aggressor.
+        let other = if roles.protected.name == w.victim.name {
+            w.aggressor
+        } else {
+            w.victim
+        };
+        let demand = other.cpu_demand_cores;
         let cause = (self.state.pairs[&w.key].parts().next().is_none()
             && demand.is_finite()
             && demand > 0.0)
             .then(|| Cause {
-                aggressor: w.aggressor.name.clone(),
+                vm: other.name.clone(),
                 demand_cores: demand,
             });
         let note = cause
             .as_ref()
-            .map(|c| demand_note(&c.aggressor, c.demand_cores))
+            .map(|c| format!(", {} demands {:.2} cores", c.vm, c.demand_cores))
             .unwrap_or_default();
         let mut parts = Vec::new();
         for h in halves {
@@ -635,7 +639,7 @@ impl Policy {
             .get_mut(&w.key)
             .expect("work items are active pairs");
         if cause.is_some() {
-            ps.cause = cause;
+            ps.cause = cause.clone();
         }
         match ps.rungs.iter_mut().find(|r| r.rung == rung) {
             Some(r) => {
@@ -680,6 +684,7 @@ impl Policy {
                 aggressor: w.aggressor.name.clone(),
                 score: w.score.score,
                 vm_is_aggressor: a.vm == w.aggressor.name,
+                cause: cause.clone(),
                 customers: pair_customers(w.victim, w.aggressor),
                 vcpus: if a.vm == w.victim.name {
                     w.victim.vcpus
@@ -776,6 +781,7 @@ impl Policy {
                 aggressor: original.aggressor.clone(),
                 score,
                 vm_is_aggressor: original.vm_is_aggressor,
+                cause: None,
                 customers: original.customers.clone(),
                 vcpus: original.vcpus,
                 simulated: self.config.dry_run || original.simulated,
@@ -862,7 +868,8 @@ fn due(ladder: &[Rung], e: u32, ps: &PairState) -> Due {
 /// demand tells.
 #[derive(Debug, Clone, PartialEq)]
 enum Gate {
-    /// No demand recorded, or none measured this tick: the score alone decides.
+    /// No demand recorded, none measured this tick, or nothing in force: the score
+    /// alone decides.
     Unknown,
     /// This VM of the pair has left the inventory.
     Gone(String),
@@ -878,16 +885,22 @@ impl Gate {
         match self {
             Gate::Unknown | Gate::Busy(..) => String::new(),
             Gate::Gone(vm) => format!(" and {vm} is gone"),
-            Gate::Calm(vm, now, then) => format!(
-                " and aggressor {vm} demands {now:.2} cores (was {then:.2} when mitigated)"
-            ),
+            Gate::Calm(vm, now, then) => {
+                format!(" and {vm} demands {now:.2} cores (was {then:.2} when mitigated)")
+            }
         }
     }
 }
 
 /// The gate of the pair `key` this tick.
 fn gate(ratio: f64, key: &str, ps: &PairState, vms: &HashMap<&str, &VmInput>) -> Gate {
-    let Some(cause) = ps.cause.as_ref().filter(|c| c.demand_cores > 0.0) else {
+    // Nothing of the pair in force (its first rung failed): nothing a rollback would
+    // bring the contention back by.
+    let Some(cause) = ps
+        .cause
+        .as_ref()
+        .filter(|c| c.demand_cores > 0.0 && ps.parts().next().is_some())
+    else {
         return Gate::Unknown;
     };
     // Either VM gone: nothing left to protect, or nobody left to protect from.
@@ -896,17 +909,17 @@ fn gate(ratio: f64, key: &str, ps: &PairState, vms: &HashMap<&str, &VmInput>) ->
             return Gate::Gone(vm.to_owned());
         }
     }
-    let Some(aggressor) = vms.get(cause.aggressor.as_str()) else {
-        return Gate::Gone(cause.aggressor.clone());
+    let Some(other) = vms.get(cause.vm.as_str()) else {
+        return Gate::Gone(cause.vm.clone());
     };
-    let (now, then) = (aggressor.cpu_demand_cores, cause.demand_cores);
+    let (now, then) = (other.cpu_demand_cores, cause.demand_cores);
     let limit = ratio * then;
     if !(now.is_finite() && now > 0.0) {
         Gate::Unknown
     } else if now <= limit {
-        Gate::Calm(cause.aggressor.clone(), now, then)
+        Gate::Calm(cause.vm.clone(), now, then)
     } else {
-        Gate::Busy(cause.aggressor.clone(), now, then, limit)
+        Gate::Busy(cause.vm.clone(), now, then, limit)
     }
 }
 
@@ -939,7 +952,7 @@ fn observe(
                 ps.held = true;
                 return (!was_held).then(|| {
                     format!(
-                        "aggressor {vm} still demands {now:.2} cores (was {then:.2} when mitigated; \
+                        "{vm} still demands {now:.2} cores (was {then:.2} when mitigated; \
                          quiet ticks count from {limit:.2} down)"
                     )
                 });

@@ -358,6 +358,7 @@ mod tests {
                     aggressor: vm.into(),
                     score: 50.0,
                     vm_is_aggressor: true,
+                    cause: None,
                     customers: Default::default(),
                     vcpus: None,
                     simulated: false,

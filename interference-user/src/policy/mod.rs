@@ -31,4 +31,4 @@ mod tests;
 pub use action::*;
 pub use config::{MigrationConfig, PairThresholds, PolicyConfig, Thresholds, TierThresholds};
 pub use engine::{Decision, Policy, PolicyError, PolicyInput, VmInput};
-pub use state::{pair_key, Cause, PairState, PolicyState};
+pub use state::{pair_key, PairState, PolicyState};

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::action::{Action, ActionResult, Change, Outcome, Rung};
+use super::action::{Action, ActionResult, Cause, Change, Outcome, Rung};
 
 /// The key of an unordered pair: `"a/b"` with `a < b`. VM names never contain '/'
 /// (`inventory::names`).
@@ -107,31 +107,6 @@ impl PairState {
                 .map(move |p| (p.vm.as_str(), r.rung, p.action_id.as_str()))
         })
     }
-}
-
-/// What a pair's mitigation answers: the aggressor's CPU demand (usage plus run-queue
-/// wait, cores; see [`VmInput::cpu_demand_cores`](super::VmInput::cpu_demand_cores))
-/// when the pair's first rung was decided, before any of its changes were in force.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cause {
-    pub aggressor: String,
-    pub demand_cores: f64,
-}
-
-/// The clause the first rung's actions carry in their reason (", aggressor batch
-/// demands 1.00 cores"): it explains the action and lets [`PolicyState::replay`] find
-/// the recorded demand again in the journal, which keeps nothing else of it.
-pub(crate) fn demand_note(aggressor: &str, cores: f64) -> String {
-    format!(", aggressor {aggressor} demands {cores:.2} cores")
-}
-
-/// The demand recorded by [`demand_note`] in `reason`, if it is there.
-pub(crate) fn parse_demand_note(reason: &str, aggressor: &str) -> Option<f64> {
-    let marker = format!(", aggressor {aggressor} demands ");
-    let rest = &reason[reason.find(&marker)? + marker.len()..];
-    let cores: f64 = rest.split(" cores").next()?.parse().ok()?;
-    (cores.is_finite() && cores > 0.0).then_some(cores)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,8 +394,7 @@ impl PolicyState {
     /// Rebuilds the state from journal records in journal order: every applied or
     /// simulated change not rolled back since is in force and held by the pair it was
     /// decided for, whose rungs are complete. Counters start from zero. A pair's
-    /// [`Cause`] comes back from the reason of its first rung's actions
-    /// ([`demand_note`]). (A holding that a second pair shared without an action of its
+    /// [`Cause`] comes back from its first rung's actions. (A holding that a second pair shared without an action of its
     /// own is attributed to the first pair only: the journal does not know about
     /// sharing.)
     pub fn replay<'a>(records: impl IntoIterator<Item = (&'a Action, &'a Outcome)>) -> Self {
@@ -469,11 +443,8 @@ impl PolicyState {
                     });
                     pair.last_escalation_tick = Some(tick);
                     pair.last_score = Some(action.score);
-                    if let Some(cores) = parse_demand_note(&action.reason, &action.aggressor) {
-                        pair.cause = Some(Cause {
-                            aggressor: action.aggressor.clone(),
-                            demand_cores: cores,
-                        });
+                    if action.cause.is_some() {
+                        pair.cause = action.cause.clone();
                     }
                     let part = Part {
                         vm: action.vm.clone(),
@@ -516,6 +487,7 @@ mod tests {
             aggressor: "batch".into(),
             score: 60.0,
             vm_is_aggressor: vm == "batch",
+            cause: None,
             customers: Default::default(),
             vcpus: None,
             simulated: false,

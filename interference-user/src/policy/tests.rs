@@ -150,7 +150,7 @@ fn first_tick_above_boosts_the_victim_and_cuts_the_aggressor() {
     let cut = &d.actions[1];
     assert_eq!(
         cut.reason,
-        "score 63 >= 40, aggressor batch demands 1.50 cores: web (victim) slowed by batch; cut batch cpu.weight 100 -> 10"
+        "score 63 >= 40, batch demands 1.50 cores: web (victim) slowed by batch; cut batch cpu.weight 100 -> 10"
     );
     assert_eq!(cut.protects, "web");
     assert!(cut.vm_is_aggressor);
@@ -263,7 +263,7 @@ fn rollback_after_k_quiet_ticks_most_recent_first() {
     assert_eq!(undone, vec!["h-3-1", "h-3-0", "h-1-1", "h-1-0"]);
     assert_eq!(
         d.actions[0].reason,
-        "score 10 < 25 for 6 ticks and aggressor batch demands 0.10 cores (was 1.50 when mitigated): roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
+        "score 10 < 25 for 6 ticks and batch demands 0.10 cores (was 1.50 when mitigated): roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
     );
     assert_eq!(d.actions[0].vm, "batch");
     assert!(d.actions[0].vm_is_aggressor);
@@ -328,7 +328,7 @@ fn pair_without_a_score_counts_as_quiet() {
     assert!(
         d.actions[0]
             .reason
-            .starts_with("no score for 2 ticks and aggressor batch demands 0.10 cores"),
+            .starts_with("no score for 2 ticks and batch demands 0.10 cores"),
         "{}",
         d.actions[0].reason
     );
@@ -884,9 +884,11 @@ fn state_persists_and_the_run_carries_on_identically() {
     let text = serde_json::to_string(b.policy.state()).expect("serialise");
     let state: PolicyState = serde_json::from_str(&text).expect("parse");
     b.policy = Policy::with_state(b.policy.config().clone(), "h", state).expect("valid");
-    for (i, s) in [70.0, 70.0, 70.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0]
-        .into_iter()
-        .enumerate()
+    for (i, s) in [
+        70.0, 70.0, 70.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+    ]
+    .into_iter()
+    .enumerate()
     {
         // The aggressor winds down two ticks into the quiet: held first, then rolled back.
         if i == 5 {
@@ -1086,4 +1088,299 @@ fn failed_rollback_is_retried_next_tick() {
         .vms
         .values()
         .all(|v| v.holdings.is_empty()));
+}
+
+/// The oscillation seen on a 2-core host with the pin rung: the pin works, the score
+/// falls below off while the aggressor is as busy as ever, and rolling the pin back
+/// after K quiet ticks only brought the contention back. The rollback now waits for the
+/// aggressor's demand to fall, and then takes exactly K quiet ticks.
+fn pinned_pair(demand: f64) -> Sim {
+    let mut batch = vm("batch", 1.0);
+    batch.cpu_demand_cores = demand;
+    let mut sim = Sim::new(
+        PolicyConfig {
+            rungs: vec![Rung::Pin],
+            ..config()
+        },
+        vec![vm("web", 0.5), batch],
+    );
+    sim.host_cpus = vec![0, 1];
+    for v in &mut sim.vms {
+        v.cpuset = Some(vec![0, 1]);
+    }
+    let d = sim.hot(70.0);
+    assert_eq!(rungs(&d), vec![Rung::Pin, Rung::Pin]);
+    sim
+}
+
+/// Sets batch's usage and demand for the next ticks.
+fn batch_uses(sim: &mut Sim, usage: f64, demand: f64) {
+    let batch = sim
+        .vms
+        .iter_mut()
+        .find(|v| v.name == "batch")
+        .expect("batch");
+    batch.cpu_cores = usage;
+    batch.cpu_demand_cores = demand;
+}
+
+fn rollbacks(d: &Decision) -> Vec<&str> {
+    d.actions
+        .iter()
+        .filter_map(|a| match &a.change {
+            Change::Rollback { action_id } => Some(action_id.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_working_pin_is_not_rolled_back_while_the_aggressor_still_wants_the_cpu() {
+    let mut sim = pinned_pair(1.0);
+    let k = sim.policy.config().rollback_after_quiet_ticks;
+    assert_eq!(
+        sim.policy.state().pairs["batch/web"].cause,
+        Some(Cause {
+            vm: "batch".into(),
+            demand_cores: 1.0
+        })
+    );
+    // Pinned: batch runs alone on its CPU (usage down a little, it no longer waits for
+    // web), the score falls below off and stays there. The old policy rolled back after
+    // K ticks; now nothing happens, and the hold is reported once.
+    batch_uses(&mut sim, 0.9, 0.98);
+    let mut waits = Vec::new();
+    for i in 0..5 * k {
+        let d = sim.hot(10.0);
+        assert!(d.actions.is_empty(), "quiet tick {i}: {:?}", d.actions);
+        waits.extend(d.skipped);
+    }
+    assert_eq!(
+        waits,
+        vec![(
+            "batch/web".to_owned(),
+            "rollback of batch/web waits: score 10 < 25, but batch still demands 0.98 cores (was 1.00 when mitigated; quiet ticks count from 0.50 down)".to_owned()
+        )]
+    );
+    // Demand above the ratio still holds; the report does not repeat.
+    batch_uses(&mut sim, 0.55, 0.55);
+    let d = sim.hot(10.0);
+    assert!(d.actions.is_empty() && d.skipped.is_empty(), "{d:?}");
+
+    // The aggressor winds down: K quiet ticks from here, not one less, not one more.
+    batch_uses(&mut sim, 0.1, 0.1);
+    for i in 1..k {
+        assert!(sim.hot(10.0).actions.is_empty(), "quiet tick {i}");
+    }
+    assert_eq!(sim.policy.state().pairs["batch/web"].ticks_quiet, k - 1);
+    let d = sim.hot(10.0);
+    assert_eq!(rollbacks(&d), vec!["h-1-1", "h-1-0"]);
+    assert_eq!(
+        d.actions[0].reason,
+        "score 10 < 25 for 6 ticks and batch demands 0.10 cores (was 1.00 when mitigated): roll back h-1-1 (pin batch to CPUs 0 (was 0-1))"
+    );
+}
+
+#[test]
+fn a_busy_aggressor_again_restarts_the_quiet_count_and_the_report() {
+    let mut sim = pinned_pair(1.0);
+    let k = sim.policy.config().rollback_after_quiet_ticks;
+    batch_uses(&mut sim, 0.1, 0.1);
+    for _ in 1..k {
+        assert!(sim.hot(10.0).actions.is_empty());
+    }
+    // One tick short of the rollback batch is busy again: held, reported again.
+    batch_uses(&mut sim, 0.9, 1.0);
+    let d = sim.hot(10.0);
+    assert!(d.actions.is_empty());
+    assert!(
+        skipped_with(&d, "batch still demands 1.00 cores"),
+        "{:?}",
+        d.skipped
+    );
+    // Above off ends the hold; below off again with a busy aggressor reports again.
+    assert!(sim.hot(30.0).skipped.is_empty());
+    assert!(skipped_with(&sim.hot(10.0), "rollback of batch/web waits"));
+    // The count starts over once batch calms down: K more ticks. Exactly half the
+    // recorded demand is calm enough.
+    batch_uses(&mut sim, 0.5, 0.5);
+    for i in 1..k {
+        assert!(sim.hot(10.0).actions.is_empty(), "quiet tick {i}");
+    }
+    assert_eq!(rollbacks(&sim.hot(10.0)).len(), 2);
+}
+
+#[test]
+fn unknown_demand_falls_back_to_the_score_alone() {
+    // No demand measured when the pair was mitigated: nothing recorded, the pin goes
+    // after K ticks below off whatever batch does afterwards (the old behaviour).
+    let mut sim = pinned_pair(0.0);
+    let k = sim.policy.config().rollback_after_quiet_ticks;
+    assert_eq!(sim.policy.state().pairs["batch/web"].cause, None);
+    assert!(sim
+        .policy
+        .state()
+        .pending
+        .iter()
+        .all(|p| !p.action.reason.contains("demands")));
+    batch_uses(&mut sim, 1.0, 1.0);
+    for i in 1..k {
+        let d = sim.hot(10.0);
+        assert!(
+            d.actions.is_empty() && d.skipped.is_empty(),
+            "quiet tick {i}: {d:?}"
+        );
+    }
+    let d = sim.hot(10.0);
+    assert_eq!(rollbacks(&d), vec!["h-1-1", "h-1-0"]);
+    assert!(
+        d.actions[0]
+            .reason
+            .starts_with("score 10 < 25 for 6 ticks: "),
+        "{}",
+        d.actions[0].reason
+    );
+
+    // Recorded, but not measured this tick (a missed sample): the tick counts as quiet.
+    let mut sim = pinned_pair(1.0);
+    batch_uses(&mut sim, 0.0, 0.0);
+    for _ in 1..k {
+        assert!(sim.hot(10.0).actions.is_empty());
+    }
+    assert_eq!(rollbacks(&sim.hot(10.0)).len(), 2);
+}
+
+#[test]
+fn a_pair_with_nothing_in_force_is_not_held() {
+    let mut sim = Sim::two();
+    let k = sim.policy.config().rollback_after_quiet_ticks;
+    sim.result = ActionResult::Failed;
+    assert_eq!(sim.hot(70.0).actions.len(), 2);
+    // The weight rung failed; batch stays busy, the score falls: nothing waits, and
+    // the pair is forgotten after K quiet ticks, as before.
+    for i in 1..=k {
+        let d = sim.hot(10.0);
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(!skipped_with(&d, "waits"), "tick {i}: {:?}", d.skipped);
+    }
+    assert!(sim.policy.state().pairs.is_empty());
+}
+
+#[test]
+fn an_aggressor_that_left_releases_the_hold() {
+    let mut sim = pinned_pair(1.0);
+    let k = sim.policy.config().rollback_after_quiet_ticks;
+    assert!(skipped_with(&sim.hot(10.0), "waits"));
+    // batch leaves still busy: its pin is forgotten, web's goes after K quiet ticks.
+    sim.vms.retain(|v| v.name != "batch");
+    let d = sim.step(&[]);
+    assert!(skipped_with(&d, "batch is gone"), "{:?}", d.skipped);
+    for _ in 2..k {
+        assert!(sim.step(&[]).actions.is_empty());
+    }
+    let d = sim.step(&[]);
+    assert_eq!(rollbacks(&d), vec!["h-1-0"]);
+    assert!(
+        d.actions[0]
+            .reason
+            .starts_with("no score for 6 ticks and batch is gone: roll back h-1-0"),
+        "{}",
+        d.actions[0].reason
+    );
+}
+
+#[test]
+fn quiet_demand_ratio_must_be_a_fraction() {
+    for bad in [0.0, 1.0, 1.5, -0.5, f64::NAN] {
+        let e = Policy::new(
+            PolicyConfig {
+                quiet_demand_ratio: bad,
+                ..PolicyConfig::default()
+            },
+            "h",
+        )
+        .expect_err("not a fraction");
+        assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+        assert_eq!(e.problems[0].0, "policy.quiet_demand_ratio");
+        assert!(
+            e.to_string().contains(&format!(
+                "policy.quiet_demand_ratio: {bad} is not a fraction between 0 and 1 (0.5 rolls a mitigation back once the aggressor's CPU demand has halved)"
+            )),
+            "{e}"
+        );
+    }
+    let c: PolicyConfig = toml::from_str("quiet_demand_ratio = 0.3").expect("parses");
+    assert_eq!(c.quiet_demand_ratio, 0.3);
+    assert!(Policy::new(c, "h").is_ok());
+    assert_eq!(PolicyConfig::default().quiet_demand_ratio, 0.5);
+}
+
+#[test]
+fn the_recorded_demand_survives_persistence_and_replay() {
+    let mut sim = pinned_pair(1.0);
+    let mut journal: Vec<(Action, Outcome)> = Vec::new();
+    // The pin's outcomes come with the next tick; batch still busy: held.
+    let pin: Vec<Action> = sim
+        .policy
+        .state()
+        .pending
+        .iter()
+        .map(|p| p.action.clone())
+        .collect();
+    journal.extend(pin.into_iter().zip(sim.outcomes.clone()));
+    assert!(skipped_with(&sim.hot(10.0), "waits"));
+    let state = sim.policy.state().clone();
+    let cause = Some(Cause {
+        vm: "batch".into(),
+        demand_cores: 1.0,
+    });
+    assert_eq!(state.pairs["batch/web"].cause, cause);
+    assert!(state.pairs["batch/web"].held);
+
+    // Persisted: the same state comes back, and the hold is not reported again.
+    let text = serde_json::to_string(&state).expect("serialise");
+    assert!(
+        text.contains(r#""cause":{"vm":"batch","demand_cores":1.0}"#),
+        "{text}"
+    );
+    let back: PolicyState = serde_json::from_str(&text).expect("parse");
+    assert_eq!(serde_json::to_string(&back).expect("serialise"), text);
+    assert_eq!(back.pairs["batch/web"].cause, cause);
+    let mut restarted = Sim::new(config(), sim.vms.clone());
+    restarted.host_cpus = sim.host_cpus.clone();
+    restarted.tick = sim.tick;
+    restarted.policy = Policy::with_state(sim.policy.config().clone(), "h", back).expect("valid");
+    let d = restarted.hot(10.0);
+    assert!(d.actions.is_empty() && d.skipped.is_empty(), "{d:?}");
+
+    // A state written before the fields existed still loads: demand unknown.
+    let old = text
+        .replace(r#","cause":{"vm":"batch","demand_cores":1.0}"#, "")
+        .replace(r#","held":true"#, "");
+    assert!(!old.contains("cause") && !old.contains("held"), "{old}");
+    let old: PolicyState = serde_json::from_str(&old).expect("older state");
+    assert_eq!(old.pairs["batch/web"].cause, None);
+
+    // Lost: the journal's first rung carries the cause (and says it in its reason).
+    assert_eq!(journal[1].0.cause, cause);
+    assert!(
+        journal[1]
+            .0
+            .reason
+            .starts_with("score 70 >= 40, batch demands 1.00 cores: "),
+        "{}",
+        journal[1].0.reason
+    );
+    let replayed = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
+    assert_eq!(replayed.pairs["batch/web"].cause, cause);
+    // ... and the replayed state holds the pin like the lost one did.
+    sim.policy = Policy::with_state(sim.policy.config().clone(), "h", replayed).expect("valid");
+    sim.outcomes.clear();
+    let d = sim.hot(10.0);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(
+        skipped_with(&d, "rollback of batch/web waits"),
+        "{:?}",
+        d.skipped
+    );
 }
