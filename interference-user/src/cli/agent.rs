@@ -11,7 +11,8 @@ use interference::billing::Billing;
 use interference::collect::{Mitigation, Scoring};
 use interference::config::ScorerKind;
 use interference::enforce::{Enforcer, EnforcerOptions, DEFAULT_JOURNAL};
-use interference::policy::{ActionResult, Policy};
+use interference::policy::{ActionResult, Policy, Rung};
+use interference::telemetry::balloon::{BalloonProbe, DEFAULT_MIN_INTERVAL};
 use interference::telemetry::cgroup::parse_cpu_list;
 
 use super::collect::{host_name, start_loop, LoopSettings};
@@ -85,7 +86,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening the journal {}", args.journal.display()))?;
     let host_cpus = online_cpus()?;
+    let balloon_rung = policy.config().ladder().contains(&Rung::Balloon);
     let mut mitigation = Mitigation::new(policy, enforcer, host_cpus);
+    if balloon_rung {
+        mitigation = mitigation.with_balloon_probe(BalloonProbe::new(
+            Duration::from_millis(200),
+            DEFAULT_MIN_INTERVAL,
+        ));
+    }
     let mut billing_cfg = cfg.billing.clone();
     if let Some(dir) = args.ledger {
         billing_cfg.ledger_dir = dir;

@@ -1,6 +1,5 @@
 //! `interference bill`: a customer's invoice for one billing period, from the ledger.
 
-use anyhow::Context as _;
 use interference::billing::invoice::{render_csv, render_table};
 use interference::billing::{invoice, ledger, Period};
 
@@ -34,16 +33,14 @@ fn parse_period(s: &str) -> Result<Period, String> {
 
 pub fn run(args: BillArgs) -> anyhow::Result<()> {
     let dir = args.ledger.billing()?.ledger_dir;
-    let contents = ledger::read(&dir, args.period)
-        .with_context(|| format!("reading the ledger {}", dir.display()))?;
+    // Every ledger error names its file or directory.
+    let contents = ledger::read(&dir, args.period)?;
     for bad in &contents.bad {
         eprintln!("warning: {bad}");
     }
     // Unknown customer or empty period: the error lists what there is.
     let all = if args.period.is_some() {
-        ledger::read(&dir, None)
-            .with_context(|| format!("reading the ledger {}", dir.display()))?
-            .records
+        ledger::read(&dir, None)?.records
     } else {
         contents.records
     };

@@ -1,6 +1,5 @@
 //! `interference explain RECORD_ID`: the full derivation of one ledger line.
 
-use anyhow::Context as _;
 use interference::billing::explain::{explain, other_side_id};
 use interference::billing::ledger;
 
@@ -16,8 +15,8 @@ pub struct ExplainArgs {
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let dir = args.ledger.billing()?.ledger_dir;
-    let contents = ledger::read(&dir, None)
-        .with_context(|| format!("reading the ledger {}", dir.display()))?;
+    // Every ledger error names its file or directory.
+    let contents = ledger::read(&dir, None)?;
     for bad in &contents.bad {
         eprintln!("warning: {bad}");
     }

@@ -8,6 +8,8 @@
 //! instead of losing the lines (see `billing::meter`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ScoreRound;
@@ -16,6 +18,8 @@ use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
 use crate::inventory::Vm;
 use crate::policy::{Action, ActionResult, Change, Outcome, Policy, PolicyInput, VmInput};
+use crate::predict::ContentionScore;
+use crate::telemetry::balloon::{BalloonProbe, GuestMemory};
 use crate::telemetry::VmSample;
 
 /// What one round of mitigation did.
@@ -35,6 +39,8 @@ pub struct Mitigation {
     /// `interference_actions_total{vm,action,result}`.
     counts: BTreeMap<(String, String, &'static str), u64>,
     billing: Option<Billing>,
+    /// Guest memory for the balloon rung (None: the ladder has no balloon rung).
+    balloon: Option<BalloonProbe>,
 }
 
 impl Mitigation {
@@ -47,7 +53,15 @@ impl Mitigation {
             last_outcomes: Vec::new(),
             counts: BTreeMap::new(),
             billing: None,
+            balloon: None,
         }
+    }
+
+    /// Read the guest memory of VMs in hot pairs through QMP (the balloon rung needs
+    /// their current size and their own floor).
+    pub fn with_balloon_probe(mut self, probe: BalloonProbe) -> Self {
+        self.balloon = Some(probe);
+        self
     }
 
     /// Bill what is applied (see the module doc).
@@ -81,7 +95,8 @@ impl Mitigation {
         }
         let round = round?;
         self.round += 1;
-        let inputs = vm_inputs(vms, samples);
+        let memory = self.read_memory(vms, &round.contention);
+        let inputs = vm_inputs(vms, samples, &memory);
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -97,6 +112,37 @@ impl Mitigation {
             actions,
             skipped: decision.skipped,
         })
+    }
+
+    /// Guest memory of the VMs in pairs at or above the off threshold, read through
+    /// QMP; nothing when the ladder has no balloon rung or no pair is that hot.
+    fn read_memory(
+        &mut self,
+        vms: &[Vm],
+        scores: &[ContentionScore],
+    ) -> BTreeMap<String, GuestMemory> {
+        let Some(probe) = self.balloon.as_mut() else {
+            return BTreeMap::new();
+        };
+        let off = self.policy.config().off_threshold;
+        let hot: BTreeSet<&str> = scores
+            .iter()
+            .filter(|s| s.score >= off)
+            .flat_map(|s| [s.vm.as_str(), s.neighbor.as_str()])
+            .collect();
+        let targets: Vec<(String, PathBuf)> = vms
+            .iter()
+            .filter(|v| hot.contains(v.name.as_str()))
+            .filter_map(|v| Some((v.name.clone(), v.qmp_socket.clone()?)))
+            .collect();
+        if targets.is_empty() {
+            return BTreeMap::new();
+        }
+        let memory = probe.read(&targets, Instant::now());
+        // QEMU serves one QMP client per socket: hand the sockets back before the
+        // enforcer (or an operator, or libvirt) needs them.
+        probe.release_all();
+        memory
     }
 
     /// Apply `actions` (in order) to the VMs they name, billing each: a rollback's
@@ -223,10 +269,15 @@ fn now_ms() -> u64 {
 }
 
 /// The policy's view of each VM: inventory facts plus the last tick's sample.
-fn vm_inputs(vms: &[Vm], samples: &[VmSample]) -> Vec<VmInput> {
+fn vm_inputs(
+    vms: &[Vm],
+    samples: &[VmSample],
+    memory: &BTreeMap<String, GuestMemory>,
+) -> Vec<VmInput> {
     vms.iter()
         .map(|vm| {
             let s = samples.iter().find(|s| s.vm == vm.name);
+            let m = memory.get(&vm.name);
             VmInput {
                 name: vm.name.clone(),
                 customer: vm.customer.clone(),
@@ -252,8 +303,8 @@ fn vm_inputs(vms: &[Vm], samples: &[VmSample]) -> Vec<VmInput> {
                     .unwrap_or(0.0),
                 cpu_weight: None,
                 cpuset: s.and_then(|s| s.cpus.clone()),
-                memory_bytes: None,
-                memory_floor_bytes: None,
+                memory_bytes: m.map(|m| m.actual_bytes),
+                memory_floor_bytes: m.and_then(|m| m.floor_bytes),
                 has_qmp: vm.qmp_socket.is_some(),
                 vcpus: vm.vcpus(),
             }

@@ -329,3 +329,77 @@ fn stale_socket_is_a_vanished_vm() {
     let err = QmpClient::connect(&path, SHORT).unwrap_err();
     assert!(err.vanished(), "{err:?}");
 }
+
+/// Several commands in one round-trip: all sent before any reply is read, replies
+/// matched by id whatever their order, events kept, a refused command failing
+/// alone.
+#[test]
+fn pipelined_commands() {
+    let fake = FakeQmp::serve(|mut p| {
+        p.handshake();
+        let a = p.expect("query-balloon", None);
+        let b = p.expect("qom-get", Some(json!({"path": "/a", "property": "b"})));
+        let c = p.expect("query-status", None);
+        p.event("BALLOON_CHANGE", json!({"actual": 1}));
+        p.reply(&b, json!(7));
+        p.send_json(json!({"return": {"stale": true}, "id": 999}));
+        p.error(
+            &a,
+            "DeviceNotActive",
+            "No balloon device has been activated",
+        );
+        p.reply(&c, json!({"status": "running", "running": true}));
+        let id = p.expect("query-status", None);
+        p.reply(&id, json!({}));
+        p.wait_closed();
+    });
+    let mut qmp = QmpClient::connect(&fake.path, LONG).unwrap();
+    let results = qmp
+        .execute_pipelined(vec![
+            ("query-balloon", None),
+            ("qom-get", Some(json!({"path": "/a", "property": "b"}))),
+            ("query-status", None),
+        ])
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(err.class(), Some("DeviceNotActive"));
+    assert!(err.to_string().contains("`query-balloon` failed"), "{err}");
+    assert_eq!(results[1].as_ref().unwrap(), &json!(7));
+    assert_eq!(results[2].as_ref().unwrap()["status"], "running");
+    assert_eq!(qmp.take_events()[0].name, "BALLOON_CHANGE");
+    assert!(qmp.execute_pipelined(vec![]).unwrap().is_empty());
+    qmp.execute("query-status", None).unwrap();
+    drop(qmp);
+    fake.join();
+}
+
+/// One deadline for the lot: a missing second reply times out the call and
+/// poisons the client, as for a single command.
+#[test]
+fn pipelined_commands_time_out_together() {
+    let fake = FakeQmp::serve(|mut p| {
+        p.handshake();
+        let a = p.expect("query-balloon", None);
+        p.expect("query-status", None);
+        p.reply(&a, json!({"actual": 1}));
+        p.wait_closed();
+    });
+    let mut qmp = QmpClient::connect(&fake.path, SHORT).unwrap();
+    let started = Instant::now();
+    let err = qmp
+        .execute_pipelined(vec![("query-balloon", None), ("query-status", None)])
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "QMP socket {} did not answer `query-balloon`, `query-status` within 200ms",
+            fake.path.display()
+        )
+    );
+    let again = qmp.execute("query-status", None).unwrap_err().to_string();
+    assert!(again.contains("the connection failed earlier"), "{again}");
+    drop(qmp);
+    fake.join();
+}

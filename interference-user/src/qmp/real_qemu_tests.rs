@@ -41,6 +41,17 @@ fn real_qemu_queries_and_quit() {
         qmp.balloon_stats(DEFAULT_BALLOON_PATH).unwrap(),
         BalloonStats::default()
     );
+    // Both in one round-trip, as the balloon probe asks them; polling off until set.
+    let (actual, stats) = qmp.balloon_with_stats(DEFAULT_BALLOON_PATH).unwrap();
+    assert_eq!((actual, stats), (64 << 20, BalloonStats::default()));
+    assert_eq!(qmp.balloon_stats_polling(DEFAULT_BALLOON_PATH).unwrap(), 0);
+    qmp.set_balloon_stats_polling(DEFAULT_BALLOON_PATH, 3)
+        .unwrap();
+    assert_eq!(qmp.balloon_stats_polling(DEFAULT_BALLOON_PATH).unwrap(), 3);
+    let err = qmp
+        .balloon_with_stats("/machine/peripheral/nope")
+        .unwrap_err();
+    assert_eq!(err.class(), Some("DeviceNotFound"), "{err}");
     assert_eq!(qmp.query_migrate().unwrap().status, "none");
 
     let err = qmp.execute("no-such-command", None).unwrap_err();

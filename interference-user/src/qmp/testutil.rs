@@ -24,19 +24,27 @@ pub struct FakeQmp {
 
 impl FakeQmp {
     pub fn serve(script: impl FnOnce(Peer) + Send + 'static) -> Self {
+        Self::serve_each(vec![Box::new(script)])
+    }
+
+    /// Like `serve` for a client that connects more than once: the i-th script runs
+    /// on the i-th connection, one connection after the other.
+    pub fn serve_each(scripts: Vec<Box<dyn FnOnce(Peer) + Send>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("qmp.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let thread = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let reader = BufReader::new(stream.try_clone().unwrap());
-            script(Peer {
-                reader,
-                writer: stream,
-            });
+            for script in scripts {
+                let (stream, _) = listener.accept().unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let reader = BufReader::new(stream.try_clone().unwrap());
+                script(Peer {
+                    reader,
+                    writer: stream,
+                });
+            }
         });
         Self {
             _dir: dir,

@@ -11,9 +11,11 @@
 //!
 //! Cheap enough for every tick: a VM is asked at most once per `min_interval` (the
 //! reading is reused in between), the connection to its monitor stays open (a query
-//! is one pipelined round-trip, not a connect and handshake), and the VMs that are
-//! due are asked in parallel, so a hung monitor costs the tick one `timeout` at most,
-//! whatever the number of VMs.
+//! is one pipelined round-trip, not a connect and handshake), VMs that answered last
+//! time are asked one after the other (tens of microseconds each), and VMs being
+//! connected to, or the rest once a monitor is slow, in parallel: a hung monitor
+//! costs the read about one `timeout`, whatever the number of VMs. A VM that keeps
+//! failing is asked less and less often, up to every [`MAX_BACKOFF`].
 //!
 //! QEMU serves one client per QMP socket: while the probe holds a VM's monitor,
 //! anything else that connects to it (the enforcer, `interference restore`, an
@@ -40,6 +42,11 @@ pub const DEFAULT_STATS_POLL_SECS: u32 = 2;
 /// Guest statistics older than this many polling intervals are stale: the driver
 /// stopped reporting (guest hung, driver unloaded), so they give no floor.
 pub const STALE_AFTER_POLLS: u32 = 3;
+
+/// A VM that keeps failing is asked less often: after n failures in a row, every
+/// `min_interval` x 2^(n-1), up to this (or `min_interval` if longer). Its monitor
+/// may be held by libvirt for good, and each try costs a timeout.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The floor is what the guest uses times this.
 pub const FLOOR_HEADROOM: f64 = 1.25;
@@ -96,8 +103,9 @@ impl BalloonProbe {
 
     /// The memory of each VM in `vms` (name, QMP socket) that answered: asked now
     /// if its last query is `min_interval` old, else as last read. A VM whose
-    /// monitor fails, times out or has no balloon is left out; VMs no longer listed
-    /// are forgotten and their connections closed.
+    /// monitor fails, times out or has no balloon is left out (and, failing again,
+    /// asked less often: [`MAX_BACKOFF`]); VMs no longer listed are forgotten and
+    /// their connections closed.
     pub fn read(
         &mut self,
         vms: &[(String, PathBuf)],
@@ -113,26 +121,21 @@ impl BalloonProbe {
                 .or_insert_with(|| Slot::new(socket.clone()));
         }
         let config = self.config;
-        let mut due: Vec<(&String, &mut Slot)> = self
+        let (kept, fresh): (Vec<_>, Vec<_>) = self
             .slots
             .iter_mut()
             .filter(|(_, slot)| slot.due(now, config.min_interval))
-            .collect();
-        if due.len() == 1 {
-            if let Some((vm, slot)) = due.pop() {
-                slot.refresh(vm, &config, now);
-            }
-        } else if !due.is_empty() {
+            .partition(|(_, slot)| slot.client.is_some() && slot.health == Health::Answers);
+        if fresh.is_empty() || (kept.is_empty() && fresh.len() == 1) {
+            // The usual tick: every VM answered last time. One after the other is
+            // cheapest; if that gets slow (a monitor hangs), the rest go in parallel.
+            ask(kept.into_iter().chain(fresh), &config, now);
+        } else {
             std::thread::scope(|scope| {
-                for (vm, slot) in due {
-                    let spawned = std::thread::Builder::new()
-                        .name("balloon-probe".into())
-                        .spawn_scoped(scope, move || slot.refresh(vm, &config, now));
-                    // Not asked this time; still due, so asked on the next read.
-                    if let Err(e) = spawned {
-                        debug!("balloon probe: cannot start a thread to ask {vm}: {e}");
-                    }
+                for (vm, slot) in fresh {
+                    spawn(scope, vm, slot, &config, now);
                 }
+                ask(kept.into_iter(), &config, now);
             });
         }
         self.slots
@@ -145,9 +148,17 @@ impl BalloonProbe {
     /// its last reading stays, and the next due `read` connects again. False when
     /// no connection was open.
     pub fn release(&mut self, vm: &str) -> bool {
+        self.slots.get_mut(vm).is_some_and(|slot| slot.disconnect())
+    }
+
+    /// [`release`](Self::release) every VM (before `interference restore` or
+    /// anything else that needs all monitors); returns how many were open.
+    pub fn release_all(&mut self) -> usize {
         self.slots
-            .get_mut(vm)
-            .is_some_and(|slot| slot.disconnect())
+            .values_mut()
+            .map(Slot::disconnect)
+            .filter(|was_open| *was_open)
+            .count()
     }
 
     /// Connections open now.
@@ -156,12 +167,52 @@ impl BalloonProbe {
     }
 }
 
+/// Ask each VM in turn on this thread until that has taken half a timeout, then
+/// each of the rest on its own thread: healthy monitors answer in well under a
+/// millisecond, so a thread each would only cost time, but one that hangs must not
+/// hold up the others for more than about a timeout.
+fn ask<'a>(slots: impl Iterator<Item = (&'a String, &'a mut Slot)>, config: &Config, now: Instant) {
+    let started = Instant::now();
+    let mut slots = slots.peekable();
+    while started.elapsed() < config.timeout / 2 {
+        let Some((vm, slot)) = slots.next() else {
+            return;
+        };
+        slot.refresh(vm, config, now);
+    }
+    if slots.peek().is_some() {
+        std::thread::scope(|scope| {
+            for (vm, slot) in slots {
+                spawn(scope, vm, slot, config, now);
+            }
+        });
+    }
+}
+
+/// Ask one VM on a thread of `scope`.
+fn spawn<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    vm: &'env str,
+    slot: &'env mut Slot,
+    config: &'env Config,
+    now: Instant,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("balloon-probe".into())
+        .spawn_scoped(scope, move || slot.refresh(vm, config, now));
+    // Not asked this time; still due, so asked on the next read.
+    if let Err(e) = spawned {
+        debug!("balloon probe: cannot start a thread to ask {vm}: {e}");
+    }
+}
+
 /// `stats` decoded from the guest, `age` how old they are, the driver reporting
 /// every `poll_secs`: what the guest needs (used memory plus [`FLOOR_HEADROOM`],
 /// rounded up to a MiB), or None without fresh enough statistics.
 pub fn guest_floor(stats: &BalloonStats, age: Option<Duration>, poll_secs: u32) -> Option<u64> {
     let age = age?;
-    let stale_after = Duration::from_secs(u64::from(poll_secs.max(1)) * u64::from(STALE_AFTER_POLLS));
+    let stale_after =
+        Duration::from_secs(u64::from(poll_secs.max(1)) * u64::from(STALE_AFTER_POLLS));
     if age > stale_after {
         return None;
     }
@@ -191,6 +242,8 @@ struct Slot {
     /// The balloon found on the current connection.
     device: Option<Device>,
     last_attempt: Option<Instant>,
+    /// Failed queries in a row.
+    failures: u32,
     reading: Option<Reading>,
     health: Health,
 }
@@ -226,14 +279,21 @@ impl Slot {
             client: None,
             device: None,
             last_attempt: None,
+            failures: 0,
             reading: None,
             health: Health::New,
         }
     }
 
     fn due(&self, now: Instant, min_interval: Duration) -> bool {
+        let wait = match self.failures {
+            0 | 1 => min_interval,
+            n => min_interval
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(MAX_BACKOFF.max(min_interval)),
+        };
         self.last_attempt
-            .is_none_or(|last| now.saturating_duration_since(last) >= min_interval)
+            .is_none_or(|last| now.saturating_duration_since(last) >= wait)
     }
 
     fn disconnect(&mut self) -> bool {
@@ -256,18 +316,17 @@ impl Slot {
                     memory,
                     read_at: now,
                 });
+                self.failures = 0;
                 Health::Answers
             }
             Ok(None) => {
                 self.reading = None;
+                self.failures = 0;
                 Health::NoBalloon
             }
             Err(e) => {
                 self.reading = None;
-                self.device = None;
-                if !matches!(e, QmpError::Command { .. }) {
-                    self.client = None;
-                }
+                self.failures = self.failures.saturating_add(1);
                 if self.health != Health::Fails {
                     debug!(vm, "balloon probe: leaving {vm} out: {}", chain(&e));
                 }
@@ -285,8 +344,21 @@ impl Slot {
     }
 
     /// One query, connecting first when no connection is open: None when the VM
-    /// has no balloon.
+    /// has no balloon. After an error the balloon is looked up again next time,
+    /// and a connection that failed (anything but QEMU refusing a command) is
+    /// dropped.
     fn query(&mut self, config: &Config) -> Result<Option<GuestMemory>, QmpError> {
+        let result = self.query_on_connection(config);
+        if let Err(e) = &result {
+            self.device = None;
+            if !matches!(e, QmpError::Command { .. }) {
+                self.client = None;
+            }
+        }
+        result
+    }
+
+    fn query_on_connection(&mut self, config: &Config) -> Result<Option<GuestMemory>, QmpError> {
         let client = match &mut self.client {
             Some(client) => client,
             None => {
@@ -358,3 +430,476 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
     text
 }
 
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::qmp::testutil::{FakeQmp, Peer, RealQemu};
+    use crate::qmp::DEFAULT_BALLOON_PATH;
+
+    const LONG: Duration = Duration::from_secs(5);
+    const SHORT: Duration = Duration::from_millis(300);
+    const GIB: u64 = 1 << 30;
+
+    fn vm(name: &str, socket: &std::path::Path) -> (String, PathBuf) {
+        (name.to_owned(), socket.to_path_buf())
+    }
+
+    fn epoch_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A guest's report `age` seconds old.
+    fn stats(total: u64, available: u64, age: u64) -> Value {
+        json!({"stats": {"stat-total-memory": total, "stat-available-memory": available,
+            "stat-free-memory": available / 2, "stat-disk-caches": u64::MAX},
+            "last-update": epoch_secs() - age})
+    }
+
+    /// What QEMU 7.2 reports before a guest driver ever did.
+    fn no_stats() -> Value {
+        let max = u64::MAX;
+        json!({"stats": {"stat-total-memory": max, "stat-available-memory": max,
+            "stat-free-memory": max, "stat-disk-caches": max}, "last-update": 0})
+    }
+
+    /// Handshake, then `find_balloon_and_poll`.
+    fn first_contact(p: &mut Peer, polling: u64) {
+        p.handshake();
+        find_balloon_and_poll(p, polling);
+    }
+
+    /// The balloon found at its usual path, polling read as `polling` (and set to
+    /// 2 s when 0).
+    fn find_balloon_and_poll(p: &mut Peer, polling: u64) {
+        let id = p.expect("qom-list", Some(json!({"path": "/machine/peripheral"})));
+        p.reply(
+            &id,
+            json!([{"name": "type", "type": "string"},
+                {"name": "balloon0", "type": "child<virtio-balloon-pci>"}]),
+        );
+        let args =
+            json!({"path": DEFAULT_BALLOON_PATH, "property": "guest-stats-polling-interval"});
+        let id = p.expect("qom-get", Some(args));
+        p.reply(&id, json!(polling));
+        if polling == 0 {
+            let args = json!({"path": DEFAULT_BALLOON_PATH,
+                "property": "guest-stats-polling-interval", "value": 2});
+            let id = p.expect("qom-set", Some(args));
+            p.reply(&id, json!({}));
+        }
+    }
+
+    /// One probe query: the balloon's actual size and the guest's statistics.
+    fn answer(p: &mut Peer, actual: u64, guest_stats: Value) {
+        let id = p.expect("query-balloon", None);
+        p.reply(&id, json!({"actual": actual}));
+        let args = json!({"path": DEFAULT_BALLOON_PATH, "property": "guest-stats"});
+        let id = p.expect("qom-get", Some(args));
+        p.reply(&id, guest_stats);
+    }
+
+    /// The client sends nothing more and hangs up.
+    fn expect_close(p: &mut Peer) {
+        if let Some(msg) = p.recv() {
+            panic!("expected no more commands, got {msg}");
+        }
+    }
+
+    #[test]
+    fn floor_is_what_the_guest_uses_plus_headroom() {
+        let fresh = Some(Duration::from_secs(1));
+        let mut s = BalloonStats {
+            total_memory: Some(4 * GIB),
+            available_memory: Some(GIB),
+            free_memory: Some(10),
+            disk_caches: Some(10),
+            ..BalloonStats::default()
+        };
+        assert_eq!(guest_floor(&s, fresh, 2), Some(3840 * MIB), "3 GiB x 1.25");
+        // Rounded up to a MiB.
+        s.available_memory = Some(4 * GIB - 1);
+        assert_eq!(guest_floor(&s, fresh, 2), Some(MIB));
+        s.available_memory = Some(4 * GIB - 800 * MIB - 1);
+        assert_eq!(guest_floor(&s, fresh, 2), Some(1001 * MIB));
+        // Without `available`: free memory and page cache are what it could spare.
+        s.available_memory = None;
+        s.free_memory = Some(GIB);
+        s.disk_caches = Some(GIB);
+        assert_eq!(guest_floor(&s, fresh, 2), Some(2560 * MIB));
+        s.disk_caches = None;
+        assert_eq!(guest_floor(&s, fresh, 2), None);
+        s.available_memory = Some(5 * GIB);
+        assert_eq!(
+            guest_floor(&s, fresh, 2),
+            Some(0),
+            "more available than total"
+        );
+        // Stale after three polling intervals; none without a report.
+        assert_eq!(guest_floor(&s, Some(Duration::from_secs(6)), 2), Some(0));
+        assert_eq!(guest_floor(&s, Some(Duration::from_secs(7)), 2), None);
+        assert_eq!(guest_floor(&s, Some(Duration::from_secs(7)), 10), Some(0));
+        assert_eq!(guest_floor(&s, None, 2), None);
+        s.total_memory = None;
+        assert_eq!(guest_floor(&s, fresh, 2), None);
+    }
+
+    #[test]
+    fn reads_actual_and_floor_and_enables_polling() {
+        let fake = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            answer(&mut p, 4 * GIB, stats(4 * GIB, GIB, 1));
+            expect_close(&mut p);
+        });
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let got = probe.read(&[vm("web", &fake.path)], Instant::now());
+        let web = got["web"];
+        assert_eq!(web.actual_bytes, 4 * GIB);
+        assert_eq!(web.floor_bytes, Some(3840 * MIB));
+        let age = web.stats_age.unwrap();
+        assert!(
+            age >= Duration::from_secs(1) && age < Duration::from_secs(3),
+            "{age:?}"
+        );
+        drop(probe);
+        fake.join();
+    }
+
+    #[test]
+    fn stale_or_missing_stats_give_no_floor() {
+        let never = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            answer(&mut p, GIB, no_stats());
+            expect_close(&mut p);
+        });
+        let stale = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            answer(&mut p, 2 * GIB, stats(2 * GIB, GIB, 60));
+            expect_close(&mut p);
+        });
+        // Polling already on every 30 s (libvirt's memballoon period): left as is,
+        // and a report 60 s old is still fresh.
+        let slow = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 30);
+            answer(&mut p, 2 * GIB, stats(2 * GIB, GIB, 60));
+            expect_close(&mut p);
+        });
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let vms = [
+            vm("never", &never.path),
+            vm("stale", &stale.path),
+            vm("slow", &slow.path),
+        ];
+        let got = probe.read(&vms, Instant::now());
+        assert_eq!(
+            got["never"],
+            GuestMemory {
+                actual_bytes: GIB,
+                floor_bytes: None,
+                stats_age: None
+            }
+        );
+        assert_eq!(got["stale"].actual_bytes, 2 * GIB);
+        assert_eq!(got["stale"].floor_bytes, None);
+        assert!(got["stale"].stats_age.unwrap() >= Duration::from_secs(60));
+        assert_eq!(got["slow"].floor_bytes, Some(1280 * MIB));
+        drop(probe);
+        never.join();
+        stale.join();
+        slow.join();
+    }
+
+    /// Monitors that never answer (a listener nobody accepts on, as while libvirt
+    /// holds QEMU's monitor) and a socket that is gone: left out, asked in parallel,
+    /// so the read costs one timeout, and the VM that answers is not held up.
+    #[test]
+    fn dead_sockets_are_left_out_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let hung: Vec<_> = (0..3)
+            .map(|i| {
+                let path = dir.path().join(format!("hung{i}.sock"));
+                (UnixListener::bind(&path).unwrap(), path)
+            })
+            .collect();
+        let good = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            for _ in 0..3 {
+                answer(&mut p, GIB, no_stats());
+            }
+            expect_close(&mut p);
+        });
+        let mut vms: Vec<_> = hung
+            .iter()
+            .enumerate()
+            .map(|(i, (_, path))| vm(&format!("hung{i}"), path))
+            .collect();
+        vms.push(vm("gone", &dir.path().join("gone.sock")));
+        vms.push(vm("good", &good.path));
+        let mut probe = BalloonProbe::new(SHORT, DEFAULT_MIN_INTERVAL);
+        let t0 = Instant::now();
+        let started = Instant::now();
+        let got = probe.read(&vms, t0);
+        let took = started.elapsed();
+        assert!(took < SHORT * 2, "{took:?}");
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["good"]);
+        assert_eq!(probe.connections(), 1);
+        // Not asked again before min_interval: no time lost on them.
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let quick = |probe: &mut BalloonProbe, secs| {
+            let started = Instant::now();
+            let got = probe.read(&vms, at(secs));
+            assert!(started.elapsed() < SHORT / 2, "{:?}", started.elapsed());
+            assert_eq!(got.keys().collect::<Vec<_>>(), ["good"]);
+        };
+        quick(&mut probe, 4);
+        // Then asked again (another timeout), failing again: next after 2 x 5 s.
+        let started = Instant::now();
+        assert_eq!(probe.read(&vms, at(5)).len(), 1);
+        assert!(started.elapsed() >= SHORT, "{:?}", started.elapsed());
+        quick(&mut probe, 14);
+        drop(hung);
+        let got = probe.read(&vms, at(15));
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["good"]);
+        drop(probe);
+        good.join();
+    }
+
+    /// Within min_interval the reading is reused (its statistics aging); after it,
+    /// the VM is asked again on the same connection: no second handshake.
+    #[test]
+    fn cached_within_min_interval_then_asked_on_the_same_connection() {
+        let fake = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            answer(&mut p, 4 * GIB, stats(4 * GIB, GIB, 1));
+            answer(&mut p, 3 * GIB, stats(3 * GIB, 2 * GIB, 1));
+            expect_close(&mut p);
+        });
+        let vms = [vm("web", &fake.path)];
+        let mut probe = BalloonProbe::new(LONG, Duration::from_secs(5));
+        let t0 = Instant::now();
+        let first = probe.read(&vms, t0)["web"];
+        let cached = probe.read(&vms, t0 + Duration::from_secs(4))["web"];
+        assert_eq!(
+            (cached.actual_bytes, cached.floor_bytes),
+            (first.actual_bytes, first.floor_bytes)
+        );
+        assert_eq!(
+            cached.stats_age.unwrap(),
+            first.stats_age.unwrap() + Duration::from_secs(4)
+        );
+        let second = probe.read(&vms, t0 + Duration::from_secs(5))["web"];
+        assert_eq!(second.actual_bytes, 3 * GIB);
+        assert_eq!(second.floor_bytes, Some(1280 * MIB));
+        assert_eq!(probe.connections(), 1);
+        assert_eq!(probe.release_all(), 1);
+        assert_eq!(probe.connections(), 0);
+        drop(probe);
+        fake.join();
+    }
+
+    /// Kept connections are asked one after the other; once a monitor hangs, the
+    /// rest are asked in parallel, so the hung ones cost the read about two
+    /// timeouts, not one each, and the VM that answers is still read.
+    #[test]
+    fn a_hung_monitor_does_not_hold_up_the_others() {
+        let hang = || {
+            FakeQmp::serve(|mut p| {
+                first_contact(&mut p, 0);
+                answer(&mut p, GIB, no_stats());
+                p.expect("query-balloon", None);
+                p.wait_closed();
+            })
+        };
+        let (a1, a2) = (hang(), hang());
+        let b = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            answer(&mut p, GIB, no_stats());
+            answer(&mut p, 2 * GIB, no_stats());
+            expect_close(&mut p);
+        });
+        let vms = [vm("a1", &a1.path), vm("a2", &a2.path), vm("b", &b.path)];
+        let mut probe = BalloonProbe::new(SHORT, DEFAULT_MIN_INTERVAL);
+        let t0 = Instant::now();
+        assert_eq!(probe.read(&vms, t0).len(), 3);
+        let started = Instant::now();
+        let got = probe.read(&vms, t0 + DEFAULT_MIN_INTERVAL);
+        let took = started.elapsed();
+        assert!(took >= SHORT && took < SHORT * 5 / 2, "{took:?}");
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(got["b"].actual_bytes, 2 * GIB);
+        assert_eq!(probe.connections(), 1);
+        drop(probe);
+        a1.join();
+        a2.join();
+        b.join();
+    }
+
+    /// A VM no longer listed is forgotten and its monitor freed; `release` frees a
+    /// monitor but keeps the reading until the next query.
+    #[test]
+    fn vanished_vms_and_release_close_the_connection() {
+        let a = FakeQmp::serve(|mut p| {
+            first_contact(&mut p, 0);
+            answer(&mut p, GIB, no_stats());
+            expect_close(&mut p);
+        });
+        let b = FakeQmp::serve_each(vec![
+            Box::new(|mut p: Peer| {
+                first_contact(&mut p, 0);
+                answer(&mut p, 2 * GIB, no_stats());
+                expect_close(&mut p);
+            }),
+            Box::new(|mut p: Peer| {
+                first_contact(&mut p, 2);
+                answer(&mut p, 3 * GIB, no_stats());
+                expect_close(&mut p);
+            }),
+        ]);
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let t0 = Instant::now();
+        let got = probe.read(&[vm("a", &a.path), vm("b", &b.path)], t0);
+        assert_eq!(got.len(), 2);
+        assert_eq!(probe.connections(), 2);
+
+        let got = probe.read(&[vm("b", &b.path)], t0);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(probe.connections(), 1);
+        a.join();
+
+        assert!(probe.release("b"));
+        assert!(!probe.release("b"));
+        assert_eq!(probe.release_all(), 0);
+        assert!(!probe.release("nobody"));
+        assert_eq!(probe.connections(), 0);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            probe.read(&[vm("b", &b.path)], later)["b"].actual_bytes,
+            2 * GIB
+        );
+        let due = t0 + DEFAULT_MIN_INTERVAL;
+        assert_eq!(
+            probe.read(&[vm("b", &b.path)], due)["b"].actual_bytes,
+            3 * GIB
+        );
+        drop(probe);
+        b.join();
+    }
+
+    /// QEMU closed the connection the probe kept (it restarted on the same socket):
+    /// the probe connects again at once and learns the balloon anew.
+    #[test]
+    fn reconnects_when_qemu_closed_the_connection() {
+        let fake = FakeQmp::serve_each(vec![
+            Box::new(|mut p: Peer| {
+                first_contact(&mut p, 0);
+                answer(&mut p, GIB, no_stats());
+            }),
+            Box::new(|mut p: Peer| {
+                first_contact(&mut p, 0);
+                answer(&mut p, 2 * GIB, no_stats());
+                expect_close(&mut p);
+            }),
+        ]);
+        let vms = [vm("web", &fake.path)];
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let t0 = Instant::now();
+        assert_eq!(probe.read(&vms, t0)["web"].actual_bytes, GIB);
+        let got = probe.read(&vms, t0 + DEFAULT_MIN_INTERVAL);
+        assert_eq!(got["web"].actual_bytes, 2 * GIB);
+        drop(probe);
+        fake.join();
+    }
+
+    /// No balloon device: left out, asked again later on the same connection (a
+    /// balloon may be hot-plugged). QEMU refusing a query: left out, the connection
+    /// kept, the balloon looked up again next time.
+    #[test]
+    fn no_balloon_and_refused_queries() {
+        let fake = FakeQmp::serve(|mut p| {
+            p.handshake();
+            let id = p.expect("qom-list", Some(json!({"path": "/machine/peripheral"})));
+            p.reply(&id, json!([{"name": "type", "type": "string"}]));
+            let id = p.expect(
+                "qom-list",
+                Some(json!({"path": "/machine/peripheral-anon"})),
+            );
+            p.error(
+                &id,
+                "DeviceNotFound",
+                "Device '/machine/peripheral-anon' not found",
+            );
+
+            let id = p.expect("qom-list", Some(json!({"path": "/machine/peripheral"})));
+            p.reply(
+                &id,
+                json!([{"name": "balloon0", "type": "child<virtio-balloon-pci>"}]),
+            );
+            let args =
+                json!({"path": DEFAULT_BALLOON_PATH, "property": "guest-stats-polling-interval"});
+            let id = p.expect("qom-get", Some(args));
+            p.error(&id, "GenericError", "nope");
+            let id = p.expect("query-balloon", None);
+            p.error(
+                &id,
+                "DeviceNotActive",
+                "No balloon device has been activated",
+            );
+            let args = json!({"path": DEFAULT_BALLOON_PATH, "property": "guest-stats"});
+            let id = p.expect("qom-get", Some(args));
+            p.reply(&id, no_stats());
+
+            find_balloon_and_poll(&mut p, 0);
+            answer(&mut p, GIB, no_stats());
+            expect_close(&mut p);
+        });
+        let vms = [vm("web", &fake.path)];
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let t0 = Instant::now();
+        assert!(probe.read(&vms, t0).is_empty());
+        assert_eq!(probe.connections(), 1);
+        assert!(probe.read(&vms, t0 + DEFAULT_MIN_INTERVAL).is_empty());
+        assert_eq!(probe.connections(), 1);
+        let got = probe.read(&vms, t0 + DEFAULT_MIN_INTERVAL * 2);
+        assert_eq!(got["web"].actual_bytes, GIB);
+        drop(probe);
+        fake.join();
+    }
+
+    /// QEMU 7.2 paused before the guest ran (-S, no driver): the balloon holds the
+    /// whole -m size and the guest never reported, so there is no floor.
+    #[test]
+    fn real_qemu_probe_without_a_guest() {
+        let Some(qemu) = RealQemu::start("real_qemu_probe_without_a_guest", &[]) else {
+            return;
+        };
+        let vms = [vm("qmptest", &qemu.qmp)];
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let t0 = Instant::now();
+        let got = probe.read(&vms, t0);
+        assert_eq!(
+            got.get("qmptest"),
+            Some(&GuestMemory {
+                actual_bytes: 64 << 20,
+                floor_bytes: None,
+                stats_age: None
+            }),
+            "{}",
+            qemu.log()
+        );
+        // The monitor is ours until released; then another client gets it and
+        // sees polling on.
+        assert!(probe.release("qmptest"));
+        let mut qmp = QmpClient::connect(&qemu.qmp, LONG).unwrap();
+        assert_eq!(qmp.balloon_stats_polling(DEFAULT_BALLOON_PATH).unwrap(), 2);
+        drop(qmp);
+        let again = probe.read(&vms, t0 + DEFAULT_MIN_INTERVAL);
+        assert_eq!(again, got);
+        assert_eq!(probe.connections(), 1);
+    }
+}
