@@ -122,11 +122,14 @@ fn main() -> anyhow::Result<()> {
             .map(|p| format!("{:?}", p.display().to_string()))
             .collect();
         config.push_str(&format!(
-            "[[vm]]\nname = \"{name}\"\ncgroups = [{}]\ncustomer = \"c{}\"\n\n",
+            "[[vm]]\nname = \"{name}\"\ncgroups = [{}]\ncustomer = \"c{}\"\nvcpus = 2\nmemory_mib = 2048\n\n",
             paths.join(", "),
             i % 8
         ));
     }
+    // Billing at its busiest: a 10 s charge interval posts every VM's base lines every
+    // other tick (one synced write per tick that has any).
+    config.push_str("[billing]\ncharge_interval = \"10s\"\n");
     let cfg = dir.path().join("bench.toml");
     fs::write(&cfg, &config)?;
     let command = std::env::var("AGENT_OVERHEAD_COMMAND").unwrap_or_else(|_| "collect".into());
@@ -140,7 +143,10 @@ fn main() -> anyhow::Result<()> {
         let mut cmd = Command::new(&bin);
         cmd.args([command.as_str(), "--config"]).arg(&cfg);
         if command == "agent" {
-            cmd.arg("--journal").arg(dir.path().join("journal.jsonl"));
+            cmd.arg("--journal")
+                .arg(dir.path().join("journal.jsonl"))
+                .arg("--ledger")
+                .arg(dir.path().join("ledger"));
         }
         let mut agent = cmd
             .args(["--interval", "5s", "--metrics-file"])
