@@ -38,6 +38,7 @@ fn vms() -> Vec<VmInput> {
             cpu_weight: Some(100),
             cpuset: Some((0..16).collect()),
             memory_bytes: Some(4 << 30),
+            memory_allocated_bytes: None,
             memory_floor_bytes: Some(1 << 30),
             has_qmp: true,
             vcpus: None,

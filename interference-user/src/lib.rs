@@ -17,6 +17,7 @@
 pub mod billing;
 pub mod collect;
 pub mod config;
+pub mod durable;
 pub mod enforce;
 pub mod export;
 pub mod features;

@@ -488,3 +488,21 @@ pub fn mean_rate(rates: &Rates, from: f64, to: f64) -> f64 {
     assert!(!v.is_empty(), "no progress lines between {from} and {to} s");
     v.iter().sum::<f64>() / v.len() as f64
 }
+
+/// A small xorshift generator for the crash tests' random moments: no dependency,
+/// seeded by the caller (the clock, printed, so a failing run can be repeated).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

@@ -33,22 +33,11 @@ use interference::collect::Mitigation;
 use interference::enforce::{Enforcer, EnforcerOptions, Journal};
 use interference::inventory::{Mounts, Vm};
 use interference::policy::{Action, ActionResult, Change, Policy, PolicyConfig, Rung};
-use interference_tests::{require_root, snapshot_files, vm_for, TestCgroup, TestChildren};
+use interference_tests::{require_root, snapshot_files, vm_for, Rng, TestCgroup, TestChildren};
 
 const RUNS: u64 = 40;
 const FILES: &[&str] = &["cpu.shares", "cpuset.cpus"];
 const CHILD_ENV: &str = "INTERFERENCE_BILLING_CHILD";
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -135,7 +124,7 @@ fn billing_child() {
         return;
     }
     println!("recovered");
-    let mut rng = Rng(run.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef | 1);
+    let mut rng = Rng::new(run.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef);
     let mut in_effect: Vec<String> = Vec::new();
     for n in 0.. {
         let id = format!("r{run}-{n}");
@@ -287,7 +276,7 @@ fn kill_9_never_loses_or_doubles_a_ledger_line() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     eprintln!("seed {seed}");
     let spawn = |run: u64| {
         Command::new(&exe)

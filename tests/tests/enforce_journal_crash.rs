@@ -24,27 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use interference::enforce::{Enforcer, EnforcerOptions, EntryState, Journal, Target};
 use interference::inventory::{Mounts, Vm};
 use interference::policy::{Action, Change, Rung};
-use interference_tests::{require_root, snapshot_files, vm_for, TestCgroup, TestChildren};
+use interference_tests::{require_root, snapshot_files, vm_for, Rng, TestCgroup, TestChildren};
 
 const RUNS: usize = 30;
 const FILES: &[&str] = &["cpu.shares", "cpuset.cpus"];
 const CHILD_ENV: &str = "INTERFERENCE_CRASH_CHILD";
-
-/// A small xorshift generator: no dependency, seeded from the clock.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn action(id: String, vm: &str, change: Change) -> Action {
     Action {

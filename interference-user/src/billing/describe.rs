@@ -50,11 +50,7 @@ pub fn charge(
     score: f32,
 ) -> String {
     let how = doing(action, &changed, delta);
-    let time = if action == "migrate" {
-        String::new()
-    } else {
-        format!(" for {}", duration(seconds))
-    };
+    let time = time_in_effect(action, seconds);
     format!(
         "Your VM {own} was protected from neighbour {neighbour}{time} by {how} (contention score {score:.0})."
     )
@@ -73,11 +69,7 @@ pub fn credit(
     ratio: f64,
 ) -> String {
     let how = doing(action, &changed, delta);
-    let time = if action == "migrate" {
-        String::new()
-    } else {
-        format!(" for {}", duration(seconds))
-    };
+    let time = time_in_effect(action, seconds);
     let pct = ratio * 100.0;
     match role {
         Role::Aggressor => format!(
@@ -86,6 +78,15 @@ pub fn credit(
         _ => format!(
             "Your VM {own} made room for neighbour {neighbour}{time}: the agent was {how}. Good-neighbour credit: {pct:.0}% of the mitigation cost."
         ),
+    }
+}
+
+/// " for 14 min", or nothing for a one-off action (a migration).
+fn time_in_effect(action: &str, seconds: f64) -> String {
+    if action == "migrate" {
+        String::new()
+    } else {
+        format!(" for {}", duration(seconds))
     }
 }
 

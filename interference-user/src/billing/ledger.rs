@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::os::unix::io::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -26,6 +25,7 @@ use tracing::warn;
 use super::alias::Aliases;
 use super::period::Period;
 use super::record::LedgerRecord;
+use crate::durable::{complete_len, cut_torn_tail, is_locked, lock_exclusive};
 
 #[derive(Debug, Error)]
 pub enum LedgerError {
@@ -89,16 +89,15 @@ impl Ledger {
             .mode(0o600)
             .open(dir.join(".lock"))
             .map_err(open_err)?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => LedgerError::Locked {
+        lock_exclusive(&lock).map_err(|e| {
+            if is_locked(&e) {
+                LedgerError::Locked {
                     dir: dir.to_path_buf(),
-                },
-                _ => open_err(e),
-            });
-        }
+                }
+            } else {
+                open_err(e)
+            }
+        })?;
         let aliases = Aliases::load_or_create(dir).map_err(open_err)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -214,15 +213,12 @@ fn open_period(path: &Path) -> Result<PeriodFile, LedgerError> {
         .open(path)
         .map_err(err)?;
     let bytes = fs::read(path).map_err(err)?;
-    let good = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if good < bytes.len() {
+    let (good, cut) = cut_torn_tail(&file, &bytes).map_err(err)?;
+    if cut > 0 {
         warn!(
             ledger = %path.display(),
-            "the last ledger line was torn by a crash ({} bytes); cutting it off, the agent posts it again",
-            bytes.len() - good
+            "the last ledger line was torn by a crash ({cut} bytes); cut it off, the agent posts it again"
         );
-        file.set_len(good as u64).map_err(err)?;
-        file.sync_all().map_err(err)?;
     }
     let mut ids = HashSet::new();
     let mut ended = HashSet::new();
@@ -336,7 +332,7 @@ pub fn read(dir: &Path, period: Option<Period>) -> Result<Contents, LedgerError>
             path: path.clone(),
             source,
         })?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let complete = complete_len(&bytes);
         for (n, line) in bytes[..complete].split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;

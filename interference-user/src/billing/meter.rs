@@ -355,14 +355,7 @@ impl Billing {
             Ok(written) => {
                 for l in &written {
                     if l.kind != LineKind::Base {
-                        info!(
-                            record = %l.record_id,
-                            customer = %l.billing_account_id,
-                            "billed {} {}: {}",
-                            l.billed_cost,
-                            l.billing_currency,
-                            l.charge_description
-                        );
+                        log_line(l, "billed");
                     }
                     add_total(&mut self.totals, l, false);
                 }
@@ -413,10 +406,14 @@ fn add_total(
 }
 
 fn log_simulated(l: &LedgerRecord) {
+    log_line(l, "dry run, would bill");
+}
+
+fn log_line(l: &LedgerRecord, what: &str) {
     info!(
         record = %l.record_id,
         customer = %l.billing_account_id,
-        "dry run, would bill {} {}: {}",
+        "{what} {} {}: {}",
         l.billed_cost,
         l.billing_currency,
         l.charge_description

@@ -456,7 +456,7 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
                 basis: format!("{} GiB ballooned away", trim(gib)),
             }
         }
-        Change::Migrate { uri } => ResourceDelta {
+        Change::Migrate { uri, .. } => ResourceDelta {
             what: "host".into(),
             before: "this host".into(),
             after: uri.clone(),

@@ -120,7 +120,9 @@ fn arb_change() -> impl Strategy<Value = (Change, String)> {
         )),
         Just((
             Change::Migrate {
-                uri: "tcp:10.0.0.2:4444".into()
+                uri: "tcp:10.0.0.2:4444".into(),
+                vcpus: None,
+                memory_mib: None
             },
             String::new()
         )),
@@ -467,6 +469,8 @@ fn a_migration_is_billed_once_when_applied() {
         "vm-batch",
         Change::Migrate {
             uri: "tcp:x:1".into(),
+            vcpus: None,
+            memory_mib: None,
         },
     );
     let o = Outcome {

@@ -304,6 +304,7 @@ fn vm_inputs(
                 cpu_weight: None,
                 cpuset: s.and_then(|s| s.cpus.clone()),
                 memory_bytes: m.map(|m| m.actual_bytes),
+                memory_allocated_bytes: vm.allocation.memory_bytes,
                 memory_floor_bytes: m.and_then(|m| m.floor_bytes),
                 has_qmp: vm.qmp_socket.is_some(),
                 vcpus: vm.vcpus(),

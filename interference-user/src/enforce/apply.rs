@@ -151,7 +151,7 @@ impl Enforcer {
                 Change::Balloon { target_bytes } => {
                     self.apply_balloon(action, vm, *target_bytes, simulate)
                 }
-                Change::Migrate { uri } => self.apply_migrate(action, vm, uri, simulate),
+                Change::Migrate { uri, .. } => self.apply_migrate(action, vm, uri, simulate),
                 Change::Rollback { action_id } => self.rollback(action, action_id, simulate),
             }
         };

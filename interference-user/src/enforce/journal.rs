@@ -31,13 +31,13 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::os::unix::io::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::warn;
 
+use crate::durable::{cut_torn_tail, is_locked, lock_exclusive};
 use crate::policy::{Action, Outcome};
 
 /// Where the agent keeps its journal unless configured otherwise.
@@ -228,25 +228,22 @@ impl Journal {
             .mode(0o600)
             .open(path)
             .map_err(open_err)?;
-        lock(&file).map_err(|e| match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => JournalError::Locked {
-                path: path.to_path_buf(),
-            },
-            _ => open_err(e),
+        lock_exclusive(&file).map_err(|e| {
+            if is_locked(&e) {
+                JournalError::Locked {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                open_err(e)
+            }
         })?;
         let bytes = fs::read(path).map_err(open_err)?;
-        let good = match bytes.iter().rposition(|b| *b == b'\n') {
-            Some(i) => i + 1,
-            None => 0,
-        };
-        if good < bytes.len() {
+        let (good, cut) = cut_torn_tail(&file, &bytes).map_err(open_err)?;
+        if cut > 0 {
             warn!(
                 journal = %path.display(),
-                "the last journal line was torn by a crash ({} bytes); cutting it off",
-                bytes.len() - good
+                "the last journal line was torn by a crash ({cut} bytes); cut it off"
             );
-            file.set_len(good as u64).map_err(open_err)?;
-            file.sync_all().map_err(open_err)?;
         }
         let mut journal = Self::parse(path, &bytes[..good])?;
         journal.file = Some(file);
@@ -573,7 +570,7 @@ impl Journal {
             .mode(0o600)
             .open(&tmp)
             .map_err(err)?;
-        lock(&new).map_err(err)?;
+        lock_exclusive(&new).map_err(err)?;
         let mut buf = Vec::new();
         for r in &records {
             serde_json::to_writer(&mut buf, r).map_err(|e| err(io::Error::other(e)))?;
@@ -596,16 +593,6 @@ impl Journal {
 }
 
 /// flock(LOCK_EX | LOCK_NB).
-fn lock(file: &File) -> io::Result<()> {
-    // SAFETY: flock only reads the descriptor number, which `file` keeps open.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

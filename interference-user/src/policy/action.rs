@@ -17,7 +17,7 @@ pub enum Rung {
     Pin,
     /// Balloon the reduced VM towards its floor (QMP).
     Balloon,
-    /// Live-migrate the reduced VM (only when enabled and a target is known).
+    /// Live-migrate the reduced VM (only when enabled, to a target known to have room).
     Migrate,
 }
 
@@ -87,8 +87,15 @@ pub enum Change {
     Cpuset { cpus: Vec<u32> },
     /// Set the balloon target (bytes of guest memory).
     Balloon { target_bytes: u64 },
-    /// Migrate to this destination URI.
-    Migrate { uri: String },
+    /// Migrate to this destination URI. The VM's size is what the destination's
+    /// capacity is charged with (a restart replays it from the journal).
+    Migrate {
+        uri: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vcpus: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_mib: Option<u64>,
+    },
     /// Undo the earlier action `action_id` (restore the journalled values).
     Rollback { action_id: String },
 }

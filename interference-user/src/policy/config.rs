@@ -125,15 +125,67 @@ pub struct PairThresholds {
     pub off_threshold: Option<f32>,
 }
 
-/// `[policy.migration]`: the last rung. Off unless enabled with a target.
+/// `[policy.migration]`: the last rung, live migration of the reduced VM. Off unless
+/// enabled with at least one target whose free capacity is declared:
+///
+/// ```toml
+/// [policy.migration]
+/// enabled = true
+/// [[policy.migration.targets]]
+/// name = "host-7"              # optional, for messages
+/// uri = "tcp:10.0.0.7:4444"
+/// free_vcpus = 16
+/// free_memory_mib = 65536
+/// ```
+///
+/// The rung moves a VM to the first target (in this order) that still has room for
+/// its vCPUs and memory: the declared free capacity minus what this agent has migrated
+/// there already (kept in [`PolicyState`](super::PolicyState), rebuilt from the journal).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MigrationConfig {
-    /// Adds `migrate` to the end of the ladder.
+    /// Adds `migrate` to the end of the ladder (with at least one target).
     pub enabled: bool,
-    /// QEMU migration URI of the destination, e.g. "tcp:10.0.0.7:4444".
+    /// Destinations, tried in this order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<MigrationTarget>,
+    /// Deprecated: the single destination URI of earlier versions, without a capacity.
+    /// Still parsed, so configs with migration disabled load as before; with `enabled =
+    /// true` it is refused (see [`PolicyConfig::check`]): declare the destination as a
+    /// `[[policy.migration.targets]]` entry with its free capacity instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+/// `[[policy.migration.targets]]`: one destination and what is free there for this
+/// agent's VMs. Both capacities are required ([`PolicyConfig::check`] says so with the
+/// field's path); they are options here only so that a missing one is reported that way
+/// rather than as a bare serde error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationTarget {
+    /// For messages; the URI when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// QEMU migration URI of the destination (a QEMU started with `-incoming` on it),
+    /// e.g. "tcp:10.0.0.7:4444".
+    pub uri: String,
+    /// vCPUs free on the destination for VMs migrated there by this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_vcpus: Option<u32>,
+    /// Memory (MiB) free on the destination for VMs migrated there by this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_memory_mib: Option<u64>,
+}
+
+impl MigrationTarget {
+    /// "host-7 (tcp:10.0.0.7:4444)", or the URI alone.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) if !n.is_empty() => format!("{n} ({})", self.uri),
+            _ => self.uri.clone(),
+        }
+    }
 }
 
 /// The thresholds in force for one pair.
@@ -159,7 +211,7 @@ impl PolicyConfig {
             .copied()
             .filter(|r| *r != Rung::Migrate)
             .collect();
-        if self.migration_target().is_some() {
+        if !self.migration_targets().is_empty() {
             ladder.push(Rung::Migrate);
         }
         ladder.sort();
@@ -167,11 +219,13 @@ impl PolicyConfig {
         ladder
     }
 
-    /// The migration destination, when the migrate rung is usable.
-    pub fn migration_target(&self) -> Option<&str> {
-        match (&self.migration.enabled, &self.migration.target) {
-            (true, Some(t)) if !t.is_empty() => Some(t),
-            _ => None,
+    /// The migration destinations, in the order they are tried; empty unless
+    /// migration is enabled (the migrate rung is usable only with one).
+    pub fn migration_targets(&self) -> &[MigrationTarget] {
+        if self.migration.enabled {
+            &self.migration.targets
+        } else {
+            &[]
         }
     }
 
@@ -339,10 +393,10 @@ impl PolicyConfig {
                 );
             }
             listed.push(*r);
-            if *r == Rung::Migrate && self.migration_target().is_none() {
+            if *r == Rung::Migrate && self.migration_targets().is_empty() {
                 push(
                     format!("policy.rungs[{i}]"),
-                    "migrate needs policy.migration.enabled = true and a policy.migration.target"
+                    "migrate needs policy.migration.enabled = true and a [[policy.migration.targets]] entry"
                         .into(),
                 );
             }
@@ -395,21 +449,91 @@ impl PolicyConfig {
                 "must be at least 1 MiB; a guest ballooned to nothing stops".into(),
             );
         }
-        match (&self.migration.enabled, &self.migration.target) {
-            (true, None) => push(
-                "policy.migration.target".into(),
-                "migration is enabled but no target is set (e.g. \"tcp:10.0.0.7:4444\")".into(),
-            ),
-            (_, Some(t)) if !MIGRATION_SCHEMES.iter().any(|s| t.starts_with(s)) => push(
-                "policy.migration.target".into(),
-                format!(
-                    "{t:?} is not a QEMU migration URI (one of {})",
-                    MIGRATION_SCHEMES.join(", ")
-                ),
-            ),
-            _ => {}
-        }
+        check_migration(&self.migration, &mut push);
         out
+    }
+}
+
+/// `[policy.migration]`: every target needs a URI QEMU accepts and its free capacity;
+/// the deprecated single `target` no longer enables anything.
+fn check_migration(m: &MigrationConfig, push: &mut impl FnMut(String, String)) {
+    let example = "e.g. \"tcp:10.0.0.7:4444\"";
+    let uri_problem = |uri: &str| {
+        if uri.is_empty() {
+            Some(format!(
+                "must not be empty: a QEMU migration URI, {example}"
+            ))
+        } else if !MIGRATION_SCHEMES.iter().any(|s| uri.starts_with(s)) {
+            Some(format!(
+                "{uri:?} is not a QEMU migration URI (one of {})",
+                MIGRATION_SCHEMES.join(", ")
+            ))
+        } else {
+            None
+        }
+    };
+    match &m.target {
+        Some(t) if m.enabled && m.targets.is_empty() => push(
+            "policy.migration.target".into(),
+            format!(
+                "no longer enables migration on its own: a VM is only migrated to a target known to have room for it. \
+                 Declare the destination as [[policy.migration.targets]] with uri = {t:?}, free_vcpus and free_memory_mib, \
+                 and remove target"
+            ),
+        ),
+        Some(_) if m.enabled => push(
+            "policy.migration.target".into(),
+            "is deprecated and not used: the destinations are policy.migration.targets; remove target".into(),
+        ),
+        Some(t) => {
+            if let Some(problem) = uri_problem(t) {
+                push("policy.migration.target".into(), problem);
+            }
+        }
+        None if m.enabled && m.targets.is_empty() => push(
+            "policy.migration.targets".into(),
+            format!(
+                "migration is enabled but no target is declared: add [[policy.migration.targets]] with uri ({example}), \
+                 free_vcpus and free_memory_mib (what is free there for the VMs this agent migrates)"
+            ),
+        ),
+        None => {}
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, t) in m.targets.iter().enumerate() {
+        let at = format!("policy.migration.targets[{i}]");
+        if let Some(problem) = uri_problem(&t.uri) {
+            push(format!("{at}.uri"), problem);
+        } else if let Some(first) = seen.insert(&t.uri, i) {
+            seen.insert(&t.uri, first);
+            push(
+                format!("{at}.uri"),
+                format!(
+                    "{:?} is already listed in policy.migration.targets[{first}]; the room left on a target is counted by its URI, so list each once",
+                    t.uri
+                ),
+            );
+        }
+        if t.name.as_deref() == Some("") {
+            push(
+                format!("{at}.name"),
+                "must not be empty (leave the key out to show the URI)".into(),
+            );
+        }
+        if t.free_vcpus.is_none() {
+            push(
+                format!("{at}.free_vcpus"),
+                "is required: the vCPUs free on this target for the VMs this agent migrates there (a VM only goes where it fits)"
+                    .into(),
+            );
+        }
+        if t.free_memory_mib.is_none() {
+            push(
+                format!("{at}.free_memory_mib"),
+                "is required: the memory (MiB) free on this target for the VMs this agent migrates there (a VM only goes where it fits)"
+                    .into(),
+            );
+        }
     }
 }
 
@@ -529,7 +653,10 @@ mod tests {
             off_threshold = 10
             [migration]
             enabled = true
-            target = "tcp:10.0.0.7:4444"
+            [[migration.targets]]
+            uri = "tcp:10.0.0.7:4444"
+            free_vcpus = 8
+            free_memory_mib = 16384
             "#,
         )
         .expect("full table");
@@ -692,26 +819,191 @@ mod tests {
         assert_eq!(fields(&c), vec!["policy.rungs"]);
     }
 
+    fn target(uri: &str) -> MigrationTarget {
+        MigrationTarget {
+            name: None,
+            uri: uri.into(),
+            free_vcpus: Some(8),
+            free_memory_mib: Some(16384),
+        }
+    }
+
+    fn problems(c: &PolicyConfig) -> Vec<(String, String)> {
+        c.check()
+    }
+
     #[test]
-    fn migration_needs_a_target_uri() {
+    fn migration_targets_parse_as_a_table_array_in_order() {
+        let c = parse(
+            r#"
+            [migration]
+            enabled = true
+            [[migration.targets]]
+            name = "host-7"
+            uri = "tcp:10.0.0.7:4444"
+            free_vcpus = 16
+            free_memory_mib = 65536
+            [[migration.targets]]
+            uri = "unix:/run/lab/incoming.sock"
+            free_vcpus = 2
+            free_memory_mib = 1024
+            "#,
+        )
+        .expect("targets");
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert_eq!(
+            c.migration_targets(),
+            &[
+                MigrationTarget {
+                    name: Some("host-7".into()),
+                    uri: "tcp:10.0.0.7:4444".into(),
+                    free_vcpus: Some(16),
+                    free_memory_mib: Some(65536),
+                },
+                MigrationTarget {
+                    name: None,
+                    uri: "unix:/run/lab/incoming.sock".into(),
+                    free_vcpus: Some(2),
+                    free_memory_mib: Some(1024),
+                },
+            ]
+        );
+        assert_eq!(
+            c.migration_targets()[0].label(),
+            "host-7 (tcp:10.0.0.7:4444)"
+        );
+        assert_eq!(c.ladder().last(), Some(&Rung::Migrate));
+        // Back through TOML unchanged.
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(parse(&text).expect("parse back"), c, "{text}");
+        // Unknown keys in an entry are refused like everywhere else.
+        let e = parse("[[migration.targets]]\nuri = \"tcp:a:1\"\nfree_cpus = 2").expect_err("typo");
+        assert!(e.to_string().contains("free_cpus"), "{e}");
+    }
+
+    #[test]
+    fn migration_enabled_without_targets_is_refused() {
         let mut c = PolicyConfig::default();
         c.migration.enabled = true;
-        assert_eq!(fields(&c), vec!["policy.migration.target"]);
-        assert_eq!(c.ladder(), vec![Rung::Weight, Rung::Pin, Rung::Balloon]);
-        c.migration.target = Some("10.0.0.7:4444".into());
-        let problems = c.check();
-        assert_eq!(problems.len(), 1);
+        let p = problems(&c);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "policy.migration.targets");
         assert!(
-            problems[0].1.contains("not a QEMU migration URI"),
-            "{problems:?}"
+            p[0].1.starts_with("migration is enabled but no target is declared: add [[policy.migration.targets]] with uri"),
+            "{p:?}"
         );
-        c.migration.target = Some("tcp:10.0.0.7:4444".into());
+        assert!(p[0].1.contains("free_vcpus and free_memory_mib"), "{p:?}");
+        assert_eq!(c.ladder(), vec![Rung::Weight, Rung::Pin, Rung::Balloon]);
+        // Listing the rung does not help.
+        c.rungs.push(Rung::Migrate);
+        assert_eq!(
+            fields(&c),
+            vec!["policy.rungs[3]", "policy.migration.targets"]
+        );
+        assert!(
+            problems(&c)[0]
+                .1
+                .contains("[[policy.migration.targets]] entry"),
+            "{:?}",
+            problems(&c)
+        );
+    }
+
+    #[test]
+    fn legacy_single_target_no_longer_enables_migration() {
+        let c = parse("[migration]\nenabled = true\ntarget = \"tcp:10.0.0.7:4444\"")
+            .expect("still parses");
+        let p = problems(&c);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "policy.migration.target");
+        assert!(
+            p[0].1.starts_with("no longer enables migration on its own"),
+            "{p:?}"
+        );
+        assert!(
+            p[0].1.contains(
+                "Declare the destination as [[policy.migration.targets]] with uri = \"tcp:10.0.0.7:4444\", free_vcpus and free_memory_mib, and remove target"
+            ),
+            "{p:?}"
+        );
+        // Alongside targets it is refused as unused.
+        let mut c = c;
+        c.migration.targets.push(target("tcp:10.0.0.7:4444"));
+        let p = problems(&c);
+        assert_eq!(fields(&c), vec!["policy.migration.target"]);
+        assert!(p[0].1.contains("deprecated and not used"), "{p:?}");
+        // With migration off, an old config loads as before (its URI still checked).
+        let mut c = parse("[migration]\ntarget = \"tcp:10.0.0.7:4444\"").expect("parses");
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(c.migration_targets().is_empty());
+        c.migration.target = Some("10.0.0.7:4444".into());
+        assert!(problems(&c)[0].1.contains("not a QEMU migration URI"));
+    }
+
+    #[test]
+    fn migration_targets_need_a_uri_and_their_capacity() {
+        let mut c = PolicyConfig::default();
+        c.migration.enabled = true;
+        c.migration.targets = vec![
+            MigrationTarget {
+                name: Some(String::new()),
+                uri: "10.0.0.7:4444".into(),
+                free_vcpus: None,
+                free_memory_mib: Some(1024),
+            },
+            MigrationTarget {
+                uri: String::new(),
+                free_memory_mib: None,
+                ..target("")
+            },
+            target("tcp:10.0.0.8:4444"),
+            target("tcp:10.0.0.8:4444"),
+        ];
+        let p = problems(&c);
+        let got: Vec<&str> = p.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "policy.migration.targets[0].uri",
+                "policy.migration.targets[0].name",
+                "policy.migration.targets[0].free_vcpus",
+                "policy.migration.targets[1].uri",
+                "policy.migration.targets[1].free_memory_mib",
+                "policy.migration.targets[3].uri",
+            ],
+            "{p:?}"
+        );
+        assert!(p[0].1.contains("not a QEMU migration URI"), "{p:?}");
+        assert!(
+            p[2].1
+                .starts_with("is required: the vCPUs free on this target"),
+            "{p:?}"
+        );
+        assert!(p[3].1.starts_with("must not be empty"), "{p:?}");
+        assert!(
+            p[4].1
+                .starts_with("is required: the memory (MiB) free on this target"),
+            "{p:?}"
+        );
+        assert!(
+            p[5].1
+                .contains("already listed in policy.migration.targets[2]"),
+            "{p:?}"
+        );
+        // A missing capacity in the file is reported by check, not serde.
+        let c = parse(
+            "[migration]\nenabled = true\n[[migration.targets]]\nuri = \"tcp:a:1\"\nfree_memory_mib = 512",
+        )
+        .expect("parses");
+        assert_eq!(fields(&c), vec!["policy.migration.targets[0].free_vcpus"]);
+        // Disabled: the targets are checked but unused.
+        let mut c = PolicyConfig::default();
+        c.migration.targets.push(target("tcp:10.0.0.7:4444"));
         assert!(c.check().is_empty());
+        assert!(c.migration_targets().is_empty());
+        assert_eq!(c.ladder(), vec![Rung::Weight, Rung::Pin, Rung::Balloon]);
+        c.migration.enabled = true;
         assert_eq!(c.ladder().last(), Some(&Rung::Migrate));
-        // Disabled: listed target is kept but unused.
-        c.migration.enabled = false;
-        assert!(c.check().is_empty());
-        assert_eq!(c.migration_target(), None);
     }
 
     #[test]

@@ -39,7 +39,9 @@ use thiserror::Error;
 use super::action::{Action, ActionResult, Cause, Change, Outcome, Rung};
 use super::config::{rung_name, PolicyConfig, Thresholds};
 use super::ladder::{self, Half, Plan};
-use super::state::{pair_key, pair_key_into, PairState, Part, Pending, PolicyState, RungState};
+use super::state::{
+    pair_key, pair_key_into, Migrated, PairState, Part, Pending, PolicyState, RungState,
+};
 use super::who::{self, Basis, Roles};
 use crate::inventory::Priority;
 use crate::predict::{ContentionScore, DirectedScore};
@@ -65,6 +67,9 @@ pub struct VmInput {
     pub cpuset: Option<Vec<u32>>,
     /// Current guest memory (balloon actual), bytes, when known.
     pub memory_bytes: Option<u64>,
+    /// Guest memory as configured (QEMU `-m`, `[[vm]] memory_mib`), bytes, when known:
+    /// what a migration destination must have room for.
+    pub memory_allocated_bytes: Option<u64>,
     /// The VM's own memory floor, bytes; the higher of it and `balloon_floor_mib` wins.
     pub memory_floor_bytes: Option<u64>,
     /// Balloon and migration go through QMP.
@@ -695,6 +700,25 @@ impl Policy {
                 reason: format!("{trigger}{note}: {who}; {}", a.what),
                 change: a.change,
             };
+            if let Change::Migrate { uri, .. } = &action.change {
+                // Taken from the target's room now, so that the next pair this tick
+                // sees it; a failed outcome gives it back.
+                let moved = if a.vm == w.victim.name {
+                    w.victim
+                } else {
+                    w.aggressor
+                };
+                if let Ok((vcpus, memory_mib)) = ladder::migration_size(moved) {
+                    self.state.migrated.push(Migrated {
+                        uri: uri.clone(),
+                        action_id: action.id.clone(),
+                        vm: a.vm.clone(),
+                        vcpus,
+                        memory_mib,
+                        simulated: action.simulated,
+                    });
+                }
+            }
             self.state.pending.push(Pending {
                 action: action.clone(),
                 tick,

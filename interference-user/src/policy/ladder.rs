@@ -19,7 +19,7 @@
 use super::action::{Change, Rung};
 use super::config::PolicyConfig;
 use super::engine::VmInput;
-use super::state::{Holding, PolicyState};
+use super::state::{size_text, Holding, PolicyState};
 use super::who::Roles;
 
 const MIB: u64 = 1 << 20;
@@ -275,24 +275,77 @@ fn balloon(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
     })])
 }
 
+/// The size a migration target must have room for: (vCPUs, memory in MiB rounded up),
+/// or why the VM cannot be placed.
+pub fn migration_size(vm: &VmInput) -> Result<(u32, u64), String> {
+    let Some(vcpus) = vm.vcpus else {
+        return Err(format!(
+            "migrate: {}'s vCPU count is unknown, so no target can be checked for room",
+            vm.name
+        ));
+    };
+    // The configured size: what the destination must hold, whatever the balloon says.
+    let Some(bytes) = vm.memory_allocated_bytes.or(vm.memory_bytes) else {
+        return Err(format!(
+            "migrate: {}'s memory size is unknown, so no target can be checked for room",
+            vm.name
+        ));
+    };
+    Ok((vcpus, bytes.div_ceil(MIB)))
+}
+
+/// Moves the reduced VM to the first target (config order) with room for it: the
+/// declared free capacity minus what this agent has migrated there (or is migrating,
+/// this tick included).
 fn migrate(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
     let vm = r.reduced;
-    let Some(uri) = ctx.config.migration_target() else {
+    let targets = ctx.config.migration_targets();
+    if targets.is_empty() {
         return Plan::NotApplicable("migrate: migration is not enabled".into());
-    };
+    }
     if !vm.has_qmp {
         return Plan::NotApplicable(format!("migrate: {} has no QMP socket", vm.name));
     }
     if let Some(h) = ctx.state.holding(&vm.name, Rung::Migrate) {
         return Plan::Halves(vec![against_holding(&vm.name, h, true, "migration")]);
     }
-    Plan::Halves(vec![Half::Act(Act {
-        vm: vm.name.clone(),
-        change: Change::Migrate {
-            uri: uri.to_owned(),
-        },
-        what: format!("migrate {} to {uri}", vm.name),
-    })])
+    let (vcpus, mib) = match migration_size(vm) {
+        Ok(size) => size,
+        Err(why) => return Plan::NotApplicable(why),
+    };
+    let size = size_text(u64::from(vcpus), mib);
+    let mut room = Vec::with_capacity(targets.len());
+    for t in targets {
+        let (used_vcpus, used_mib) = ctx.state.migrated_to(&t.uri);
+        let free_vcpus = u64::from(t.free_vcpus.unwrap_or(0)).saturating_sub(used_vcpus);
+        let free_mib = t.free_memory_mib.unwrap_or(0).saturating_sub(used_mib);
+        if u64::from(vcpus) <= free_vcpus && mib <= free_mib {
+            return Plan::Halves(vec![Half::Act(Act {
+                vm: vm.name.clone(),
+                change: Change::Migrate {
+                    uri: t.uri.clone(),
+                    vcpus: Some(vcpus),
+                    memory_mib: Some(mib),
+                },
+                what: format!(
+                    "migrate {} ({size}) to {}, leaving {} free there",
+                    vm.name,
+                    t.label(),
+                    size_text(free_vcpus - u64::from(vcpus), free_mib - mib)
+                ),
+            })]);
+        }
+        room.push(format!(
+            "{} has {} free",
+            t.label(),
+            size_text(free_vcpus, free_mib)
+        ));
+    }
+    Plan::NotApplicable(format!(
+        "migrate: no target has room for {} ({size}): {}",
+        vm.name,
+        room.join("; ")
+    ))
 }
 
 #[cfg(test)]
@@ -301,6 +354,8 @@ mod tests {
 
     use super::*;
     use crate::policy::action::Action;
+    use crate::policy::config::MigrationTarget;
+    use crate::policy::state::Migrated;
     use crate::policy::who::roles;
 
     fn vm(name: &str) -> VmInput {
@@ -591,23 +646,171 @@ mod tests {
         );
     }
 
+    fn target(uri: &str, vcpus: u32, mib: u64) -> MigrationTarget {
+        MigrationTarget {
+            name: None,
+            uri: uri.into(),
+            free_vcpus: Some(vcpus),
+            free_memory_mib: Some(mib),
+        }
+    }
+
+    fn migration(targets: Vec<MigrationTarget>) -> PolicyConfig {
+        let mut c = PolicyConfig::default();
+        c.migration.enabled = true;
+        c.migration.targets = targets;
+        c
+    }
+
+    /// A VM of 2 vCPUs and 4096 MiB.
+    fn sized(name: &str) -> VmInput {
+        VmInput {
+            vcpus: Some(2),
+            ..vm(name)
+        }
+    }
+
+    fn migrated(uri: &str, id: &str, vcpus: u32, memory_mib: u64) -> Migrated {
+        Migrated {
+            uri: uri.into(),
+            action_id: id.into(),
+            vm: "other".into(),
+            vcpus,
+            memory_mib,
+            simulated: false,
+        }
+    }
+
+    fn migrate_to(plan: &Plan) -> Option<String> {
+        match acts(plan).as_slice() {
+            [(_, Change::Migrate { uri, .. })] => Some(uri.clone()),
+            _ => None,
+        }
+    }
+
+    fn not_applicable(plan: &Plan) -> &str {
+        match plan {
+            Plan::NotApplicable(why) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn migrate_needs_a_target() {
+    fn migrate_needs_migration_enabled_with_a_target() {
         let mut c = PolicyConfig::default();
         let s = PolicyState::default();
-        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &vm("batch"));
-        assert!(matches!(plan, Plan::NotApplicable(_)));
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(not_applicable(&plan), "migrate: migration is not enabled");
+        c.migration.targets = vec![target("tcp:10.0.0.7:4444", 8, 16384)];
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert!(matches!(plan, Plan::NotApplicable(_)), "disabled: {plan:?}");
         c.migration.enabled = true;
-        c.migration.target = Some("tcp:10.0.0.7:4444".into());
-        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &vm("batch"));
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
         assert_eq!(
             acts(&plan),
             vec![(
                 "batch".into(),
                 Change::Migrate {
-                    uri: "tcp:10.0.0.7:4444".into()
+                    uri: "tcp:10.0.0.7:4444".into(),
+                    vcpus: Some(2),
+                    memory_mib: Some(4096)
                 }
             )]
+        );
+        let Plan::Halves(h) = &plan else {
+            panic!("{plan:?}")
+        };
+        let Half::Act(a) = &h[0] else { panic!("{h:?}") };
+        assert_eq!(
+            a.what,
+            "migrate batch (2 vCPUs, 4096 MiB) to tcp:10.0.0.7:4444, leaving 6 vCPUs, 12288 MiB free there"
+        );
+    }
+
+    #[test]
+    fn migrate_fits_exactly_and_not_one_over() {
+        let s = PolicyState::default();
+        let c = migration(vec![target("tcp:a:1", 2, 4096)]);
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(migrate_to(&plan).as_deref(), Some("tcp:a:1"));
+        // One vCPU short.
+        let c = migration(vec![target("tcp:a:1", 1, 8192)]);
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(
+            not_applicable(&plan),
+            "migrate: no target has room for batch (2 vCPUs, 4096 MiB): tcp:a:1 has 1 vCPU, 8192 MiB free"
+        );
+        // One MiB short (memory is rounded up to whole MiB).
+        let c = migration(vec![target("tcp:a:1", 4, 4096)]);
+        let mut batch = sized("batch");
+        batch.memory_bytes = Some(4096 * MIB + 1);
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &batch);
+        assert!(
+            not_applicable(&plan).contains("room for batch (2 vCPUs, 4097 MiB)"),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn migrate_picks_the_first_target_with_room_in_config_order() {
+        let s = PolicyState::default();
+        let mut c = migration(vec![
+            target("tcp:a:1", 1, 8192),
+            target("tcp:b:1", 4, 2048),
+            target("tcp:c:1", 2, 4096),
+            target("tcp:d:1", 64, 65536),
+        ]);
+        c.migration.targets[0].name = Some("host-a".into());
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(migrate_to(&plan).as_deref(), Some("tcp:c:1"));
+        c.migration.targets.truncate(2);
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(
+            not_applicable(&plan),
+            "migrate: no target has room for batch (2 vCPUs, 4096 MiB): \
+             host-a (tcp:a:1) has 1 vCPU, 8192 MiB free; tcp:b:1 has 4 vCPUs, 2048 MiB free"
+        );
+    }
+
+    #[test]
+    fn migrate_counts_what_was_migrated_there_already() {
+        let c = migration(vec![
+            target("tcp:a:1", 4, 10240),
+            target("tcp:b:1", 2, 4096),
+        ]);
+        let mut s = PolicyState::default();
+        // Another VM (2 vCPUs, 4096 MiB) went to a: room for one more of the same size.
+        s.migrated.push(migrated("tcp:a:1", "h-1-0", 2, 4096));
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(migrate_to(&plan).as_deref(), Some("tcp:a:1"));
+        // A second one: a has 0 vCPUs left, b is next.
+        s.migrated.push(migrated("tcp:a:1", "h-2-0", 2, 4096));
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(migrate_to(&plan).as_deref(), Some("tcp:b:1"));
+        s.migrated.push(migrated("tcp:b:1", "h-3-0", 1, 100));
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &sized("batch"));
+        assert_eq!(
+            not_applicable(&plan),
+            "migrate: no target has room for batch (2 vCPUs, 4096 MiB): \
+             tcp:a:1 has 0 vCPUs, 2048 MiB free; tcp:b:1 has 1 vCPU, 3996 MiB free"
+        );
+    }
+
+    #[test]
+    fn migrate_needs_the_vms_size() {
+        let c = migration(vec![target("tcp:a:1", 64, 65536)]);
+        let s = PolicyState::default();
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &vm("batch"));
+        assert_eq!(
+            not_applicable(&plan),
+            "migrate: batch's vCPU count is unknown, so no target can be checked for room"
+        );
+        let mut batch = sized("batch");
+        batch.memory_bytes = None;
+        let plan = plan_for(&c, &s, &[0, 1], Rung::Migrate, &vm("web"), &batch);
+        assert_eq!(
+            not_applicable(&plan),
+            "migrate: batch's memory size is unknown, so no target can be checked for room"
         );
     }
 }

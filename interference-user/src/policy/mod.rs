@@ -29,6 +29,8 @@ pub mod who;
 mod tests;
 
 pub use action::*;
-pub use config::{MigrationConfig, PairThresholds, PolicyConfig, Thresholds, TierThresholds};
+pub use config::{
+    MigrationConfig, MigrationTarget, PairThresholds, PolicyConfig, Thresholds, TierThresholds,
+};
 pub use engine::{Decision, Policy, PolicyError, PolicyInput, VmInput};
-pub use state::{pair_key, PairState, PolicyState};
+pub use state::{pair_key, Migrated, PairState, PolicyState};

@@ -56,6 +56,57 @@ pub struct PolicyState {
     /// Actions decided last tick whose outcomes the next tick brings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
+    /// The VMs this agent has migrated (or is migrating: decided, outcome not in yet)
+    /// to each target: what they take of the target's declared free capacity. A
+    /// failed migration gives it back. Absent in states written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrated: Vec<Migrated>,
+}
+
+/// One VM migrated to a target by this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrated {
+    /// The target's migration URI (`[[policy.migration.targets]] uri`).
+    pub uri: String,
+    /// The migrate action.
+    pub action_id: String,
+    pub vm: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Decided in dry-run mode: forgotten with the other simulated changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
+}
+
+impl Migrated {
+    /// What a migrate action took, from the action alone (a replayed journal has
+    /// nothing else): the size its change carries, else the action's `vcpus` and no
+    /// memory (actions of earlier versions).
+    pub fn from_action(action: &Action, uri: &str) -> Self {
+        let (vcpus, memory_mib) = match &action.change {
+            Change::Migrate {
+                vcpus, memory_mib, ..
+            } => (vcpus.or(action.vcpus).unwrap_or(0), memory_mib.unwrap_or(0)),
+            _ => (action.vcpus.unwrap_or(0), 0),
+        };
+        Self {
+            uri: uri.to_owned(),
+            action_id: action.id.clone(),
+            vm: action.vm.clone(),
+            vcpus,
+            memory_mib,
+            simulated: action.simulated,
+        }
+    }
+}
+
+/// "2 vCPUs, 4096 MiB", as migrate actions say it.
+pub(crate) fn size_text(vcpus: u64, memory_mib: u64) -> String {
+    format!(
+        "{vcpus} vCPU{}, {memory_mib} MiB",
+        if vcpus == 1 { "" } else { "s" }
+    )
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -196,6 +247,17 @@ impl PolicyState {
         self.vms.get(vm).and_then(|v| v.last_change_ms)
     }
 
+    /// What this agent has migrated (or is migrating) to the target `uri`, as (vCPUs,
+    /// MiB).
+    pub fn migrated_to(&self, uri: &str) -> (u64, u64) {
+        self.migrated
+            .iter()
+            .filter(|m| m.uri == uri)
+            .fold((0, 0), |(v, mib), m| {
+                (v + u64::from(m.vcpus), mib.saturating_add(m.memory_mib))
+            })
+    }
+
     /// Takes the outcomes of the pending actions: applied or simulated changes become
     /// holdings, applied rollbacks remove them, a rung whose actions all succeeded is
     /// complete. A pending action without an outcome counts as failed. Returns notes
@@ -227,6 +289,17 @@ impl PolicyState {
                     p.pair.clone(),
                     format!("action {} ({}) {why}", p.action.id, reason_tail(&p.action)),
                 ));
+            }
+            if let Change::Migrate { uri, .. } = &p.action.change {
+                // The capacity was taken when the migration was decided; a failure
+                // gives it back. (A state from before the capacity was tracked has no
+                // record of it yet.)
+                let recorded = self.migrated.iter().any(|m| m.action_id == p.action.id);
+                if !ok {
+                    self.migrated.retain(|m| m.action_id != p.action.id);
+                } else if !recorded {
+                    self.migrated.push(Migrated::from_action(&p.action, uri));
+                }
             }
             let vm = self.vms.entry(p.action.vm.clone()).or_default();
             match &p.action.change {
@@ -322,6 +395,7 @@ impl PolicyState {
     /// so nothing is rolled back; the pairs that relied on them start over, releasing
     /// whatever real changes they held.
     pub fn drop_simulated(&mut self) {
+        self.migrated.retain(|m| !m.simulated);
         let simulated: BTreeSet<String> = self
             .vms
             .values()
@@ -394,9 +468,10 @@ impl PolicyState {
     /// Rebuilds the state from journal records in journal order: every applied or
     /// simulated change not rolled back since is in force and held by the pair it was
     /// decided for, whose rungs are complete. Counters start from zero. A pair's
-    /// [`Cause`] comes back from its first rung's actions. (A holding that a second pair shared without an action of its
-    /// own is attributed to the first pair only: the journal does not know about
-    /// sharing.)
+    /// [`Cause`] comes back from its first rung's actions. Every migration that did not
+    /// fail counts against its target's capacity ([`Migrated::from_action`]). (A
+    /// holding that a second pair shared without an action of its own is attributed to
+    /// the first pair only: the journal does not know about sharing.)
     pub fn replay<'a>(records: impl IntoIterator<Item = (&'a Action, &'a Outcome)>) -> Self {
         let mut s = Self::default();
         for (action, outcome) in records {
@@ -427,6 +502,11 @@ impl PolicyState {
                     s.pairs.retain(|_, p| !p.rungs.is_empty());
                 }
                 _ => {
+                    if let Change::Migrate { uri, .. } = &action.change {
+                        if !s.migrated.iter().any(|m| m.action_id == action.id) {
+                            s.migrated.push(Migrated::from_action(action, uri));
+                        }
+                    }
                     vm.holdings.insert(
                         action.rung,
                         Holding {
@@ -503,6 +583,67 @@ mod tests {
             effects: vec![],
             error: (result == ActionResult::Failed).then(|| "EBUSY".to_owned()),
         }
+    }
+
+    #[test]
+    fn a_migration_reads_its_size_back_from_the_action() {
+        let mut a = action(
+            "h-3-0",
+            "batch",
+            Rung::Migrate,
+            Change::Migrate {
+                uri: "tcp:a:1".into(),
+                vcpus: Some(1),
+                memory_mib: Some(4097),
+            },
+        );
+        let m = Migrated::from_action(&a, "tcp:a:1");
+        assert_eq!(
+            (m.uri.as_str(), m.vcpus, m.memory_mib),
+            ("tcp:a:1", 1, 4097)
+        );
+        assert_eq!(size_text(1, 4097), "1 vCPU, 4097 MiB");
+        // An action of an earlier version: its vCPUs, no memory.
+        a.change = Change::Migrate {
+            uri: "tcp:a:1".into(),
+            vcpus: None,
+            memory_mib: None,
+        };
+        a.vcpus = Some(4);
+        let m = Migrated::from_action(&a, "tcp:a:1");
+        assert_eq!((m.vcpus, m.memory_mib), (4, 0));
+    }
+
+    #[test]
+    fn migration_outcomes_keep_or_return_the_room() {
+        let mut s = PolicyState::default();
+        s.pairs.insert("batch/web".into(), PairState::default());
+        let a = action(
+            "h-3-0",
+            "batch",
+            Rung::Migrate,
+            Change::Migrate {
+                uri: "tcp:a:1".into(),
+                vcpus: Some(2),
+                memory_mib: Some(4096),
+            },
+        );
+        let pending = |a: &Action| Pending {
+            action: a.clone(),
+            tick: 3,
+            seq: 0,
+            pair: "batch/web".into(),
+        };
+        // Decided (the engine records the room taken), then failed: returned.
+        s.migrated.push(Migrated::from_action(&a, "tcp:a:1"));
+        s.pending.push(pending(&a));
+        s.apply_outcomes(&[outcome("h-3-0", ActionResult::Failed)]);
+        assert_eq!(s.migrated_to("tcp:a:1"), (0, 0));
+        // Applied without a record (a state from before the room was tracked): counted.
+        s.pending.push(pending(&a));
+        s.apply_outcomes(&[outcome("h-3-0", ActionResult::Applied)]);
+        assert_eq!(s.migrated_to("tcp:a:1"), (2, 4096));
+        assert_eq!(s.migrated_to("tcp:b:1"), (0, 0));
     }
 
     #[test]

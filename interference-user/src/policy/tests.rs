@@ -771,13 +771,204 @@ fn balloon_respects_the_floor() {
     );
 }
 
+/// Enables migration to these (uri, free vCPUs, free MiB) targets, in this order.
+fn migrate_to(c: &mut PolicyConfig, targets: &[(&str, u32, u64)]) {
+    c.migration.enabled = true;
+    c.migration.targets = targets
+        .iter()
+        .map(|&(uri, vcpus, mib)| MigrationTarget {
+            name: None,
+            uri: uri.into(),
+            free_vcpus: Some(vcpus),
+            free_memory_mib: Some(mib),
+        })
+        .collect();
+}
+
+/// A VM of 2 vCPUs and 4096 MiB.
+fn sized(name: &str, cores: f64) -> VmInput {
+    VmInput {
+        vcpus: Some(2),
+        ..vm(name, cores)
+    }
+}
+
+/// Two hot pairs, web <- batch and db <- batch2 (both 2 vCPUs, 4096 MiB), climbing
+/// from weight straight to migrate.
+fn two_pairs_migrating(targets: &[(&str, u32, u64)]) -> Sim {
+    let mut c = config();
+    c.rungs = vec![Rung::Weight];
+    migrate_to(&mut c, targets);
+    Sim::new(
+        c,
+        vec![
+            vm("web", 0.5),
+            sized("batch", 1.5),
+            vm("db", 0.5),
+            sized("batch2", 1.5),
+        ],
+    )
+}
+
+fn both_hot(sim: &mut Sim) -> Decision {
+    sim.step(&[("web", "batch", 80.0), ("db", "batch2", 70.0)])
+}
+
+#[test]
+fn migrations_use_up_a_targets_room_and_go_on_to_the_next() {
+    // a has room for one 2-vCPU VM, b for several.
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 3, 16384), ("tcp:b:1", 8, 16384)]);
+    both_hot(&mut sim);
+    both_hot(&mut sim);
+    let d = both_hot(&mut sim);
+    let uri = |u: &str| Change::Migrate {
+        uri: u.into(),
+        vcpus: Some(2),
+        memory_mib: Some(4096),
+    };
+    // The higher score goes first and takes a; the other pair finds 1 vCPU left there.
+    assert_eq!(
+        changes(&d),
+        vec![
+            ("batch".into(), uri("tcp:a:1")),
+            ("batch2".into(), uri("tcp:b:1"))
+        ]
+    );
+    assert!(
+        d.actions[0].reason.ends_with(
+            "migrate batch (2 vCPUs, 4096 MiB) to tcp:a:1, leaving 1 vCPU, 12288 MiB free there"
+        ),
+        "{}",
+        d.actions[0].reason
+    );
+    // Applied: the room stays taken.
+    both_hot(&mut sim);
+    let state = sim.policy.state();
+    assert_eq!(state.migrated_to("tcp:a:1"), (2, 4096));
+    assert_eq!(state.migrated_to("tcp:b:1"), (2, 4096));
+    // And survives persistence.
+    let text = serde_json::to_string(state).expect("serialise");
+    let back: PolicyState = serde_json::from_str(&text).expect("parse");
+    assert_eq!(back.migrated, state.migrated);
+}
+
+#[test]
+fn no_target_with_room_passes_migrate_over_and_says_what_is_free() {
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 2, 4096)]);
+    both_hot(&mut sim);
+    both_hot(&mut sim);
+    let d = both_hot(&mut sim);
+    assert_eq!(changes(&d).len(), 1, "{:?}", d.actions);
+    assert!(
+        skipped_with(
+            &d,
+            "migrate: no target has room for batch2 (2 vCPUs, 4096 MiB): tcp:a:1 has 0 vCPUs, 0 MiB free; passed over"
+        ),
+        "{:?}",
+        d.skipped
+    );
+}
+
+#[test]
+fn a_failed_migration_gives_the_room_back() {
+    // Room for one VM only: the retry fits only if the failure returned it.
+    let mut c = config();
+    c.rungs = vec![Rung::Weight];
+    migrate_to(&mut c, &[("tcp:a:1", 2, 4096)]);
+    let mut sim = Sim::new(c, vec![vm("web", 0.5), sized("batch", 1.5)]);
+    sim.hot(70.0);
+    sim.hot(70.0);
+    sim.result = ActionResult::Failed;
+    let d = sim.hot(70.0);
+    assert_eq!(rungs(&d), vec![Rung::Migrate]);
+    assert_eq!(sim.policy.state().migrated_to("tcp:a:1"), (2, 4096));
+    sim.result = ActionResult::Applied;
+    let d = sim.hot(70.0);
+    assert!(skipped_with(&d, "failed"), "{:?}", d.skipped);
+    assert_eq!(rungs(&d), vec![Rung::Migrate], "{:?}", d.skipped);
+    let state = sim.policy.state();
+    assert_eq!(state.migrated.len(), 1, "{:?}", state.migrated);
+    assert_eq!(state.migrated[0].action_id, d.actions[0].id);
+    // Applied this time: the room stays taken.
+    let d = sim.hot(70.0);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(sim.policy.state().migrated_to("tcp:a:1"), (2, 4096));
+}
+
+#[test]
+fn replay_counts_applied_migrations_against_their_target() {
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 3, 16384), ("tcp:b:1", 8, 16384)]);
+    let mut journal = Vec::new();
+    for i in 0..3 {
+        // batch2's migration (the second action of the third tick) fails.
+        let d = both_hot(&mut sim);
+        let mut outcomes = sim.outcomes.clone();
+        if i == 2 {
+            outcomes[1].result = ActionResult::Failed;
+        }
+        journal.extend(d.actions.into_iter().zip(outcomes));
+    }
+    let state = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
+    assert_eq!(state.migrated_to("tcp:a:1"), (2, 4096));
+    assert_eq!(state.migrated_to("tcp:b:1"), (0, 0));
+    assert_eq!(state.migrated[0].vm, "batch");
+    // The replayed state places the next VM accordingly: a is full for it.
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 3, 16384), ("tcp:b:1", 8, 16384)]);
+    sim.policy = Policy::with_state(sim.policy.config().clone(), "h", state).expect("valid");
+    sim.tick = 4;
+    // Counters start from zero: escalation is due after escalate_after_ticks.
+    assert!(sim.step(&[("db", "batch2", 70.0)]).actions.is_empty());
+    let d = sim.step(&[("db", "batch2", 70.0)]);
+    assert_eq!(
+        changes(&d),
+        vec![(
+            "batch2".into(),
+            Change::Migrate {
+                uri: "tcp:b:1".into(),
+                vcpus: Some(2),
+                memory_mib: Some(4096)
+            }
+        )],
+        "{:?}",
+        d.skipped
+    );
+}
+
+#[test]
+fn states_without_migrations_load() {
+    let state: PolicyState = serde_json::from_str(r#"{"pairs":{},"vms":{}}"#).expect("old state");
+    assert!(state.migrated.is_empty());
+    assert!(!serde_json::to_string(&state)
+        .expect("serialise")
+        .contains("migrated"));
+}
+
+#[test]
+fn dry_run_migrations_take_room_until_the_dry_run_ends() {
+    let mut c = config();
+    c.rungs = vec![Rung::Weight];
+    c.dry_run = true;
+    migrate_to(&mut c, &[("tcp:a:1", 2, 4096)]);
+    let mut sim = Sim::new(c, vec![vm("web", 0.5), sized("batch", 1.5)]);
+    sim.result = ActionResult::Simulated;
+    for _ in 0..4 {
+        sim.hot(70.0);
+    }
+    let state = sim.policy.state().clone();
+    assert_eq!(state.migrated_to("tcp:a:1"), (2, 4096));
+    assert!(state.migrated[0].simulated);
+    let mut live = sim.policy.config().clone();
+    live.dry_run = false;
+    let policy = Policy::with_state(live, "h", state).expect("valid");
+    assert!(policy.state().migrated.is_empty());
+}
+
 #[test]
 fn no_qmp_socket_passes_over_balloon_to_migrate() {
     let mut c = config();
     c.rungs = vec![Rung::Weight, Rung::Balloon];
-    c.migration.enabled = true;
-    c.migration.target = Some("tcp:10.0.0.7:4444".into());
-    let mut sim = Sim::new(c, vec![vm("web", 0.5), vm("batch", 1.5)]);
+    migrate_to(&mut c, &[("tcp:10.0.0.7:4444", 8, 16384)]);
+    let mut sim = Sim::new(c, vec![vm("web", 0.5), sized("batch", 1.5)]);
     sim.vms[1].has_qmp = false;
     sim.hot(70.0);
     sim.hot(70.0);
@@ -797,9 +988,8 @@ fn migration_is_the_last_rung_and_is_not_rolled_back() {
     let mut c = config();
     c.rungs = vec![Rung::Weight];
     c.rollback_after_quiet_ticks = 1;
-    c.migration.enabled = true;
-    c.migration.target = Some("tcp:10.0.0.7:4444".into());
-    let mut sim = Sim::new(c, vec![vm("web", 0.5), vm("batch", 1.5)]);
+    migrate_to(&mut c, &[("tcp:10.0.0.7:4444", 8, 16384)]);
+    let mut sim = Sim::new(c, vec![vm("web", 0.5), sized("batch", 1.5)]);
     sim.hot(70.0);
     sim.hot(70.0);
     let d = sim.hot(70.0);
@@ -808,7 +998,9 @@ fn migration_is_the_last_rung_and_is_not_rolled_back() {
         vec![(
             "batch".into(),
             Change::Migrate {
-                uri: "tcp:10.0.0.7:4444".into()
+                uri: "tcp:10.0.0.7:4444".into(),
+                vcpus: Some(2),
+                memory_mib: Some(4096)
             }
         )]
     );

@@ -577,6 +577,8 @@ fn migration_is_journalled_as_not_restorable() {
             "web",
             Change::Migrate {
                 uri: "tcp:10.0.0.2:4444".into(),
+                vcpus: None,
+                memory_mib: None,
             },
         ),
         &vm,
