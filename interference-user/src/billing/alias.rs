@@ -33,6 +33,16 @@ impl Aliases {
         Self { key }
     }
 
+    /// A key for this process only (a dry run writes no ledger, so its aliases only
+    /// appear in its own logs).
+    pub fn ephemeral() -> Self {
+        let mut key = [0u8; 32];
+        if let Err(e) = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)) {
+            tracing::debug!("no /dev/urandom ({e}); aliases of this dry run use a fixed key");
+        }
+        Self { key }
+    }
+
     /// The secret of the ledger in `dir`, created (from /dev/urandom) when missing.
     pub fn load_or_create(dir: &Path) -> io::Result<Self> {
         let path = dir.join(KEY_FILE);

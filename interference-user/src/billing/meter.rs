@@ -72,10 +72,7 @@ impl Billing {
     /// Open the ledger in `config.ledger_dir` (none when `dry_run`).
     pub fn open(config: BillingConfig, host: &str, dry_run: bool) -> Result<Self, LedgerError> {
         let (ledger, aliases) = if dry_run {
-            // Aliases only show in logs of a dry run; any key will do.
-            let mut key = [0u8; 32];
-            key[..host.len().min(32)].copy_from_slice(&host.as_bytes()[..host.len().min(32)]);
-            (None, Aliases::from_key(key))
+            (None, Aliases::ephemeral())
         } else {
             let l = Ledger::open(&config.ledger_dir)?;
             let a = l.aliases().clone();

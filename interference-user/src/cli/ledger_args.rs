@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use interference::billing::{BillingConfig, DEFAULT_LEDGER_DIR};
+use interference::billing::BillingConfig;
 use interference::config::Config;
 
 use super::ConfigArgs;
@@ -32,8 +32,6 @@ impl LedgerArgs {
         };
         if let Some(dir) = &self.ledger {
             cfg.ledger_dir = dir.clone();
-        } else if self.config.config.is_none() {
-            cfg.ledger_dir = PathBuf::from(DEFAULT_LEDGER_DIR);
         }
         Ok(cfg)
     }

@@ -4,13 +4,12 @@
 //!
 //! Billing rides along: every tick it meters the VMs; an applied action starts being
 //! metered, and an action is billed to its end *before* it is undone (rollback,
-//! restore at exit or at start), so a crash between the two re-bills the same ids
-//! instead of losing the lines (see `billing::meter`).
+//! restore at exit or at start), so a crash between the two can neither lose its lines
+//! nor double them (see `billing::meter`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Instant;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::ScoreRound;
 use crate::billing::{Billing, VmUsage};
