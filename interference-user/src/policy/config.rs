@@ -43,9 +43,9 @@ pub struct PolicyConfig {
     /// rolled back (see `quiet_demand_ratio` for what makes a tick quiet).
     pub rollback_after_quiet_ticks: u32,
     /// A mitigated pair's tick below its off threshold counts as quiet only when the
-    /// cause is gone too: the aggressor's CPU demand (usage plus run-queue wait, which a
-    /// weight cut or a pin does not hide) is at most this fraction of what it was when
-    /// the pair's first rung was decided, or the aggressor has left. Otherwise the
+    /// cause is gone too: the CPU demand (usage plus run-queue wait, which a weight cut
+    /// or a pin does not hide) of the VM the protected one is shielded from is at most
+    /// this fraction of its peak since the pair's first rung, or that VM has left. Otherwise the
     /// score is low because the mitigation works, and undoing it would bring the
     /// contention back. With no demand known the score alone decides. 0 < ratio < 1.
     pub quiet_demand_ratio: f64,

@@ -305,6 +305,7 @@ impl Policy {
                     // The same pair twice in one tick's scores: the first one counts.
                     continue;
                 }
+                track_peak_demand(ps, &vms);
                 let gate = gate(ratio, &buf, ps, &vms);
                 if let Some(why) = observe(ps, Some(s.score), th, tick, &gate) {
                     d.skipped.push((
@@ -379,6 +380,7 @@ impl Policy {
             let mut waits = Vec::new();
             for (key, ps) in self.state.pairs.iter_mut() {
                 if ps.seen_tick != Some(tick) {
+                    track_peak_demand(ps, &vms);
                     let gate = gate(ratio, key, ps, &vms);
                     if let Some(why) = observe(ps, None, unscored, tick, &gate) {
                         waits.push((
@@ -910,8 +912,26 @@ impl Gate {
             Gate::Unknown | Gate::Busy(..) => String::new(),
             Gate::Gone(vm) => format!(" and {vm} is gone"),
             Gate::Calm(vm, now, then) => {
-                format!(" and {vm} demands {now:.2} cores (was {then:.2} when mitigated)")
+                format!(" and {vm} demands {now:.2} cores (peak {then:.2} while mitigated)")
             }
+        }
+    }
+}
+
+/// While a pair's mitigation is in force, its cause's demand is the highest seen: the
+/// first rung may be decided on the first busy tick, before the VM is at full demand,
+/// and a rollback must wait for the demand to fall from its peak, not from that.
+fn track_peak_demand(ps: &mut PairState, vms: &HashMap<&str, &VmInput>) {
+    if ps.parts().next().is_none() {
+        return;
+    }
+    if let Some(cause) = ps.cause.as_mut() {
+        if let Some(now) = vms
+            .get(cause.vm.as_str())
+            .map(|v| v.cpu_demand_cores)
+            .filter(|d| d.is_finite())
+        {
+            cause.demand_cores = cause.demand_cores.max(now);
         }
     }
 }
@@ -976,7 +996,7 @@ fn observe(
                 ps.held = true;
                 return (!was_held).then(|| {
                     format!(
-                        "{vm} still demands {now:.2} cores (was {then:.2} when mitigated; \
+                        "{vm} still demands {now:.2} cores (peak {then:.2} while mitigated; \
                          quiet ticks count from {limit:.2} down)"
                     )
                 });

@@ -263,7 +263,7 @@ fn rollback_after_k_quiet_ticks_most_recent_first() {
     assert_eq!(undone, vec!["h-3-1", "h-3-0", "h-1-1", "h-1-0"]);
     assert_eq!(
         d.actions[0].reason,
-        "score 10 < 25 for 6 ticks and batch demands 0.10 cores (was 1.50 when mitigated): roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
+        "score 10 < 25 for 6 ticks and batch demands 0.10 cores (peak 1.50 while mitigated): roll back h-3-1 (pin batch to CPUs 0-1 (was 0-3))"
     );
     assert_eq!(d.actions[0].vm, "batch");
     assert!(d.actions[0].vm_is_aggressor);
@@ -1351,7 +1351,7 @@ fn a_working_pin_is_not_rolled_back_while_the_aggressor_still_wants_the_cpu() {
         waits,
         vec![(
             "batch/web".to_owned(),
-            "rollback of batch/web waits: score 10 < 25, but batch still demands 0.98 cores (was 1.00 when mitigated; quiet ticks count from 0.50 down)".to_owned()
+            "rollback of batch/web waits: score 10 < 25, but batch still demands 0.98 cores (peak 1.00 while mitigated; quiet ticks count from 0.50 down)".to_owned()
         )]
     );
     // Demand above the ratio still holds; the report does not repeat.
@@ -1369,7 +1369,7 @@ fn a_working_pin_is_not_rolled_back_while_the_aggressor_still_wants_the_cpu() {
     assert_eq!(rollbacks(&d), vec!["h-1-1", "h-1-0"]);
     assert_eq!(
         d.actions[0].reason,
-        "score 10 < 25 for 6 ticks and batch demands 0.10 cores (was 1.00 when mitigated): roll back h-1-1 (pin batch to CPUs 0 (was 0-1))"
+        "score 10 < 25 for 6 ticks and batch demands 0.10 cores (peak 1.00 while mitigated): roll back h-1-1 (pin batch to CPUs 0 (was 0-1))"
     );
 }
 
@@ -1575,4 +1575,37 @@ fn the_recorded_demand_survives_persistence_and_replay() {
         "{:?}",
         d.skipped
     );
+}
+
+/// The first rung can be decided on the aggressor's first busy tick, its demand only
+/// partly measured: the rollback is measured against the peak demand while mitigated,
+/// so a VM that settles at a third of a core is not held forever because its first
+/// reading was a fifth.
+#[test]
+fn the_rollback_measures_against_the_peak_demand_while_mitigated() {
+    let mut sim = pinned_pair(0.2);
+    let k = sim.policy.config().rollback_after_quiet_ticks;
+    // Then batch is busy at full demand: the reference rises to it.
+    batch_uses(&mut sim, 1.0, 1.0);
+    assert!(sim.hot(10.0).actions.is_empty());
+    assert_eq!(
+        sim.policy.state().pairs["batch/web"]
+            .cause
+            .as_ref()
+            .map(|c| c.demand_cores),
+        Some(1.0)
+    );
+    // More than half the peak: held.
+    batch_uses(&mut sim, 0.6, 0.6);
+    for _ in 0..2 * k {
+        assert!(sim.hot(10.0).actions.is_empty());
+    }
+    // A third of a core: calm against the peak (it would not be against 0.2).
+    batch_uses(&mut sim, 0.3, 0.3);
+    let mut rolled = Vec::new();
+    for _ in 0..k {
+        let d = sim.hot(10.0);
+        rolled.extend(rollbacks(&d).into_iter().map(str::to_owned));
+    }
+    assert_eq!(rolled, vec!["h-1-1", "h-1-0"]);
 }
