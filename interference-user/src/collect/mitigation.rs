@@ -16,7 +16,9 @@ use crate::billing::{Billing, VmUsage};
 use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
 use crate::inventory::Vm;
-use crate::policy::{Action, ActionResult, Change, Outcome, Policy, PolicyInput, VmInput};
+use crate::policy::{
+    Action, ActionResult, Change, Outcome, Policy, PolicyConfig, PolicyInput, VmInput,
+};
 use crate::predict::ContentionScore;
 use crate::telemetry::balloon::{BalloonProbe, GuestMemory};
 use crate::telemetry::VmSample;
@@ -95,7 +97,7 @@ impl Mitigation {
         let round = round?;
         self.round += 1;
         let memory = self.read_memory(vms, &round.contention);
-        let inputs = vm_inputs(vms, samples, &memory);
+        let inputs = vm_inputs(vms, samples, &memory, self.policy.config());
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -267,11 +269,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The policy's view of each VM: inventory facts plus the last tick's sample.
+/// The policy's view of each VM: inventory facts (its SLA tier from its customer's),
+/// the last tick's sample and its guest memory.
 fn vm_inputs(
     vms: &[Vm],
     samples: &[VmSample],
     memory: &BTreeMap<String, GuestMemory>,
+    policy: &PolicyConfig,
 ) -> Vec<VmInput> {
     vms.iter()
         .map(|vm| {
@@ -281,7 +285,7 @@ fn vm_inputs(
                 name: vm.name.clone(),
                 customer: vm.customer.clone(),
                 priority: vm.priority,
-                sla_tier: None,
+                sla_tier: policy.tier_of(vm.customer.as_deref()).map(str::to_owned),
                 cpu_cores: s
                     .and_then(|s| {
                         let cpu = s.cpu.as_ref()?;

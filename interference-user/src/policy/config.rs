@@ -33,6 +33,9 @@ pub struct PolicyConfig {
     pub pairs: Vec<PairThresholds>,
     /// SLA tiers whose VMs are priority VMs (besides `priority = "high"`).
     pub priority_tiers: Vec<String>,
+    /// The SLA tier of each customer's VMs: `[policy.customer_tiers] acme = "gold"`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub customer_tiers: BTreeMap<String, String>,
     /// Least time between two changes to one VM (humantime: "30s"). Rollbacks are not
     /// held back by it, but they do restart it.
     #[serde(with = "crate::config::humantime_duration")]
@@ -87,6 +90,7 @@ impl Default for PolicyConfig {
             tiers: BTreeMap::new(),
             pairs: Vec::new(),
             priority_tiers: vec!["gold".to_owned()],
+            customer_tiers: BTreeMap::new(),
             cooldown: Duration::from_secs(30),
             max_actions_per_tick: 4,
             rollback_after_quiet_ticks: 6,
@@ -229,6 +233,13 @@ impl PolicyConfig {
         }
     }
 
+    /// The SLA tier of a VM of `customer` (`customer_tiers`).
+    pub fn tier_of(&self, customer: Option<&str>) -> Option<&str> {
+        customer
+            .and_then(|c| self.customer_tiers.get(c))
+            .map(String::as_str)
+    }
+
     /// Whether a VM with this priority and SLA tier is a priority VM.
     pub fn is_priority(&self, priority: crate::inventory::Priority, tier: Option<&str>) -> bool {
         priority == crate::inventory::Priority::High
@@ -278,6 +289,15 @@ impl PolicyConfig {
                     self.off_threshold, self.on_threshold
                 ),
             );
+        }
+
+        for (customer, tier) in &self.customer_tiers {
+            if tier.trim().is_empty() {
+                push(
+                    format!("policy.customer_tiers.{customer}"),
+                    "a tier name must not be empty".into(),
+                );
+            }
         }
 
         for (tier, t) in &self.tiers {

@@ -1609,3 +1609,22 @@ fn the_rollback_measures_against_the_peak_demand_while_mitigated() {
     }
     assert_eq!(rolled, vec!["h-1-1", "h-1-0"]);
 }
+
+/// A customer's SLA tier comes from `[policy.customer_tiers]`; an empty tier name is
+/// refused with its field path.
+#[test]
+fn customer_tiers_name_each_customers_tier() {
+    let c: PolicyConfig =
+        toml::from_str("[customer_tiers]\nacme = \"gold\"\nglobex = \"\"\n").expect("parses");
+    assert_eq!(c.tier_of(Some("acme")), Some("gold"));
+    assert_eq!(c.tier_of(Some("initech")), None);
+    assert_eq!(c.tier_of(None), None);
+    assert!(c.is_priority(crate::inventory::Priority::Normal, c.tier_of(Some("acme"))));
+    let problems = c.check();
+    assert!(
+        problems
+            .iter()
+            .any(|(f, m)| f == "policy.customer_tiers.globex" && m.contains("must not be empty")),
+        "{problems:?}"
+    );
+}
