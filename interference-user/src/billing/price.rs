@@ -101,7 +101,7 @@ impl Pricer<'_> {
     pub fn action_lines(&self, b: &Billable, seg: Segment) -> [LedgerRecord; 2] {
         let a = &b.action;
         let p = Parties::of(a);
-        let kind = action_name(&a.change);
+        let kind = a.change.name();
         let (unit, unit_price, sku) = self.rung_price(&a.change);
         let delta = resource_delta(a, &b.effects);
         let hours = seg.hours();
@@ -374,17 +374,6 @@ impl Pricer<'_> {
             Change::Migrate { .. } => ("Migrations", p.migration, "imc-live-migration"),
             Change::Rollback { .. } => ("None", 0.0, "none"),
         }
-    }
-}
-
-/// `x_Action` of a change.
-pub fn action_name(c: &Change) -> &'static str {
-    match c {
-        Change::CpuWeight { .. } => "cpu_weight",
-        Change::Cpuset { .. } => "cpuset",
-        Change::Balloon { .. } => "balloon",
-        Change::Migrate { .. } => "migrate",
-        Change::Rollback { .. } => "rollback",
     }
 }
 

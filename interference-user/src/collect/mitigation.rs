@@ -187,7 +187,7 @@ impl Mitigation {
                 .counts
                 .entry((
                     action.vm.clone(),
-                    change_name(&action.change).to_string(),
+                    action.change.name().to_string(),
                     outcome.result.as_str(),
                 ))
                 .or_default() += 1;
@@ -250,16 +250,6 @@ pub fn bill_in_effect(enforcer: &Enforcer, billing: &mut Billing, now_ms: u64) {
     let open: Vec<String> = billing.open_actions().map(str::to_owned).collect();
     for id in open {
         billing.end(&id, now_ms);
-    }
-}
-
-fn change_name(c: &Change) -> &'static str {
-    match c {
-        Change::CpuWeight { .. } => "cpu_weight",
-        Change::Cpuset { .. } => "cpuset",
-        Change::Balloon { .. } => "balloon",
-        Change::Migrate { .. } => "migrate",
-        Change::Rollback { .. } => "rollback",
     }
 }
 

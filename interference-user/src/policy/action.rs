@@ -100,6 +100,20 @@ pub enum Change {
     Rollback { action_id: String },
 }
 
+impl Change {
+    /// Its name in metrics (`interference_actions_total{action}`) and in the ledger
+    /// (`x_Action`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CpuWeight { .. } => "cpu_weight",
+            Self::Cpuset { .. } => "cpuset",
+            Self::Balloon { .. } => "balloon",
+            Self::Migrate { .. } => "migrate",
+            Self::Rollback { .. } => "rollback",
+        }
+    }
+}
+
 /// The result of applying (or simulating) an action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
