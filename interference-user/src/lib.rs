@@ -15,6 +15,7 @@
 //! is the QEMU Machine Protocol client that `inventory` and `enforce` share.
 
 pub mod billing;
+pub mod clock;
 pub mod collect;
 pub mod config;
 pub mod durable;

@@ -32,7 +32,7 @@ fn parse_period(s: &str) -> Result<Period, String> {
 }
 
 pub fn run(args: BillArgs) -> anyhow::Result<()> {
-    let dir = args.ledger.billing()?.ledger_dir;
+    let dir = args.ledger.config()?.billing.ledger_dir;
     // Every ledger error names its file or directory.
     let contents = ledger::read(&dir, args.period)?;
     for bad in &contents.bad {

@@ -14,7 +14,7 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    let dir = args.ledger.billing()?.ledger_dir;
+    let dir = args.ledger.config()?.billing.ledger_dir;
     // Every ledger error names its file or directory.
     let contents = ledger::read(&dir, None)?;
     for bad in &contents.bad {

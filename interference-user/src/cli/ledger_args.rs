@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use interference::billing::BillingConfig;
 use interference::config::Config;
 
 use super::ConfigArgs;
@@ -20,18 +19,17 @@ pub struct LedgerArgs {
 }
 
 impl LedgerArgs {
-    /// The billing settings (ledger directory resolved).
-    pub fn billing(&self) -> anyhow::Result<BillingConfig> {
+    /// The configuration (default without --config), its `[billing] ledger_dir`
+    /// replaced by --ledger when given.
+    pub fn config(&self) -> anyhow::Result<Config> {
         let mut cfg = match &self.config.config {
             Some(path) => {
-                Config::load(path)
-                    .with_context(|| format!("loading {}", path.display()))?
-                    .billing
+                Config::load(path).with_context(|| format!("loading {}", path.display()))?
             }
-            None => BillingConfig::default(),
+            None => Config::default(),
         };
         if let Some(dir) = &self.ledger {
-            cfg.ledger_dir = dir.clone();
+            cfg.billing.ledger_dir = dir.clone();
         }
         Ok(cfg)
     }

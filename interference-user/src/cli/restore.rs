@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use interference::billing::Billing;
+use interference::clock::now_ms;
 use interference::collect::bill_in_effect;
-use interference::config::Config;
 use interference::enforce::{Enforcer, EnforcerOptions, DEFAULT_JOURNAL};
 use interference::inventory::Mounts;
 use interference::policy::ActionResult;
@@ -39,11 +39,9 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("restoring from {}", args.journal.display()))?;
     if !args.no_ledger {
-        let billing = args.ledger.billing()?;
-        let host = match &args.ledger.config.config {
-            Some(path) => host_name(&Config::load(path)?),
-            None => host_name(&Config::default()),
-        };
+        let cfg = args.ledger.config()?;
+        let host = host_name(&cfg);
+        let billing = cfg.billing;
         let dir = billing.ledger_dir.clone();
         let mut b = Billing::open(billing, &host, false)
             .with_context(|| format!("opening the ledger {}", dir.display()))?;
@@ -80,10 +78,4 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         anyhow::bail!("{left_in_effect} changes could not be restored; see the messages above");
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -9,10 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::ScoreRound;
 use crate::billing::{Billing, VmUsage};
+use crate::clock::now_ms;
 use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
 use crate::inventory::Vm;
@@ -251,12 +252,6 @@ pub fn bill_in_effect(enforcer: &Enforcer, billing: &mut Billing, now_ms: u64) {
     for id in open {
         billing.end(&id, now_ms);
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The policy's view of each VM: inventory facts (its SLA tier from its customer's),

@@ -15,7 +15,7 @@
 
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use thiserror::Error;
 use tracing::{info, warn};
@@ -25,6 +25,7 @@ use super::cpuset::CpuSet;
 use super::guard::{GuardError, ManagedRoots};
 use super::journal::{Entry, Journal, JournalError, Target, DEFAULT_JOURNAL};
 use super::restore::{by_action_newest_first, restore_entries, Restored};
+use crate::clock::now_ms;
 use crate::inventory::{Mounts, MountsError, Vm};
 use crate::policy::{Action, ActionResult, Change, Effect, Outcome};
 use crate::qmp::{QmpClient, QmpError};
@@ -509,14 +510,6 @@ fn outcome(
 
 fn failed(action_id: &str, error: String) -> Outcome {
     outcome(action_id, ActionResult::Failed, vec![], Some(error))
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// An error and its sources, each once (some messages already include their source).

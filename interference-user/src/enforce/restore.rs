@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::apply::{error_chain, now_ms, EnforceError, Enforcer, EnforcerOptions};
+use super::apply::{error_chain, EnforceError, Enforcer, EnforcerOptions};
 use super::cgroup::{
     plan_restore, plausibly_ours, read_value, restore_value, same_value, RestoreItem,
 };
 use super::guard::{check_write_under, ManagedRoots};
 use super::journal::{Entry, Journal, Target};
+use crate::clock::now_ms;
 use crate::inventory::Mounts;
 use crate::policy::{ActionResult, Effect, Outcome};
 use crate::qmp::QmpClient;

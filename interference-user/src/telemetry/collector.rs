@@ -7,7 +7,7 @@
 //! kernel counters are never reset while programs run.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use interference_common::{
     PreemptRow, ThreadStats, VmIoStats, HIST_BUCKETS, IO_OP_READ, IO_OP_WRITE, MAX_VMS,
@@ -169,10 +169,7 @@ impl<K: KernelMaps> Collector<K> {
         let now = Instant::now();
         let interval = now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        let timestamp_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let timestamp_ms = crate::clock::now_ms();
         let names: HashMap<u32, String> = self
             .registry
             .vms()
