@@ -5,8 +5,9 @@
 #
 #   ./scripts/dataset/record.sh [--out DIR] [record.py options...]
 #
-# Defaults: --out /var/cache/interference-dataset/full, 18 experiments of 150 s and 3
-# with a lab VM (about 55 minutes). Experiments already recorded in DIR are kept, so an
+# Defaults: --out /var/cache/interference-dataset/full, 22 experiments of 150 s and 3
+# with a lab VM, seed 2 (about 65 minutes); the fsync workload writes to ext4 on a
+# RAM-backed loop device (record.py --disk). Experiments already recorded in DIR are kept, so an
 # interrupted run resumes. Needs root and ./scripts/setup.sh done (the release binary,
 # and the lab's guest for the lab VM experiments).
 #
@@ -20,5 +21,5 @@ agent="$ROOT/target/release/interference"
 mkdir -p /var/cache/interference-dataset/bin
 cp "$agent" /var/cache/interference-dataset/bin/interference
 exec python3 "$ROOT/scripts/dataset/record.py" \
-    --out /var/cache/interference-dataset/full --experiments 18 --seconds 150 --lab-vms 3 \
+    --out /var/cache/interference-dataset/full --experiments 22 --seconds 150 --lab-vms 3 --seed 2 \
     --agent /var/cache/interference-dataset/bin/interference "$@"
