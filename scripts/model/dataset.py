@@ -4,6 +4,7 @@
     ds.x          # [N, T, F] float64, raw (un-normalised) features
     ds.y          # [N] victim slowdown over the next horizon, 0-100 (NaN: no label)
     ds.persistence, ds.heuristic   # [N] the two baselines' scores, 0-100
+    ds.present    # [N] measured slowdown over the last collector tick (a reference)
     ds.experiment # [N] index into ds.experiments
     ds.held_out   # [N] bool, the window's experiment is held out (cache / ctxsw)
 
@@ -168,6 +169,7 @@ class Dataset:
     y: np.ndarray
     persistence: np.ndarray
     heuristic: np.ndarray
+    present: np.ndarray
     experiment: np.ndarray
     held_out: np.ndarray
     end_ms: np.ndarray
@@ -189,7 +191,7 @@ class Dataset:
         idx = np.nonzero(mask)[0]
         return Dataset(
             self.root, self.t, self.tick_seconds, self.horizon, self.k, self.experiments,
-            self.x[idx], self.y[idx], self.persistence[idx], self.heuristic[idx],
+            self.x[idx], self.y[idx], self.persistence[idx], self.heuristic[idx], self.present[idx],
             self.experiment[idx], self.held_out[idx], self.end_ms[idx], self.end_index[idx],
             [self.victim[i] for i in idx], [self.aggressor[i] for i in idx], self.solo,
         )
@@ -199,7 +201,8 @@ class Dataset:
 
 
 def experiment_windows(d: str, t: int, tick_seconds: float, horizon: int):
-    """(meta, windows, label, persistence, solo speeds, k) of one experiment directory."""
+    """(meta, windows, label, persistence, present, solo speeds, k) of one experiment
+    directory."""
     with open(os.path.join(d, "experiment.json"), "r", encoding="utf-8") as f:
         meta = json.load(f)
     meta["dir"] = d
@@ -214,21 +217,24 @@ def experiment_windows(d: str, t: int, tick_seconds: float, horizon: int):
     end = np.array([w.end_timestamp_ms for w in wins], dtype=np.int64)
     label = np.full(len(wins), np.nan)
     persist = np.full(len(wins), np.nan)
+    present = np.full(len(wins), np.nan)
+    interval_ms = tick_ms // k
     for vm in set(w.victim for w in wins):
         m = np.array([w.victim == vm for w in wins])
         label[m] = slowdown(rates.get(vm), solo.get(vm), end[m], end[m] + horizon * tick_ms, horizon * tick_seconds)
         persist[m] = slowdown(rates.get(vm), solo.get(vm), end[m] - tick_ms, end[m], tick_seconds)
-    return meta, wins, label, persist, solo, k
+        present[m] = slowdown(rates.get(vm), solo.get(vm), end[m] - interval_ms, end[m], interval_ms / 1000)
+    return meta, wins, label, persist, present, solo, k
 
 
 def load_dataset(root: str, t: int = 6, tick_seconds: float = 5, horizon: int = 1,
                  experiments: list[str] | None = None, verbose: bool = False) -> Dataset:
     dirs = experiments if experiments is not None else list_experiments(root)
     metas, solos = [], []
-    xs, ys, ps, es, ends, idxs, vs, ags = [], [], [], [], [], [], [], []
+    xs, ys, ps, prs, es, ends, idxs, vs, ags = [], [], [], [], [], [], [], [], []
     k_all = None
     for ei, d in enumerate(dirs):
-        meta, wins, label, persist, solo, k = experiment_windows(d, t, tick_seconds, horizon)
+        meta, wins, label, persist, present, solo, k = experiment_windows(d, t, tick_seconds, horizon)
         k_all = k if k_all is None else k_all
         if k != k_all:
             raise ValueError(f"{d}: collector interval differs from the other experiments'")
@@ -243,6 +249,7 @@ def load_dataset(root: str, t: int = 6, tick_seconds: float = 5, horizon: int = 
         xs.append(np.array([w.features for w in wins], dtype=np.float64))
         ys.append(label)
         ps.append(persist)
+        prs.append(present)
         es.append(np.full(len(wins), ei, dtype=np.int64))
         ends.append(np.array([w.end_timestamp_ms for w in wins], dtype=np.int64))
         idxs.append(np.array([w.end_index for w in wins], dtype=np.int64))
@@ -252,18 +259,20 @@ def load_dataset(root: str, t: int = 6, tick_seconds: float = 5, horizon: int = 
         x = np.concatenate(xs)
         y = np.concatenate(ys)
         pers = np.concatenate(ps)
+        pres = np.concatenate(prs)
         exp = np.concatenate(es)
         end = np.concatenate(ends)
         end_index = np.concatenate(idxs)
     else:
         x = np.zeros((0, t, fx.F))
-        y = pers = np.zeros(0)
+        y = pers = pres = np.zeros(0)
         exp = end = end_index = np.zeros(0, dtype=np.int64)
     held = np.array([bool(metas[e].get("held_out")) for e in exp], dtype=bool)
     # Persistence has a score for every window: an idle last tick measured no slowdown.
     pers = np.nan_to_num(pers, nan=0.0)
+    pres = np.nan_to_num(pres, nan=0.0)
     heur = heuristic_score(x[:, -1, :]) if len(x) else np.zeros(0)
-    return Dataset(root, t, tick_seconds, horizon, k_all or 0, metas, x, y, pers, heur,
+    return Dataset(root, t, tick_seconds, horizon, k_all or 0, metas, x, y, pers, heur, pres,
                    exp, held, end, end_index, vs, ags, solos)
 
 

@@ -19,6 +19,10 @@ and persistence baselines on the same windows, and prints one table. The definit
   window's end (before the horizon its label measures), is >= th.
   Detected within one tick (context only): score >= th at the crossing window or its
   successor.
+- present_1s (a reference, not a predictor the agent could run): the victim's slowdown
+  measured from its own progress over the last collector tick (1 s) before the window's
+  end: what a predictor that knew the present exactly, and nothing of the future, would
+  say. Crossings it does not anticipate started after the window ended.
 - Alarm onset: a window with score >= th whose predecessor's score is < th. It is a
   false alarm when neither its own label nor its successor's is >= th, i.e. the
   measured slowdown does not reach th within the next 2 model ticks (10 s).
@@ -40,7 +44,7 @@ import dataset as dsm  # noqa: E402
 
 THRESHOLDS = (15.0, 25.0, 40.0)
 HELD_OUT_CLASSES = ("cache", "ctxsw")
-PREDICTORS = ("lstm", "heuristic", "persistence")
+PREDICTORS = ("lstm", "heuristic", "persistence", "present_1s")
 
 
 def rankdata(a: np.ndarray) -> np.ndarray:
@@ -177,7 +181,8 @@ def evaluate_model(model_path: str, sidecar: dict, ds: "dsm.Dataset", thresholds
     held = ds.subset(ds.held_out)
     xn = normalise(held.x, sidecar["normalisation"]["mean"], sidecar["normalisation"]["std"])
     s = onnx_scores(model_path, xn)
-    return metrics({"lstm": s, "heuristic": held.heuristic, "persistence": held.persistence}, held, thresholds)
+    return metrics({"lstm": s, "heuristic": held.heuristic, "persistence": held.persistence,
+                    "present_1s": held.present}, held, thresholds)
 
 
 def by_class(model_path: str, sidecar: dict, ds: "dsm.Dataset", classes=HELD_OUT_CLASSES, thresholds=THRESHOLDS):

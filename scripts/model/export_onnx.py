@@ -222,6 +222,7 @@ def export_all(weights: str, out_dir: str, ds: "dsm.Dataset | None" = None, data
         "optimizer": f"adamw lr {meta['lr']} weight decay {meta['weight_decay']}, batch {meta['batch']}, "
                      "global-norm clip 1",
         "input_noise": meta.get("noise", 0.0),
+        "class_dropout": meta.get("class_dropout", 0.0),
         "excluded_victim_kinds": meta.get("excluded_victim_kinds", []),
         "time_features": "randomised per training window (uniform time of the week)",
         "python": v["python"],
