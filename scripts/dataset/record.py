@@ -303,7 +303,7 @@ def dedupe(pts: list[tuple[float, float]]) -> list[list[float]]:
 def ram_disk(cache: Path, mib: int = 512):
     """An ext4 filesystem on a loop device over a file in /dev/shm, mounted under
     `cache`, for the fsync workload: every fdatasync still goes through ext4's journal,
-    the block layer and the loop driver's kernel thread, but at a steady speed. The
+    the block layer and the loop driver's kernel thread, but faster and steadier. The
     build machine's own disk is rate-limited with a burst budget, which made fsync's
     solo speed swing from 265 to 11400 ops/s across and within experiments: labels of
     the disk's budget, not of a neighbour."""
@@ -470,7 +470,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/var/cache/interference-dataset"))
     ap.add_argument("--disk", choices=["ram", "host"], default="ram",
                     help="where the fsync workload writes: ext4 on a RAM-backed loop device "
-                         "(steady speed), or the host's disk under --cache")
+                         "(steadier), or the host's disk under --cache")
     args = ap.parse_args()
     if os.geteuid() != 0:
         die("needs root (cgroups and eBPF)")
