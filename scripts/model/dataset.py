@@ -108,18 +108,23 @@ def slowdown(rates: Rates | None, solo: float | None, start_ms, end_ms, seconds:
 # Baselines
 
 
+def run_queue_steal(tick: np.ndarray) -> np.ndarray:
+    """The victim's share of its runnable time spent waiting, from raw features
+    ([..., F] -> [...]): wait / (cores + wait), 0 when both are 0."""
+    cores = tick[..., fx.IDX["v_cpu_cores"]]
+    wait = tick[..., fx.IDX["v_rq_wait_ratio"]]
+    denom = cores + wait
+    return np.where(denom > 0, wait / np.where(denom > 0, denom, 1.0), 0.0)
+
+
 def heuristic_score(last_tick: np.ndarray) -> np.ndarray:
     """The threshold heuristic from the raw features of the window's last model tick
     ([..., F] -> [...]): 100 * steal * share, clamped to 0-100 (as the agent's
     `--scorer heuristic`)."""
-    cores = last_tick[..., fx.IDX["v_cpu_cores"]]
-    wait = last_tick[..., fx.IDX["v_rq_wait_ratio"]]
     preempted = last_tick[..., fx.IDX["v_preempted_ratio"]]
     by = last_tick[..., fx.IDX["pair_preempted_by_ratio"]]
-    denom = cores + wait
-    steal = np.where(denom > 0, wait / np.where(denom > 0, denom, 1.0), 0.0)
     share = np.where(preempted > 0, np.minimum(1.0, by / np.where(preempted > 0, preempted, 1.0)), 0.0)
-    return np.clip(100.0 * steal * share, 0.0, 100.0)
+    return np.clip(100.0 * run_queue_steal(last_tick) * share, 0.0, 100.0)
 
 
 # --------------------------------------------------------------------------------------

@@ -34,11 +34,6 @@ DEFAULTS = dict(hidden=32, seed=20260601, batch=256, lr=2e-3, weight_decay=1e-4,
                 noise=0.0, class_dropout=0.0)
 
 
-def folds_of(train_exps: list[int], k: int, seed: int) -> list[list[int]]:
-    order = np.random.default_rng(seed).permutation(train_exps).tolist()
-    return [sorted(order[i::k]) for i in range(k)]
-
-
 def held_out_line(ds, held, scores: np.ndarray) -> str:
     m = ev.metrics({"s": scores}, held, (25.0,))["predictors"]["s"]
     t = m["thresholds"]["25"]
@@ -51,33 +46,21 @@ def lstm_variant(ds, folds, held, variant: dict, epochs: int, tick_seconds: floa
     exclude = v.pop("exclude", [])
     opts = {**DEFAULTS, **v}
     usable = ds.labelled & ~np.isin(ds.victim_kind(), exclude) & ~ds.held_out
-    curves, maes = [], []
     quiet = open(os.devnull, "w")
-    for fold in folds:
-        in_fold = np.isin(ds.experiment, fold)
-        tr, va = usable & ~in_fold, usable & in_fold
-        mean, std = tl.normalisation(ds.x[tr])
-        _, h = tl.train(tl.normalise(ds.x[tr], mean, std), ds.y[tr], tl.normalise(ds.x[va], mean, std),
-                        ds.y[va], epochs=epochs, patience=epochs, keep_last=True, log=quiet,
-                        tick_seconds=tick_seconds, **opts)
-        curves.append(h["val_mse_curve"])
-        maes.append(h["val_mae_curve"])
-    best = int(np.argmin(np.mean(curves, axis=0))) + 1
-    cv_mae = float(np.mean([m[best - 1] for m in maes]))
+    cv = tl.cross_validate(ds, usable, folds, epochs=epochs, log=quiet, tick_seconds=tick_seconds, **opts)
+    best = cv["epochs"]
     mean, std = tl.normalisation(ds.x[usable])
     params, _ = tl.train(tl.normalise(ds.x[usable], mean, std), ds.y[usable],
                          np.zeros((0,) + ds.x.shape[1:], np.float32), np.zeros(0), epochs=best,
                          patience=best, keep_last=True, log=quiet, tick_seconds=tick_seconds, **opts)
     s = tl.forward_numpy(params, tl.normalise(held.x, mean, std))
-    return f"CV epochs {best}, CV MAE {cv_mae:.2f}; " + held_out_line(ds, held, s)
+    return f"CV epochs {best}, CV MAE {cv['val_mae']:.2f}; " + held_out_line(ds, held, s)
 
 
 def ridge_features(x: np.ndarray) -> np.ndarray:
     """The last model tick's data features (no time features) and the heuristic's terms."""
     last = x[:, -1, :]
-    cores, wait = last[:, fx.IDX["v_cpu_cores"]], last[:, fx.IDX["v_rq_wait_ratio"]]
-    steal = np.where(cores + wait > 0, wait / np.maximum(cores + wait, 1e-12), 0.0)
-    return np.c_[last[:, : fx.IDX["time_day_sin"]], steal, dsm.heuristic_score(last) / 100.0]
+    return np.c_[last[:, : fx.IDX["time_day_sin"]], dsm.run_queue_steal(last), dsm.heuristic_score(last) / 100.0]
 
 
 def ridge_variant(ds, folds, held, lam: float) -> str:
@@ -121,7 +104,7 @@ def main() -> None:
     jax.config.update("jax_platforms", "cpu")
     ds = dsm.load_dataset(a.data, a.window, a.tick_seconds, a.horizon)
     train_exps = sorted({int(e) for e in ds.experiment[ds.labelled & ~ds.held_out]})
-    folds = folds_of(train_exps, a.folds, DEFAULTS["seed"])
+    folds = tl.experiment_folds(train_exps, a.folds, DEFAULTS["seed"])
     held = ds.subset(ds.held_out & ds.labelled)
     for name in ("heuristic", "persistence", "present"):
         print(f"{name}: {held_out_line(ds, held, getattr(held, name))}")

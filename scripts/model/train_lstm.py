@@ -251,6 +251,43 @@ def train(x_tr, y_tr, x_va, y_va, *, hidden, seed, epochs, patience, batch, lr, 
                      "val_mae_curve": [h["val_mae"] for h in history]}
 
 
+def experiment_folds(train_exps: list[int], k: int, seed: int) -> list[list[int]]:
+    """k folds of whole experiments, a seeded shuffle dealt round-robin."""
+    order = np.random.default_rng(seed).permutation(train_exps).tolist()
+    return [sorted(order[i::k]) for i in range(k)]
+
+
+def cross_validate(ds: "dsm.Dataset", usable: np.ndarray, folds: list[list[int]], *, epochs: int,
+                   select: str = "mse", log=sys.stderr, **common) -> dict:
+    """Trains `epochs` epochs on the `usable` windows outside each fold, validating on
+    those inside it; the epoch count is the minimum of the folds' mean validation
+    `select` curve. Returns the sidecar's `cross_validation` (folds by name, epochs,
+    mean validation MSE and MAE there); one line per fold goes to `log`."""
+    curves, maes = [], []
+    quiet = open(os.devnull, "w")
+    for i, fold in enumerate(folds):
+        in_fold = np.isin(ds.experiment, fold)
+        tr, va = usable & ~in_fold, usable & in_fold
+        if not tr.any() or not va.any():
+            continue
+        mean, std = normalisation(ds.x[tr])
+        _, h = train(normalise(ds.x[tr], mean, std), ds.y[tr], normalise(ds.x[va], mean, std), ds.y[va],
+                     epochs=epochs, patience=epochs, keep_last=True, log=quiet, **common)
+        curves.append(h["val_mse_curve"])
+        maes.append(h["val_mae_curve"])
+        best_fold = int(np.argmin(h[f"val_{select}_curve"]))
+        print(f"fold {i + 1}/{len(folds)} ({len(fold)} experiments): best epoch {best_fold + 1}, "
+              f"validation MAE there {h['val_mae_curve'][best_fold]:.2f} ({h['seconds']:.0f} s)", file=log)
+    # --select mae: on the 2026-11-26 dataset the lowest mean MSE across experiments
+    # comes after 1-2 epochs from a nearly constant model; MAE picks later epochs.
+    mean_curve = np.mean(maes if select == "mae" else curves, axis=0)
+    best = int(np.argmin(mean_curve)) + 1
+    return {"folds": [[os.path.basename(ds.experiments[e]["dir"]) for e in f] for f in folds],
+            "selected_by": select, "epochs": best,
+            "val_mse": float(np.mean([c[best - 1] for c in curves])),
+            "val_mae": float(np.mean([m[best - 1] for m in maes]))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA, help="dataset directory (default %(default)s)")
@@ -308,33 +345,10 @@ def main() -> None:
     if a.folds >= 2:
         # Epoch count by k-fold cross-validation over the training experiments (each
         # fold's validation windows are whole experiments), then one fit on all of them.
-        rng = np.random.default_rng(a.seed)
-        order = rng.permutation(train_exps).tolist()
-        folds = [sorted(order[i :: a.folds]) for i in range(a.folds)]
-        curves, maes = [], []
-        for i, fold in enumerate(folds):
-            in_fold = np.isin(ds.experiment, fold)
-            tr, va = usable & ~ds.held_out & ~in_fold, usable & ~ds.held_out & in_fold
-            if not tr.any() or not va.any():
-                continue
-            mean, std = normalisation(ds.x[tr])
-            _, h = train(normalise(ds.x[tr], mean, std), ds.y[tr], normalise(ds.x[va], mean, std), ds.y[va],
-                         epochs=a.epochs, patience=a.epochs, keep_last=True, log=open(os.devnull, "w"), **common)
-            curves.append(h["val_mse_curve"])
-            maes.append(h["val_mae_curve"])
-            best_fold = int(np.argmin(h[f"val_{a.select}_curve"]))
-            print(f"fold {i + 1}/{a.folds} ({len(fold)} experiments): best epoch {best_fold + 1}, "
-                  f"validation MAE there {h['val_mae_curve'][best_fold]:.2f} ({h['seconds']:.0f} s)",
-                  file=sys.stderr)
-        # --select mae: on the 2026-11-26 dataset the lowest mean MSE across experiments
-        # comes after 1-2 epochs from a nearly constant model; MAE picks later epochs.
-        mean_curve = np.mean(maes if a.select == "mae" else curves, axis=0)
-        best_epochs = int(np.argmin(mean_curve)) + 1
-        cv = {"folds": [[os.path.basename(ds.experiments[e]["dir"]) for e in f] for f in folds],
-              "selected_by": a.select, "epochs": best_epochs,
-              "val_mse": float(np.mean([c[best_epochs - 1] for c in curves])),
-              "val_mae": float(np.mean([m[best_epochs - 1] for m in maes]))}
-        print(f"cross-validation: {best_epochs} epochs (mean validation MAE {cv['val_mae']:.2f})", file=sys.stderr)
+        folds = experiment_folds(train_exps, a.folds, a.seed)
+        cv = cross_validate(ds, usable & ~ds.held_out, folds, epochs=a.epochs, select=a.select,
+                            log=sys.stderr, **common)
+        print(f"cross-validation: {cv['epochs']} epochs (mean validation MAE {cv['val_mae']:.2f})", file=sys.stderr)
         val_exps = []
         m_tr = usable & ~ds.held_out
         m_va = np.zeros(len(ds), dtype=bool)
