@@ -17,7 +17,9 @@
 # Environment: INTERFERENCE_LAB_RUN (run state, default /run/interference-lab),
 # INTERFERENCE_LAB_CACHE (guest cache, default /var/cache/interference-lab),
 # INTERFERENCE_LAB_ACCEL (auto|kvm|tcg|probe), INTERFERENCE_LAB_BOOT_TIMEOUT (s, 90),
-# INTERFERENCE_LAB_QEMU (qemu-system-x86_64), INTERFERENCE_LAB_KERNEL_PKG.
+# INTERFERENCE_LAB_QEMU (qemu-system-x86_64), INTERFERENCE_LAB_KERNEL_PKG,
+# INTERFERENCE_LAB_QEMU_EXTRA (more QEMU arguments, split on spaces; the fault tests use
+# `-S`, a guest whose CPUs never start, and an option QEMU refuses).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -259,6 +261,11 @@ qemu_args() {
     fi
     if [ -n "$port" ]; then
         QEMU_ARGS+=(-incoming "tcp:127.0.0.1:$port")
+    fi
+    if [ -n "${INTERFERENCE_LAB_QEMU_EXTRA:-}" ]; then
+        local -a extra
+        read -r -a extra <<<"$INTERFERENCE_LAB_QEMU_EXTRA"
+        QEMU_ARGS+=("${extra[@]}")
     fi
 }
 
