@@ -102,6 +102,7 @@ fn run(label: &str, stride: usize) {
             scores,
             directed: &[],
             outcomes: &outcomes,
+            hold_new: None,
         };
         let start = Instant::now();
         let decision = policy.decide(&input);

@@ -36,6 +36,11 @@ pub struct BillingConfig {
     pub performance_impact_factor: f64,
     /// Customer billed for VMs that have none in the inventory.
     pub default_customer: String,
+    /// While more ledger lines than this wait to be written (the ledger's disk is full
+    /// or read-only), the agent applies no new charged mitigation: a broken disk must
+    /// not turn into unbounded unbilled work. Mitigations in effect stay until they
+    /// would roll back anyway; what they owe stays in the journal until written.
+    pub max_unbilled_lines: usize,
     pub prices: PriceTable,
 }
 
@@ -70,6 +75,7 @@ impl Default for BillingConfig {
             aggressor_credit_ratio: 0.0,
             performance_impact_factor: 0.25,
             default_customer: "unassigned".into(),
+            max_unbilled_lines: 64,
             prices: PriceTable::default(),
         }
     }

@@ -70,6 +70,10 @@ pub struct Ledger {
     _lock: File,
     aliases: Aliases,
     files: HashMap<Period, PeriodFile>,
+    /// Unit tests only: every append fails as on a full disk (the privileged tests
+    /// fill a real filesystem).
+    #[cfg(test)]
+    pub(crate) fail_appends: bool,
 }
 
 impl Ledger {
@@ -104,6 +108,8 @@ impl Ledger {
             _lock: lock,
             aliases,
             files: HashMap::new(),
+            #[cfg(test)]
+            fail_appends: false,
         })
     }
 
@@ -137,8 +143,38 @@ impl Ledger {
         Ok(false)
     }
 
+    /// The highest run number (`<host>-<run>-<tick>-<seq>` action ids) that the ledger's
+    /// files of `periods` hold for `host`: a new run must be above it, so that no action
+    /// id in the ledger is issued again (see `enforce::journal`'s `start_run`).
+    pub fn max_run(&mut self, host: &str, periods: &[Period]) -> Result<u64, LedgerError> {
+        let mut max = 0;
+        for p in periods {
+            let pf = self.period_file(*p)?;
+            for id in &pf.ids {
+                if let Some(run) = id
+                    .strip_prefix(host)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|run| run.parse::<u64>().ok())
+                {
+                    max = max.max(run);
+                }
+            }
+        }
+        Ok(max)
+    }
+
     /// Append the records not yet in the ledger (by id), synced; returns those written.
+    /// A failed write leaves the file as it was (a partly written batch is cut off
+    /// again), so the batch can be retried whole.
     pub fn append(&mut self, records: &[LedgerRecord]) -> Result<Vec<LedgerRecord>, LedgerError> {
+        #[cfg(test)]
+        if self.fail_appends {
+            return Err(LedgerError::Append {
+                path: self.dir.clone(),
+                source: io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
         let mut by_period: BTreeMap<Period, Vec<&LedgerRecord>> = BTreeMap::new();
         for r in records {
             by_period.entry(r.period).or_default().push(r);
@@ -163,13 +199,18 @@ impl Ledger {
             if buf.is_empty() {
                 continue;
             }
-            pf.file
-                .write_all(&buf)
-                .and_then(|_| pf.file.sync_data())
-                .map_err(|source| LedgerError::Append {
+            let before = pf.file.metadata().map(|m| m.len());
+            if let Err(source) = pf.file.write_all(&buf).and_then(|_| pf.file.sync_data()) {
+                // A short write (disk full) must not leave half a line for the next
+                // append to follow; if even this fails, the torn tail is cut on open.
+                if let Ok(len) = before {
+                    let _ = pf.file.set_len(len);
+                }
+                return Err(LedgerError::Append {
                     path: pf.path.clone(),
                     source,
-                })?;
+                });
+            }
             for id in new_ids {
                 pf.ids.insert(id.clone());
             }

@@ -17,9 +17,18 @@
 //!
 //! Simulated actions (dry run) are priced the same way and logged, and counted under
 //! `simulated_*` kinds in the metric, but never written. Failed actions are not priced.
-//! A line the ledger could not take (disk full) is kept and retried every tick.
+//!
+//! A line the ledger could not take (disk full, read-only) is kept in the backlog and
+//! retried with backoff (one tick, then doubling up to a minute), said every tick in the
+//! log and in `interference_ledger_write_errors_total` and
+//! `interference_ledger_backlog_lines`. What it owes is not lost when the agent dies:
+//! an action is owed in the journal until [`Billing::take_settled`] says its last
+//! segment is in the ledger, and the next start bills it again from there (a one-off
+//! migration's lines count as its last segment). Only base lines live in memory
+//! alone: a crash during an outage loses the backlogged base usage, never bills it
+//! twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{info, warn};
 
@@ -66,7 +75,21 @@ pub struct Billing {
     totals: BTreeMap<(String, &'static str), Money>,
     /// A gap between ticks longer than this is not billed as observed time.
     max_gap_ms: u64,
+    /// Actions whose last segment the ledger now holds (see [`Billing::take_settled`]).
+    settled: BTreeSet<String>,
+    /// The latest tick's clock, for the retry backoff.
+    now_ms: u64,
+    /// Consecutive failed writes, and when the next attempt is due.
+    failures: u32,
+    retry_at_ms: u64,
+    /// `interference_ledger_write_errors_total`.
+    write_errors: u64,
+    /// The latest write error, for the per-tick warning.
+    last_error: Option<String>,
 }
+
+/// The longest wait between two attempts to write a backlog.
+const MAX_BACKOFF_MS: u64 = 60_000;
 
 impl Billing {
     /// Open the ledger in `config.ledger_dir` (none when `dry_run`).
@@ -87,6 +110,12 @@ impl Billing {
             unposted: Vec::new(),
             totals: BTreeMap::new(),
             max_gap_ms: 60_000,
+            settled: BTreeSet::new(),
+            now_ms: 0,
+            failures: 0,
+            retry_at_ms: 0,
+            write_errors: 0,
+            last_error: None,
             config,
         })
     }
@@ -103,6 +132,48 @@ impl Billing {
     /// Writes nothing (dry run).
     pub fn is_dry_run(&self) -> bool {
         self.ledger.is_none()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ledger_mut(&mut self) -> Option<&mut Ledger> {
+        self.ledger.as_mut()
+    }
+
+    /// Lines waiting for the ledger (its disk full or read-only).
+    pub fn backlog_lines(&self) -> usize {
+        self.unposted.len()
+    }
+
+    /// Why no new charged mitigation may start now, if it may not: more lines wait for
+    /// the ledger than `[billing] max_unbilled_lines`.
+    pub fn holds_new_charges(&self) -> Option<String> {
+        let n = self.unposted.len();
+        (n > self.config.max_unbilled_lines).then(|| {
+            format!(
+                "{n} ledger lines wait to be written (more than [billing] max_unbilled_lines = {}): no new charged mitigation until the ledger takes them{}",
+                self.config.max_unbilled_lines,
+                self.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// The actions whose last segment (or one-off lines) the ledger has synced since
+    /// the last call: the journal may stop owing them.
+    pub fn take_settled(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.settled).into_iter().collect()
+    }
+
+    /// The highest run number this host's action ids carry in the ledger's files of the
+    /// current and previous periods (0 in a dry run): a new run must be above it.
+    pub fn max_run(&mut self, now_ms: u64) -> Result<u64, LedgerError> {
+        let Some(l) = self.ledger.as_mut() else {
+            return Ok(0);
+        };
+        let now = Period::containing(now_ms);
+        l.max_run(&self.host, &[now.previous(), now])
     }
 
     fn pricer(&self) -> Pricer<'_> {
@@ -156,8 +227,11 @@ impl Billing {
                 start_ms: outcome.at_ms,
                 end_ms: outcome.at_ms,
             };
-            let lines = self.pricer().action_lines(&billable, seg);
-            self.post(lines.to_vec(), simulated);
+            let mut lines = self.pricer().action_lines(&billable, seg).to_vec();
+            for l in &mut lines {
+                l.last_segment = true;
+            }
+            self.post(lines, simulated);
             return;
         }
         self.open.insert(
@@ -182,7 +256,10 @@ impl Billing {
                 let from = Period::containing(open.billable.applied_ms);
                 let to = Period::containing(at_ms.max(open.billable.applied_ms));
                 match l.ended(action_id, from, to) {
-                    Ok(true) => return,
+                    Ok(true) => {
+                        self.settled.insert(action_id.to_owned());
+                        return;
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         warn!(error = %e, "cannot check whether {action_id} was billed to its end")
@@ -211,6 +288,7 @@ impl Billing {
     /// Every tick: meter the VMs present, bill completed segments, retry what the
     /// ledger could not take.
     pub fn tick(&mut self, now_ms: u64, vms: &[VmUsage]) {
+        self.now_ms = now_ms;
         let interval = self.config.charge_interval_ms();
         let due = now_ms - now_ms % interval;
         let mut lines = Vec::new();
@@ -288,10 +366,21 @@ impl Billing {
             }
         }
         self.post(lines, false);
+        if !self.unposted.is_empty() {
+            warn!(
+                backlog = self.unposted.len(),
+                "ledger: {} lines wait to be written, next attempt in {}s: {}",
+                self.unposted.len(),
+                self.retry_at_ms.saturating_sub(now_ms).div_ceil(1000),
+                self.last_error.as_deref().unwrap_or("not tried yet")
+            );
+        }
     }
 
     /// Clean exit: bill the VMs' partial segments (call after the actions were ended).
     pub fn close(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.retry_at_ms = 0;
         let meters = std::mem::take(&mut self.meters);
         let mut lines = Vec::new();
         for m in meters.values() {
@@ -304,9 +393,17 @@ impl Billing {
         }
         self.post(lines, false);
         if !self.unposted.is_empty() {
+            let (actions, base): (Vec<&LedgerRecord>, Vec<&LedgerRecord>) = self
+                .unposted
+                .iter()
+                .partition(|l| l.kind != LineKind::Base);
+            let owed: BTreeSet<&str> = actions.iter().filter_map(|l| l.action_id.as_deref()).collect();
             warn!(
-                "{} ledger lines could not be written and are lost with this exit",
-                self.unposted.len()
+                "{} ledger lines could not be written: the {} of {} actions stay owed in the journal and are billed at the next start; {} base lines are lost with this exit",
+                self.unposted.len(),
+                actions.len(),
+                owed.len(),
+                base.len()
             );
         }
     }
@@ -345,6 +442,11 @@ impl Billing {
         if batch.is_empty() {
             return;
         }
+        if self.now_ms < self.retry_at_ms {
+            // Backing off after a failure: the lines wait for the next attempt.
+            self.unposted = batch;
+            return;
+        }
         let Some(ledger) = self.ledger.as_mut() else {
             return;
         };
@@ -356,13 +458,41 @@ impl Billing {
                     }
                     add_total(&mut self.totals, l, false);
                 }
+                // Every line of the batch is in the ledger now (written, or there
+                // already): the actions whose last segment it carries are settled.
+                for l in batch.iter().filter(|l| l.last_segment) {
+                    if let Some(a) = &l.action_id {
+                        self.settled.insert(a.clone());
+                    }
+                }
+                if self.failures > 0 {
+                    info!(
+                        "ledger: the backlog is written ({} lines) after {} failed attempts",
+                        batch.len(),
+                        self.failures
+                    );
+                }
+                self.failures = 0;
+                self.retry_at_ms = 0;
+                self.last_error = None;
             }
             Err(e) => {
+                self.write_errors += 1;
+                self.failures += 1;
+                let backoff = self
+                    .max_gap_ms
+                    .div_ceil(3)
+                    .saturating_mul(1 << self.failures.min(16).saturating_sub(1))
+                    .min(MAX_BACKOFF_MS);
+                self.retry_at_ms = self.now_ms.saturating_add(backoff);
                 warn!(
                     error = %e,
-                    "{} ledger lines not written; retried next tick",
-                    batch.len()
+                    "ledger: {} lines not written (attempt {}); retried in {}s",
+                    batch.len(),
+                    self.failures,
+                    backoff.div_ceil(1000)
                 );
+                self.last_error = Some(e.to_string());
                 self.unposted = batch;
             }
         }
@@ -374,9 +504,23 @@ impl Billing {
             "Interference Mitigation Cost posted to the ledger since start, in {}, by customer and kind (charge, credit as a positive amount; simulated_charge, simulated_credit in a dry run).",
             self.config.currency
         );
-        let mut f = w.counter("interference_imc_currency_total", &help);
-        for ((customer, kind), m) in &self.totals {
-            f.sample(&[("customer", customer), ("kind", kind)], m.abs().units());
+        {
+            let mut f = w.counter("interference_imc_currency_total", &help);
+            for ((customer, kind), m) in &self.totals {
+                f.sample(&[("customer", customer), ("kind", kind)], m.abs().units());
+            }
+        }
+        if self.ledger.is_some() {
+            w.counter(
+                "interference_ledger_write_errors_total",
+                "Attempts to append to the ledger that failed (disk full, read-only, ...) since start.",
+            )
+            .sample(&[], self.write_errors);
+            w.gauge(
+                "interference_ledger_backlog_lines",
+                "Ledger lines waiting to be written because the ledger could not take them.",
+            )
+            .sample(&[], self.unposted.len() as u64);
         }
     }
 }

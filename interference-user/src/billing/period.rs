@@ -40,6 +40,20 @@ impl Period {
         self.next().start_ms()
     }
 
+    pub fn previous(self) -> Self {
+        if self.month == 1 {
+            Self {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Self {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
     pub fn next(self) -> Self {
         if self.month == 12 {
             Self {

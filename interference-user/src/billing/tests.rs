@@ -430,6 +430,94 @@ fn an_applied_action_is_billed_as_it_goes_and_to_its_end_once() {
 }
 
 #[test]
+fn a_ledger_that_cannot_be_written_keeps_what_is_owed_and_holds_new_charges() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = NOV_1_2026 + 3_600_000 * 5 + 1500;
+    let a = weight_cut("h-9-7-0");
+    let mut cfg = config(dir.path(), 60);
+    cfg.max_unbilled_lines = 3;
+    let mut b = Billing::open(cfg, "h", false).unwrap();
+    b.set_tick_ms(1000);
+    b.outcome(&a, &applied(&a, t0, "1024"));
+    b.ledger_mut().unwrap().fail_appends = true;
+    b.tick(t0 + 150_000, &[]);
+    assert_eq!(b.backlog_lines(), 4, "two complete minutes wait");
+    let why = b.holds_new_charges().expect("4 lines > 3");
+    assert!(why.contains("max_unbilled_lines = 3"), "{why}");
+    assert!(why.contains("No space left"), "{why}");
+    // Within the backoff (1 s after the first failure) no new attempt is made.
+    b.tick(t0 + 150_500, &[]);
+    let metrics = |b: &Billing| {
+        let mut w = crate::export::prometheus::TextWriter::new();
+        b.render_into(&mut w);
+        w.finish()
+    };
+    let text = metrics(&b);
+    assert!(text.contains("interference_ledger_write_errors_total 1\n"), "{text}");
+    assert!(text.contains("interference_ledger_backlog_lines 4\n"), "{text}");
+    // The next attempt doubles the wait: 2 s.
+    b.tick(t0 + 151_600, &[]);
+    assert!(metrics(&b).contains("interference_ledger_write_errors_total 2\n"));
+    b.tick(t0 + 152_600, &[]);
+    assert!(metrics(&b).contains("interference_ledger_write_errors_total 2\n"));
+    assert!(lines_of(dir.path()).is_empty());
+    assert!(b.take_settled().is_empty());
+    // The disk comes back: the backlog goes in at the next attempt, in order, once.
+    b.ledger_mut().unwrap().fail_appends = false;
+    b.tick(t0 + 154_000, &[]);
+    assert_eq!(b.backlog_lines(), 0);
+    assert!(b.holds_new_charges().is_none());
+    assert_eq!(lines_of(dir.path()).len(), 4);
+    assert!(b.take_settled().is_empty(), "not ended yet");
+    b.end(&a.id, t0 + 170_000);
+    assert_eq!(b.take_settled(), vec![a.id.clone()]);
+    assert_eq!(lines_of(dir.path()).len(), 6);
+    // Billing the same action again (a restart that finds it owed) settles it again
+    // and writes nothing.
+    drop(b);
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    b.adopt(&a, &applied(&a, t0, "1024"));
+    b.end(&a.id, t0 + 170_000);
+    assert_eq!(b.take_settled(), vec![a.id.clone()]);
+    assert_eq!(lines_of(dir.path()).len(), 6);
+}
+
+#[test]
+fn a_failed_append_leaves_no_partial_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    let a = weight_cut("h-9-1-0");
+    b.outcome(&a, &applied(&a, NOV_1_2026, "1024"));
+    b.end(&a.id, NOV_1_2026 + 30_000);
+    let before = fs::read(period_path(dir.path(), Period::containing(NOV_1_2026))).unwrap();
+    b.ledger_mut().unwrap().fail_appends = true;
+    let c = weight_cut("h-9-2-0");
+    b.outcome(&c, &applied(&c, NOV_1_2026 + 40_000, "1024"));
+    b.end(&c.id, NOV_1_2026 + 50_000);
+    let after = fs::read(period_path(dir.path(), Period::containing(NOV_1_2026))).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(b.backlog_lines(), 2);
+}
+
+#[test]
+fn the_highest_run_in_the_ledger_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 60), "h-1", false).unwrap();
+    for id in ["h-1-1764000000-3-0", "h-1-1764000042-1-1", "other-1764999999-1-0"] {
+        let a = weight_cut(id);
+        b.outcome(&a, &applied(&a, NOV_1_2026, "1024"));
+        b.end(&a.id, NOV_1_2026 + 30_000);
+    }
+    assert_eq!(b.max_run(NOV_1_2026 + 40_000).unwrap(), 1_764_000_042);
+    // The next month still sees the previous one.
+    assert_eq!(
+        b.max_run(Period::containing(NOV_1_2026).next().start_ms() + 5)
+            .unwrap(),
+        1_764_000_042
+    );
+}
+
+#[test]
 fn failed_and_simulated_actions_are_never_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();

@@ -74,17 +74,45 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     policy_cfg.dry_run |= args.dry_run;
     let dry_run = policy_cfg.dry_run;
     let floor = policy_cfg.balloon_floor_mib << 20;
-    let policy = Policy::new(policy_cfg, host_name(cfg))?;
-    let enforcer = Enforcer::open(
+    let host = host_name(cfg);
+    let mut billing_cfg = cfg.billing.clone();
+    if let Some(dir) = args.ledger {
+        billing_cfg.ledger_dir = dir;
+        billing_cfg.enabled = true;
+    }
+    let ledger = (billing_cfg.enabled && !args.no_ledger).then(|| billing_cfg.ledger_dir.clone());
+    let mut enforcer = Enforcer::open(
         EnforcerOptions {
             journal: args.journal.clone(),
             dry_run,
             balloon_floor_bytes: Some(floor),
+            owes_ledger: ledger.is_some(),
             ..EnforcerOptions::default()
         },
         settings.mounts.clone(),
     )
     .with_context(|| format!("opening the journal {}", args.journal.display()))?;
+    let mut billing = match &ledger {
+        Some(dir) => {
+            let mut b = Billing::open(billing_cfg, &host, dry_run)
+                .with_context(|| format!("opening the ledger {}", dir.display()))?;
+            b.set_tick_ms(u64::try_from(settings.interval.as_millis()).unwrap_or(u64::MAX));
+            Some(b)
+        }
+        None => None,
+    };
+    // Action ids are `<host>-<run>-<tick>-<seq>`: the run is above every run the
+    // journal and the ledger have seen, so no id is ever issued twice.
+    let ledger_run = match billing.as_mut() {
+        Some(b) => b
+            .max_run(interference::clock::now_ms())
+            .with_context(|| format!("reading the ledger {}", b.config().ledger_dir.display()))?,
+        None => 0,
+    };
+    let run = enforcer
+        .start_run(&host, ledger_run + 1)
+        .with_context(|| format!("starting a run in the journal {}", args.journal.display()))?;
+    let policy = Policy::new(policy_cfg, format!("{host}-{run}"))?;
     let host_cpus = online_cpus()?;
     let balloon_rung = policy.config().ladder().contains(&Rung::Balloon);
     let mut mitigation = Mitigation::new(policy, enforcer, host_cpus);
@@ -94,19 +122,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             DEFAULT_MIN_INTERVAL,
         ));
     }
-    let mut billing_cfg = cfg.billing.clone();
-    if let Some(dir) = args.ledger {
-        billing_cfg.ledger_dir = dir;
-        billing_cfg.enabled = true;
+    if let Some(b) = billing.take() {
+        mitigation = mitigation.with_billing(b);
     }
-    let ledger = (billing_cfg.enabled && !args.no_ledger).then(|| billing_cfg.ledger_dir.clone());
-    if ledger.is_some() {
-        let dir = billing_cfg.ledger_dir.clone();
-        let mut billing = Billing::open(billing_cfg, &host_name(cfg), dry_run)
-            .with_context(|| format!("opening the ledger {}", dir.display()))?;
-        billing.set_tick_ms(u64::try_from(settings.interval.as_millis()).unwrap_or(u64::MAX));
-        mitigation = mitigation.with_billing(billing);
-    }
+    tracing::info!("run {run}: action ids are {host}-{run}-<tick>-<seq>");
     // A crashed run's changes: billed, then put back, before anything new is decided.
     let leftover = mitigation.recover();
     if !leftover.is_empty() {

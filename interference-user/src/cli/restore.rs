@@ -1,14 +1,15 @@
 //! `interference restore`: puts back every cgroup value and balloon target that the
 //! journal says an agent changed and did not restore (after a crash, or by hand).
-//! Like the agent at start, it first bills those changes up to now into the ledger
-//! (unless --no-ledger), so a crash never loses their lines.
+//! Like the agent at start, it first bills what the journal still owes into the
+//! ledger (changes in effect up to now, changes already put back up to when they
+//! were), unless --no-ledger, so a crash never loses their lines.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use interference::billing::Billing;
 use interference::clock::now_ms;
-use interference::collect::bill_in_effect;
+use interference::collect::bill_owed;
 use interference::enforce::{Enforcer, EnforcerOptions, DEFAULT_JOURNAL};
 use interference::inventory::Mounts;
 use interference::policy::ActionResult;
@@ -33,11 +34,13 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let mut enforcer = Enforcer::open(
         EnforcerOptions {
             journal: args.journal.clone(),
+            owes_ledger: !args.no_ledger,
             ..EnforcerOptions::default()
         },
         mounts,
     )
     .with_context(|| format!("restoring from {}", args.journal.display()))?;
+    let mut unbilled = None;
     if !args.no_ledger {
         let cfg = args.ledger.config()?;
         let host = host_name(&cfg);
@@ -45,7 +48,19 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         let dir = billing.ledger_dir.clone();
         let mut b = Billing::open(billing, &host, false)
             .with_context(|| format!("opening the ledger {}", dir.display()))?;
-        bill_in_effect(&enforcer, &mut b, now_ms());
+        bill_owed(&enforcer, &mut b, now_ms());
+        let settled = b.take_settled();
+        enforcer.mark_billed(settled.iter().map(String::as_str));
+        if b.backlog_lines() > 0 {
+            // The host comes first: restore anyway. The journal keeps owing what the
+            // ledger did not take, so nothing is lost; say so and fail at the end.
+            unbilled = Some(format!(
+                "{} ledger lines could not be written to {}; the journal {} still owes them: run `interference restore` (or start the agent) again once the ledger's disk is fixed",
+                b.backlog_lines(),
+                dir.display(),
+                args.journal.display()
+            ));
+        }
     }
     let outcomes = enforcer.restore_all();
     let left_in_effect = enforcer.in_effect().len();
@@ -76,6 +91,9 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     );
     if left_in_effect > 0 {
         anyhow::bail!("{left_in_effect} changes could not be restored; see the messages above");
+    }
+    if let Some(why) = unbilled {
+        anyhow::bail!(why);
     }
     Ok(())
 }

@@ -5,7 +5,10 @@
 //! Billing rides along: every tick it meters the VMs; an applied action starts being
 //! metered, and an action is billed to its end *before* it is undone (rollback,
 //! restore at exit or at start), so a crash between the two can neither lose its lines
-//! nor double them (see `billing::meter`).
+//! nor double them (see `billing::meter`). The journal keeps owing an action until the
+//! ledger has synced its last segment (`Enforcer::mark_billed`); at start, whatever it
+//! still owes is billed first, in effect or not. While the ledger cannot take its
+//! lines beyond `[billing] max_unbilled_lines`, no new mitigation starts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -99,6 +102,7 @@ impl Mitigation {
         self.round += 1;
         let memory = self.read_memory(vms, &round.contention);
         let inputs = vm_inputs(vms, samples, &memory, self.policy.config());
+        let hold = self.billing.as_ref().and_then(Billing::holds_new_charges);
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -107,6 +111,7 @@ impl Mitigation {
             scores: &round.contention,
             directed: &round.directed,
             outcomes: &self.last_outcomes,
+            hold_new: hold.as_deref(),
         });
         let actions = self.apply(decision.actions, vms, now_ms);
         self.last_outcomes = actions.iter().map(|(_, o)| o.clone()).collect();
@@ -194,14 +199,27 @@ impl Mitigation {
                 .or_default() += 1;
             done.push((action, outcome));
         }
+        self.settle();
         done
     }
 
-    /// At start: bill, then put back, what a crashed run left in effect.
+    /// Tell the journal which actions the ledger now holds to their end.
+    fn settle(&mut self) {
+        if let Some(b) = self.billing.as_mut() {
+            let settled = b.take_settled();
+            self.enforcer
+                .mark_billed(settled.iter().map(String::as_str));
+        }
+    }
+
+    /// At start: bill what the journal still owes (a crashed run's changes in effect,
+    /// and changes put back whose lines the ledger could not take), then put back what
+    /// is in effect.
     pub fn recover(&mut self) -> Vec<Outcome> {
         if let Some(b) = self.billing.as_mut() {
-            bill_in_effect(&self.enforcer, b, now_ms());
+            bill_owed(&self.enforcer, b, now_ms());
         }
+        self.settle();
         self.enforcer.restore_all()
     }
 
@@ -209,12 +227,14 @@ impl Mitigation {
     pub fn restore_all(&mut self) -> Vec<Outcome> {
         let now = now_ms();
         if let Some(b) = self.billing.as_mut() {
-            bill_in_effect(&self.enforcer, b, now);
+            bill_owed(&self.enforcer, b, now);
         }
+        self.settle();
         let out = self.enforcer.restore_all();
         if let Some(b) = self.billing.as_mut() {
             b.close(now);
         }
+        self.settle();
         out
     }
 
@@ -234,19 +254,14 @@ impl Mitigation {
     }
 }
 
-/// End, in billing, every applied action that is (or may be) in effect: those the
-/// journal has in effect (adopted when this run did not apply them) and those being
-/// metered. Call before restoring them.
-pub fn bill_in_effect(enforcer: &Enforcer, billing: &mut Billing, now_ms: u64) {
-    let in_effect: BTreeSet<String> = enforcer
-        .in_effect()
-        .into_iter()
-        .map(|e| e.intent.action_id)
-        .collect();
-    for (action, outcome) in enforcer.history() {
-        if in_effect.contains(&action.id) && !matches!(action.change, Change::Rollback { .. }) {
-            billing.adopt(&action, &outcome);
-        }
+/// End, in billing, every applied action the journal still owes (adopted when this run
+/// did not apply it): one that may be in effect ends at `now_ms`, one already put back
+/// when it was put back; and every action being metered ends at `now_ms`. Call before
+/// restoring them; the ledger's idempotent ids make a second call harmless.
+pub fn bill_owed(enforcer: &Enforcer, billing: &mut Billing, now_ms: u64) {
+    for owed in enforcer.owed() {
+        billing.adopt(&owed.action, &owed.outcome);
+        billing.end(&owed.action.id, owed.ended_ms.unwrap_or(now_ms).min(now_ms));
     }
     let open: Vec<String> = billing.open_actions().map(str::to_owned).collect();
     for id in open {

@@ -6,7 +6,7 @@
 mod mitigation;
 mod scoring;
 
-pub use mitigation::{bill_in_effect, Mitigation, MitigationReport};
+pub use mitigation::{bill_owed, Mitigation, MitigationReport};
 pub use scoring::{ScoreRound, Scoring, ScoringError};
 
 use std::path::PathBuf;

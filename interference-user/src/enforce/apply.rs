@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::cgroup::{plan_cpuset, plan_weight, read_value, write_value, CgroupError, Plan};
 use super::cpuset::CpuSet;
 use super::guard::{GuardError, ManagedRoots};
-use super::journal::{Entry, Journal, JournalError, Target, DEFAULT_JOURNAL};
+use super::journal::{Entry, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
 use super::restore::{by_action_newest_first, restore_entries, Restored};
 use crate::clock::now_ms;
 use crate::inventory::{Mounts, MountsError, Vm};
@@ -54,6 +54,9 @@ pub struct EnforcerOptions {
     /// Never compact the journal: it keeps every record (an audit trail; the crash
     /// tests check the ledger against it).
     pub keep_history: bool,
+    /// Billing is on: an applied action stays in the journal until the ledger holds its
+    /// last segment ([`Enforcer::mark_billed`]).
+    pub owes_ledger: bool,
 }
 
 impl Default for EnforcerOptions {
@@ -64,6 +67,7 @@ impl Default for EnforcerOptions {
             balloon_floor_bytes: None,
             qmp_timeout: Duration::from_secs(5),
             keep_history: false,
+            owes_ledger: true,
         }
     }
 }
@@ -93,7 +97,11 @@ impl Enforcer {
         let journal = if options.dry_run {
             Journal::read(&options.journal)?
         } else {
-            Journal::open_with(&options.journal, !options.keep_history)?
+            Journal::open_with(
+                &options.journal,
+                !options.keep_history,
+                options.owes_ledger,
+            )?
         };
         Ok(Self {
             options,
@@ -120,6 +128,35 @@ impl Enforcer {
     /// The journal's (action, outcome) pairs, for `PolicyState::replay`.
     pub fn history(&self) -> Vec<(Action, Outcome)> {
         self.journal.history()
+    }
+
+    /// Applied actions the ledger may not hold to their end yet (see
+    /// [`Journal::owed`]): what the agent bills at start.
+    pub fn owed(&self) -> Vec<Owed> {
+        self.journal.owed()
+    }
+
+    /// The ledger holds these actions' last segments: journal it, so they are owed
+    /// nothing more. A failure is logged; they stay owed (billing them again is
+    /// harmless, the ledger's ids are idempotent).
+    pub fn mark_billed<'a>(&mut self, action_ids: impl IntoIterator<Item = &'a str>) {
+        if self.options.dry_run || !self.options.owes_ledger {
+            return;
+        }
+        note(self.journal.mark_billed(action_ids, now_ms()));
+        self.compact_if_idle();
+    }
+
+    /// Start this agent's run (see [`Journal::start_run`]): the number its action ids
+    /// carry after `<host>-`. In a dry run nothing is written and the number is only
+    /// as unique as the clock.
+    pub fn start_run(&mut self, host: &str, at_least: u64) -> Result<u64, JournalError> {
+        if self.options.dry_run {
+            return Ok((now_ms() / 1000)
+                .max(self.journal.last_run().map_or(0, |r| r + 1))
+                .max(at_least));
+        }
+        self.journal.start_run(host, now_ms(), at_least)
     }
 
     pub fn journal_path(&self) -> &Path {
@@ -478,7 +515,7 @@ impl Enforcer {
     }
 
     fn compact_if_idle(&mut self) {
-        if !self.options.keep_history && !self.journal.any_in_effect() {
+        if !self.options.keep_history && self.journal.is_idle() {
             let r = self.journal.compact();
             note(r);
         }

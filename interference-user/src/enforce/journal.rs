@@ -1,18 +1,22 @@
 //! The write-ahead journal: every value the agent changes is recorded, with what it was
-//! before, and synced to disk before the change is made.
+//! before, and synced to disk before the change is made. It is also the source of truth
+//! for what is owed to the ledger: an applied action stays in it until its last charge
+//! segment is durably in the ledger.
 //!
 //! An append-only JSONL file (default [`DEFAULT_JOURNAL`]), one self-describing record
 //! per line, each appended with a single `write(2)` and synced with `fdatasync(2)`:
 //!
 //! | record     | written                          | says                                   |
 //! |------------|----------------------------------|----------------------------------------|
+//! | `run`      | when an agent starts             | the run number its action ids carry     |
 //! | `action`   | with the action's first intent   | the policy's [`Action`], for replay     |
 //! | `intent`   | before the write                 | target, value before, value after       |
 //! | `done`     | after the write succeeded        |                                         |
 //! | `failed`   | after the write failed           | whether the change may still be in effect |
-//! | `rollback` | after the value was restored (or left alone, with the reason) | the entry is closed |
+//! | `rollback` | after the value was restored (or left alone, with the reason) | the entry is closed, and when |
 //! | `rebase`   | when an earlier change under a later one is rolled back | the later entry's new "before" |
 //! | `outcome`  | after the action                 | the [`Outcome`], for replay             |
+//! | `billed`   | once the action's last ledger segment is synced | nothing more is owed for it |
 //!
 //! Crash safety rests on two rules. A value is never written before its intent is on
 //! disk, so after a crash at any instant every changed value has an intent whose
@@ -22,12 +26,27 @@
 //! appends): on open a torn tail is cut off, while a complete line that does not parse
 //! is an error naming it, since skipping it could forget a change.
 //!
+//! Billing rests on a third: an applied action is *owed* until its `billed` record is
+//! written, which the agent does only after the ledger has synced the action's last
+//! segment (charge and credit). Compaction never drops an owed action, so a ledger that
+//! cannot be written (full or read-only disk), or a crash before it was written, only
+//! delays the lines: the next start bills them from here, with the time each change
+//! was put back (`rollback` records carry it). Ledger ids are idempotent, so billing an
+//! action twice never doubles a line. With billing off ([`Journal::open_with`]'s
+//! `owes`), nothing is owed.
+//!
+//! Action ids are `<host>-<run>-<tick>-<seq>`: the run number ([`Journal::start_run`])
+//! is higher than every run the journal has seen (the `run` record survives
+//! compaction) and than the start time in seconds, so ids never repeat across
+//! restarts, even when the tick starts again from 1.
+//!
 //! One agent at a time: the file is locked (flock) while open for writing, so
 //! `interference restore` refuses to run beside a live agent. The journal stays small:
-//! once nothing is in effect it is truncated, and a long journal is rewritten with only
-//! what is still in effect (temp file, fsync, rename).
+//! once nothing is in effect or owed it is truncated (keeping the run record), and a
+//! long journal is rewritten with only what is still in effect or owed (temp file,
+//! fsync, rename).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -79,6 +98,13 @@ pub enum JournalError {
     },
     #[error("the journal {path} was opened read-only (dry run)")]
     ReadOnly { path: PathBuf },
+    #[error("the journal {path} already holds action {action_id} ({existing}); refusing to reuse its id for {new}")]
+    IdReused {
+        path: PathBuf,
+        action_id: String,
+        existing: String,
+        new: String,
+    },
 }
 
 /// What an entry changed.
@@ -128,6 +154,10 @@ pub struct Intent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rec", rename_all = "snake_case")]
 enum Record {
+    Run {
+        run: u64,
+        started_ms: u64,
+    },
     Action {
         action: Action,
     },
@@ -145,6 +175,9 @@ enum Record {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+        /// When the entry was closed (absent in journals written before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<u64>,
     },
     Rebase {
         id: u64,
@@ -152,6 +185,10 @@ enum Record {
     },
     Outcome {
         outcome: Outcome,
+    },
+    Billed {
+        action_id: String,
+        at_ms: u64,
     },
 }
 
@@ -166,10 +203,12 @@ pub enum EntryState {
         in_effect: bool,
     },
     /// Restored, or closed without a write (value already right, changed by someone
-    /// else, cgroup gone, not restorable); `by` is the rollback action or `restore`.
+    /// else, cgroup gone, not restorable); `by` is the rollback action or `restore`,
+    /// `at_ms` when (None in journals written before it was recorded).
     Closed {
         by: String,
         note: Option<String>,
+        at_ms: Option<u64>,
     },
 }
 
@@ -191,6 +230,16 @@ impl Entry {
     }
 }
 
+/// An applied action whose last ledger segment is not known to be in the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owed {
+    pub action: Action,
+    /// Its applied outcome (`at_ms` is when it took effect).
+    pub outcome: Outcome,
+    /// When its last entry was put back; None while any of it may still be in effect.
+    pub ended_ms: Option<u64>,
+}
+
 /// The journal: its file (locked) and its records, indexed.
 #[derive(Debug)]
 pub struct Journal {
@@ -200,6 +249,12 @@ pub struct Journal {
     entries: BTreeMap<u64, Entry>,
     /// Actions in journal order, with their outcome once written.
     actions: Vec<(Action, Option<Outcome>)>,
+    /// Actions whose last segment is in the ledger, and when that was recorded.
+    billed: HashMap<String, u64>,
+    /// The latest `run` record: (run, started_ms).
+    run: Option<(u64, u64)>,
+    /// Applied actions are owed to the ledger until billed (false: billing is off).
+    owes: bool,
     next_id: u64,
     lines: usize,
 }
@@ -208,12 +263,14 @@ impl Journal {
     /// Open (creating it and its directory) for writing, take the lock, repair a torn
     /// last line, and compact when nothing is in effect or the file is long.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, true)
     }
 
     /// [`Journal::open`]; without `compact`, the file keeps every record (an audit
-    /// trail, and what the crash tests check the ledger against).
-    pub fn open_with(path: &Path, compact: bool) -> Result<Self, JournalError> {
+    /// trail, and what the crash tests check the ledger against); without `owes`
+    /// (billing is off), applied actions owe the ledger nothing and are compacted away
+    /// once restored.
+    pub fn open_with(path: &Path, compact: bool, owes: bool) -> Result<Self, JournalError> {
         let open_err = |source| JournalError::Open {
             path: path.to_path_buf(),
             source,
@@ -247,9 +304,8 @@ impl Journal {
         }
         let mut journal = Self::parse(path, &bytes[..good])?;
         journal.file = Some(file);
-        if compact
-            && (!journal.any_in_effect() && journal.lines > 0 || journal.lines > COMPACT_LINES)
-        {
+        journal.owes = owes;
+        if compact && (journal.is_idle() && journal.lines > 1 || journal.lines > COMPACT_LINES) {
             journal.compact()?;
         }
         Ok(journal)
@@ -278,6 +334,9 @@ impl Journal {
             file: None,
             entries: BTreeMap::new(),
             actions: Vec::new(),
+            billed: HashMap::new(),
+            run: None,
+            owes: true,
             next_id: 1,
             lines: 0,
         };
@@ -301,6 +360,14 @@ impl Journal {
     /// Update the index with one record (read back or just appended).
     fn apply(&mut self, record: Record) {
         match record {
+            Record::Run { run, started_ms } => {
+                if self.run.is_none_or(|(r, _)| run >= r) {
+                    self.run = Some((run, started_ms));
+                }
+            }
+            Record::Billed { action_id, at_ms } => {
+                self.billed.insert(action_id, at_ms);
+            }
             Record::Action { action } => {
                 if !self.actions.iter().any(|(a, _)| a.id == action.id) {
                     self.actions.push((action, None));
@@ -322,9 +389,12 @@ impl Journal {
                 error,
                 in_effect,
             } => self.set_state(id, EntryState::Failed { error, in_effect }),
-            Record::Rollback { id, by, note } => {
-                self.set_state(id, EntryState::Closed { by, note })
-            }
+            Record::Rollback {
+                id,
+                by,
+                note,
+                at_ms,
+            } => self.set_state(id, EntryState::Closed { by, note, at_ms }),
             Record::Rebase { id, before } => {
                 if let Some(e) = self.entries.get_mut(&id) {
                     e.intent.before = before;
@@ -373,6 +443,104 @@ impl Journal {
         self.entries.values().any(Entry::in_effect)
     }
 
+    /// Nothing in effect and nothing owed to the ledger: the journal may be truncated.
+    pub fn is_idle(&self) -> bool {
+        !self.any_in_effect() && !self.actions.iter().any(|(a, o)| self.owes(a, o.as_ref()))
+    }
+
+    /// Whether `action` (with its outcome) is owed to the ledger: applied, a change
+    /// that is billed (not a rollback), and not yet marked billed.
+    fn owes(&self, action: &Action, outcome: Option<&Outcome>) -> bool {
+        self.owes
+            && !matches!(action.change, crate::policy::Change::Rollback { .. })
+            && !action.simulated
+            && outcome.is_some_and(|o| o.result == crate::policy::ActionResult::Applied)
+            && !self.billed.contains_key(&action.id)
+    }
+
+    /// Applied actions whose last ledger segment is not known to be written, in journal
+    /// order, with when they ended (None: some of it may still be in effect).
+    pub fn owed(&self) -> Vec<Owed> {
+        self.actions
+            .iter()
+            .filter(|(a, o)| self.owes(a, o.as_ref()))
+            .filter_map(|(a, o)| {
+                let entries = self.entries_of(&a.id);
+                let ended_ms = if entries.iter().any(|e| e.in_effect()) {
+                    None
+                } else {
+                    // The last entry put back; an action with nothing to put back (a
+                    // migration, a journal from before `at_ms`) ended when it took
+                    // effect at the latest known instant.
+                    let closed = entries.iter().filter_map(|e| match &e.state {
+                        EntryState::Closed { at_ms, .. } => *at_ms,
+                        _ => None,
+                    });
+                    Some(closed.max().unwrap_or(o.as_ref()?.at_ms))
+                };
+                Some(Owed {
+                    action: a.clone(),
+                    outcome: o.clone()?,
+                    ended_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Record that the ledger holds the last segment of these actions: they are owed
+    /// nothing more, and compaction may drop them once nothing of them is in effect.
+    pub fn mark_billed<'a>(
+        &mut self,
+        action_ids: impl IntoIterator<Item = &'a str>,
+        at_ms: u64,
+    ) -> Result<(), JournalError> {
+        let records: Vec<Record> = action_ids
+            .into_iter()
+            .filter(|id| !self.billed.contains_key(*id) && self.action(id).is_some())
+            .map(|id| Record::Billed {
+                action_id: id.to_owned(),
+                at_ms,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.append(records)
+    }
+
+    /// The run number the latest agent wrote ([`Journal::start_run`]), if any.
+    pub fn last_run(&self) -> Option<u64> {
+        self.run.map(|(r, _)| r)
+    }
+
+    /// Start a new run: its number is above every run recorded here, above `at_least`
+    /// (what the ledger has seen) and at least the start time in seconds, and no action
+    /// id in the journal starts with `<prefix>-<run>-`. Synced before it returns, so no
+    /// action of this run can be decided under an earlier number.
+    pub fn start_run(
+        &mut self,
+        prefix: &str,
+        now_ms: u64,
+        at_least: u64,
+    ) -> Result<u64, JournalError> {
+        let mut run = (now_ms / 1000)
+            .max(self.last_run().map_or(0, |r| r + 1))
+            .max(at_least);
+        while self.actions.iter().any(|(a, _)| {
+            a.id.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|r| r == run.to_string())
+        }) {
+            run += 1;
+        }
+        self.append(vec![Record::Run {
+            run,
+            started_ms: now_ms,
+        }])?;
+        Ok(run)
+    }
+
     /// The entries of one action, in id order.
     pub fn entries_of(&self, action_id: &str) -> Vec<&Entry> {
         self.entries
@@ -407,10 +575,19 @@ impl Journal {
         at_ms: u64,
     ) -> Result<Vec<u64>, JournalError> {
         let mut records = Vec::with_capacity(intents.len() + 1);
-        if self.action(&action.id).is_none() {
-            records.push(Record::Action {
+        match self.action(&action.id) {
+            None => records.push(Record::Action {
                 action: action.clone(),
-            });
+            }),
+            Some(existing) if existing != action => {
+                return Err(JournalError::IdReused {
+                    path: self.path.clone(),
+                    action_id: action.id.clone(),
+                    existing: existing.reason.clone(),
+                    new: action.reason.clone(),
+                })
+            }
+            Some(_) => {}
         }
         let mut ids = Vec::with_capacity(intents.len());
         for (offset, (vm, target, before, after)) in intents.into_iter().enumerate() {
@@ -442,23 +619,31 @@ impl Journal {
         }])
     }
 
-    /// Close an entry: restored, or left as it is for `note`.
+    /// Close an entry: restored, or left as it is for `note`, at `at_ms`.
     pub fn rollback(
         &mut self,
         id: u64,
         by: &str,
         note: Option<String>,
+        at_ms: u64,
     ) -> Result<(), JournalError> {
         self.append(vec![Record::Rollback {
             id,
             by: by.to_owned(),
             note,
+            at_ms: Some(at_ms),
         }])
     }
 
     /// Close `id` without writing its value because `later` changed the same target
     /// since: `later` inherits `id`'s original, in the same write.
-    pub fn hand_over(&mut self, id: u64, later: u64, by: &str) -> Result<(), JournalError> {
+    pub fn hand_over(
+        &mut self,
+        id: u64,
+        later: u64,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<(), JournalError> {
         let Some(before) = self.entries.get(&id).map(|e| e.intent.before.clone()) else {
             return Ok(());
         };
@@ -470,6 +655,7 @@ impl Journal {
                 note: Some(format!(
                     "superseded by journal entry {later}, which now restores the original"
                 )),
+                at_ms: Some(at_ms),
             },
         ])
     }
@@ -506,40 +692,41 @@ impl Journal {
         Ok(())
     }
 
-    /// Drop what is no longer needed: everything when nothing is in effect (truncate),
-    /// else rewrite the file with only the actions that still have entries in effect.
+    /// Drop what is no longer needed: everything but the run record when nothing is in
+    /// effect or owed, else rewrite the file with only the actions that still have
+    /// entries in effect or are owed to the ledger (with all their entries, so an owed
+    /// action keeps when it was put back).
     pub fn compact(&mut self) -> Result<(), JournalError> {
         let path = self.path.clone();
         let err = |source| JournalError::Compact {
             path: path.clone(),
             source,
         };
-        let Some(file) = self.file.as_ref() else {
+        if self.file.is_none() {
             return Err(JournalError::ReadOnly { path: path.clone() });
-        };
-        if !self.any_in_effect() {
-            file.set_len(0).and_then(|_| file.sync_all()).map_err(err)?;
-            self.entries.clear();
-            self.actions.clear();
-            self.lines = 0;
-            return Ok(());
         }
+        let mut records: Vec<Record> = self
+            .run
+            .map(|(run, started_ms)| Record::Run { run, started_ms })
+            .into_iter()
+            .collect();
         let keep: Vec<String> = self
             .actions
             .iter()
+            .filter(|(a, o)| {
+                self.owes(a, o.as_ref()) || self.entries_of(&a.id).iter().any(|e| e.in_effect())
+            })
             .map(|(a, _)| a.id.clone())
-            .filter(|id| self.entries_of(id).iter().any(|e| e.in_effect()))
             .collect();
-        let mut records = Vec::new();
         for (action, outcome) in self.actions.iter().filter(|(a, _)| keep.contains(&a.id)) {
             records.push(Record::Action {
                 action: action.clone(),
             });
-            for e in self
-                .entries_of(&action.id)
-                .into_iter()
-                .filter(|e| e.in_effect())
-            {
+            for e in self.entries_of(&action.id) {
+                // Closed entries matter only for when an owed action ended.
+                if !e.in_effect() && !self.owes(action, outcome.as_ref()) {
+                    continue;
+                }
                 records.push(Record::Intent(e.intent.clone()));
                 match &e.state {
                     EntryState::Done => records.push(Record::Done { id: e.intent.id }),
@@ -548,11 +735,23 @@ impl Journal {
                         error: error.clone(),
                         in_effect: *in_effect,
                     }),
-                    EntryState::Pending | EntryState::Closed { .. } => {}
+                    EntryState::Closed { by, note, at_ms } => records.push(Record::Rollback {
+                        id: e.intent.id,
+                        by: by.clone(),
+                        note: note.clone(),
+                        at_ms: *at_ms,
+                    }),
+                    EntryState::Pending => {}
                 }
             }
             if let Some(o) = outcome {
                 records.push(Record::Outcome { outcome: o.clone() });
+            }
+            if let Some(at_ms) = self.billed.get(&action.id) {
+                records.push(Record::Billed {
+                    action_id: action.id.clone(),
+                    at_ms: *at_ms,
+                });
             }
         }
         let tmp = path.with_extension("jsonl.compact");
@@ -587,6 +786,8 @@ impl Journal {
         let fresh = Self::parse(&path, &buf)?;
         self.entries = fresh.entries;
         self.actions = fresh.actions;
+        self.billed = fresh.billed;
+        self.run = fresh.run;
         self.lines = fresh.lines;
         Ok(())
     }
@@ -651,8 +852,8 @@ mod tests {
         assert_eq!(j.entry(1).unwrap().intent.before, "1024");
         let ids = j.write_intents(&action("a2"), vec![intent(3)], 6).unwrap();
         assert_eq!(ids, vec![3], "ids keep increasing");
-        j.rollback(1, "restore", None).unwrap();
-        j.rollback(3, "restore", None).unwrap();
+        j.rollback(1, "restore", None, 7).unwrap();
+        j.rollback(3, "restore", None, 7).unwrap();
         j.done(3).unwrap();
         assert!(
             !j.any_in_effect(),
@@ -727,7 +928,7 @@ mod tests {
             2,
         )
         .unwrap();
-        j.hand_over(1, 2, "rb-a1").unwrap();
+        j.hand_over(1, 2, "rb-a1", 7).unwrap();
         drop(j);
         let j = Journal::open(&path).unwrap();
         let open = j.in_effect();
@@ -754,9 +955,10 @@ mod tests {
             })
             .unwrap();
             if n != 3 {
-                j.rollback(ids[0], "restore", None).unwrap();
+                j.rollback(ids[0], "restore", None, 7).unwrap();
             }
         }
+        j.mark_billed(["a0", "a1", "a2", "a4"], 8).unwrap();
         j.compact().unwrap();
         drop(j);
         let text = fs::read_to_string(&path).unwrap();
@@ -776,5 +978,117 @@ mod tests {
         ));
         j.write_intents(&action("a9"), vec![intent(9)], 3).unwrap();
         assert_eq!(j.in_effect().len(), 2);
+    }
+
+    fn applied(j: &mut Journal, id: &str, n: u32, at_ms: u64) -> u64 {
+        let a = action(id);
+        let ids = j.write_intents(&a, vec![intent(n)], at_ms).unwrap();
+        j.done(ids[0]).unwrap();
+        j.outcome(&Outcome {
+            action_id: a.id.clone(),
+            result: ActionResult::Applied,
+            at_ms,
+            effects: vec![],
+            error: None,
+        })
+        .unwrap();
+        ids[0]
+    }
+
+    #[test]
+    fn an_applied_action_is_owed_until_billed_even_after_it_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        let e1 = applied(&mut j, "h-1-1-0", 1, 100);
+        let _e2 = applied(&mut j, "h-1-2-0", 2, 200);
+        // A failed action owes nothing.
+        let f = action("h-1-3-0");
+        let ids = j.write_intents(&f, vec![intent(3)], 300).unwrap();
+        j.failed(ids[0], "EINVAL", false).unwrap();
+        j.outcome(&Outcome {
+            action_id: f.id.clone(),
+            result: ActionResult::Failed,
+            at_ms: 300,
+            effects: vec![],
+            error: Some("EINVAL".into()),
+        })
+        .unwrap();
+        let owed = j.owed();
+        assert_eq!(owed.len(), 2);
+        assert_eq!((owed[0].action.id.as_str(), owed[0].ended_ms), ("h-1-1-0", None));
+        // Put back at 1500, its lines not written yet (the ledger's disk is full).
+        j.rollback(e1, "restore", None, 1500).unwrap();
+        drop(j);
+        // Reopening compacts: the restored action stays, owed, with when it ended.
+        let mut j = Journal::open(&path).unwrap();
+        let owed = j.owed();
+        assert_eq!(owed.len(), 2, "{owed:?}");
+        assert_eq!(owed[0].ended_ms, Some(1500));
+        assert_eq!(owed[0].outcome.at_ms, 100);
+        assert_eq!(owed[1].ended_ms, None, "still in effect");
+        assert!(!j.is_idle());
+        j.mark_billed(["h-1-1-0", "not-journalled"], 1600).unwrap();
+        // Compaction (on open when idle or long, or as here) drops what is billed.
+        j.compact().unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.owed().len(), 1);
+        assert!(j.action("h-1-1-0").is_none(), "billed and put back: compacted away");
+        assert!(j.action("h-1-3-0").is_none(), "failed: compacted away");
+    }
+
+    #[test]
+    fn with_billing_off_nothing_is_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open_with(&path, true, false).unwrap();
+        let e = applied(&mut j, "h-1-1-0", 1, 100);
+        j.rollback(e, "restore", None, 200).unwrap();
+        assert!(j.owed().is_empty());
+        assert!(j.is_idle());
+    }
+
+    #[test]
+    fn runs_only_go_up_and_survive_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let now = 1_764_000_000_123;
+        let mut j = Journal::open(&path).unwrap();
+        assert_eq!(j.last_run(), None);
+        let r1 = j.start_run("h", now, 0).unwrap();
+        assert_eq!(r1, 1_764_000_000, "the start time in seconds");
+        // The clock went back, and the agent restarted within the same second.
+        let r2 = j.start_run("h", now - 60_000, 0).unwrap();
+        assert_eq!(r2, r1 + 1);
+        // The ledger has seen a higher run.
+        let r3 = j.start_run("h", now, r1 + 10).unwrap();
+        assert_eq!(r3, r1 + 10);
+        drop(j);
+        // Nothing in effect: truncated on open, but the run is kept.
+        let mut j = Journal::open(&path).unwrap();
+        assert_eq!(j.last_run(), Some(r3));
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
+        // An id of the would-be run already in the journal (a journal written by a
+        // version without run records) is skipped over.
+        applied(&mut j, &format!("h-{}-1-0", r3 + 1), 1, 1);
+        applied(&mut j, &format!("h-{}-1-0", r3 + 2), 2, 1);
+        assert_eq!(j.start_run("h", now, 0).unwrap(), r3 + 3);
+    }
+
+    #[test]
+    fn an_action_id_is_never_journalled_for_two_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        applied(&mut j, "h-1-1-0", 1, 100);
+        let mut other = action("h-1-1-0");
+        other.reason = "a later, different action".into();
+        let e = j.write_intents(&other, vec![intent(2)], 200).unwrap_err();
+        assert!(matches!(e, JournalError::IdReused { .. }), "{e}");
+        assert!(e.to_string().contains("a later, different action"), "{e}");
+        // The same action again (its rollback, a second intent) is fine.
+        j.write_intents(&action("h-1-1-0"), vec![intent(3)], 300)
+            .unwrap();
     }
 }

@@ -36,5 +36,5 @@ pub use crate::qmp::{QmpClient, QmpError};
 pub use apply::{EnforceError, Enforcer, EnforcerOptions};
 pub use cpuset::CpuSet;
 pub use guard::{GuardError, ManagedRoots};
-pub use journal::{Entry, EntryState, Journal, JournalError, Target, DEFAULT_JOURNAL};
+pub use journal::{Entry, EntryState, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
 pub use restore::{restore, restore_with, RestoreReport};

@@ -136,13 +136,13 @@ pub(crate) fn restore_entries(
             .find(|l| l.intent.target.effect_target() == target)
             .map(|l| l.intent.id);
         if let Some(later) = later {
-            note(&mut out, journal.hand_over(id, later, by));
+            note(&mut out, journal.hand_over(id, later, by, now_ms()));
             continue;
         }
         match &entry.intent.target {
             Target::Migration { .. } => {
                 let why = "a live migration cannot be undone".to_owned();
-                note(&mut out, journal.rollback(id, by, Some(why)));
+                note(&mut out, journal.rollback(id, by, Some(why), now_ms()));
             }
             Target::Cgroup { file, root } => {
                 if let Some(item) =
@@ -213,7 +213,7 @@ fn check_cgroup_entry(
     if same_value(&path, &current, before) {
         note(
             out,
-            journal.rollback(id, by, Some("already at its original value".into())),
+            journal.rollback(id, by, Some("already at its original value".into()), now_ms()),
         );
         return None;
     }
@@ -222,7 +222,7 @@ fn check_cgroup_entry(
             "changed by someone else since (holds {current:?}, the agent wrote {after:?}); left as it is"
         );
         warn!(file = %path.display(), original = %before, "{why}");
-        note(out, journal.rollback(id, by, Some(why)));
+        note(out, journal.rollback(id, by, Some(why), now_ms()));
         return None;
     }
     Some(RestoreItem {
@@ -275,7 +275,7 @@ fn write_cgroups(
             let (after, why) = written
                 .remove(&item.file)
                 .unwrap_or_else(|| (item.before.clone(), None));
-            note(out, journal.rollback(id, by, why));
+            note(out, journal.rollback(id, by, why, now_ms()));
             info!(file = %item.file.display(), value = %after, "restored");
             out.effects.push(Effect {
                 target: item.file,
@@ -309,7 +309,7 @@ fn restore_balloon(
     });
     match result {
         Ok(now) => {
-            note(out, journal.rollback(id, by, None));
+            note(out, journal.rollback(id, by, None, now_ms()));
             out.effects.push(Effect {
                 target: entry.intent.target.effect_target(),
                 before: now.to_string(),
@@ -318,7 +318,7 @@ fn restore_balloon(
         }
         Err(e) if e.vanished() => {
             let why = format!("VM gone ({}); nothing to restore", error_chain(&e));
-            note(out, journal.rollback(id, by, Some(why.clone())));
+            note(out, journal.rollback(id, by, Some(why.clone()), now_ms()));
             out.errors.push(why);
         }
         Err(e) => out.errors.push(error_chain(&e)),
@@ -331,7 +331,7 @@ fn close_gone(journal: &mut Journal, id: u64, file: &Path, by: &str, out: &mut R
         "{} vanished (VM stopped?); nothing to restore",
         file.display()
     );
-    note(out, journal.rollback(id, by, Some(why.clone())));
+    note(out, journal.rollback(id, by, Some(why.clone()), now_ms()));
     out.errors.push(why);
 }
 

@@ -81,7 +81,8 @@ pub struct VmInput {
 /// Everything one decision looks at besides the policy's own state.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyInput<'a> {
-    /// Moves forward by one each tick, across restarts too: action ids embed it.
+    /// Moves forward by one each tick of this run: action ids embed it (after the run
+    /// number the id prefix carries, so ids do not repeat across restarts).
     pub tick: u64,
     /// Milliseconds since the Unix epoch.
     pub now_ms: u64,
@@ -94,6 +95,9 @@ pub struct PolicyInput<'a> {
     pub directed: &'a [DirectedScore],
     /// What became of the previous decision's actions.
     pub outcomes: &'a [Outcome],
+    /// Why no new mitigation may start this tick (the ledger cannot take what it
+    /// would owe); rollbacks go on. None: nothing holds them.
+    pub hold_new: Option<&'a str>,
 }
 
 /// One tick's decision.
@@ -133,7 +137,9 @@ pub struct PolicyError {
 #[derive(Debug, Clone)]
 pub struct Policy {
     config: PolicyConfig,
-    host: String,
+    /// Every action id starts with it: `<host>-<run>` in the agent (see
+    /// `enforce::journal`), so that ids are unique across hosts and restarts.
+    id_prefix: String,
     ladder: Vec<Rung>,
     /// `[[policy.pairs]]` by pair key: (on, off).
     pair_thresholds: HashMap<String, (Option<f32>, Option<f32>)>,
@@ -152,16 +158,17 @@ struct Work<'a> {
 }
 
 impl Policy {
-    /// A policy with a fresh state. `host` prefixes every action id.
-    pub fn new(config: PolicyConfig, host: impl Into<String>) -> Result<Self, PolicyError> {
-        Self::with_state(config, host, PolicyState::default())
+    /// A policy with a fresh state. `id_prefix` starts every action id (the agent
+    /// passes `<host>-<run>`).
+    pub fn new(config: PolicyConfig, id_prefix: impl Into<String>) -> Result<Self, PolicyError> {
+        Self::with_state(config, id_prefix, PolicyState::default())
     }
 
     /// A policy that carries on from a persisted (or replayed) state. Out of dry-run
     /// mode, the simulated changes of an earlier dry run are dropped from it.
     pub fn with_state(
         config: PolicyConfig,
-        host: impl Into<String>,
+        id_prefix: impl Into<String>,
         mut state: PolicyState,
     ) -> Result<Self, PolicyError> {
         if !config.dry_run {
@@ -189,7 +196,7 @@ impl Policy {
         Ok(Self {
             ladder: config.ladder(),
             config,
-            host: host.into(),
+            id_prefix: id_prefix.into(),
             pair_thresholds,
             min_on,
             state,
@@ -232,8 +239,8 @@ impl Policy {
     /// Decides one tick. See the module documentation for the order of things.
     pub fn decide(&mut self, input: &PolicyInput<'_>) -> Decision {
         let mut d = Decision::default();
-        // Action ids embed the tick: it must move forward, across restarts too (the
-        // state remembers the last one). If it does not, carry on from the last one
+        // Action ids embed the tick: it must move forward within a run (a state carried
+        // over remembers the last one). If it does not, carry on from the last one
         // rather than reuse ids the journal and the ledger already hold.
         let tick = match self.state.last_tick {
             Some(last) if input.tick <= last => {
@@ -423,6 +430,10 @@ impl Policy {
             seq: 0,
         };
         for w in &work {
+            if let Some(why) = input.hold_new {
+                d.skipped.push((w.key.clone(), format!("no new mitigation: {why}")));
+                continue;
+            }
             self.climb(w, &mut tick_ctx, &mut d);
         }
 
@@ -682,7 +693,7 @@ impl Policy {
         let who = who::describe(&self.config, roles, reverse);
         for a in acts {
             let action = Action {
-                id: format!("{}-{tick}-{}", self.host, t.seq),
+                id: format!("{}-{tick}-{}", self.id_prefix, t.seq),
                 decided_ms: t.input.now_ms,
                 rung,
                 vm: a.vm.clone(),
@@ -793,7 +804,7 @@ impl Policy {
                         .map_or(0.0, |w| w.score.score),
                 ),
             };
-            let id = format!("{}-{tick}-{}", self.host, t.seq);
+            let id = format!("{}-{tick}-{}", self.id_prefix, t.seq);
             let action = Action {
                 id: id.clone(),
                 decided_ms: t.input.now_ms,

@@ -229,7 +229,8 @@ fn sorted<S: serde::Serializer, V: Serialize>(
     sorted.serialize(s)
 }
 
-/// The tick and sequence number of an action id `<host>-<tick>-<seq>`.
+/// The tick and sequence number of an action id `<prefix>-<tick>-<seq>` (the agent's
+/// prefix is `<host>-<run>`).
 pub fn parse_action_id(id: &str) -> Option<(u64, u32)> {
     let mut it = id.rsplitn(3, '-');
     let seq = it.next()?.parse().ok()?;

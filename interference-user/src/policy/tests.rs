@@ -79,6 +79,7 @@ impl Sim {
             scores: &scores,
             directed: &self.directed,
             outcomes: &self.outcomes,
+            hold_new: None,
         };
         let d = self.policy.decide(&input);
         self.outcomes = d.outcomes_as(self.result, self.now_ms + 10);

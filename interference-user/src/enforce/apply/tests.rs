@@ -34,6 +34,9 @@ impl Fixture {
             balloon_floor_bytes: Some(256 << 20),
             qmp_timeout: Duration::from_secs(5),
             keep_history: false,
+            // Enforcement alone: no ledger owed (billing's journal rules are tested in
+            // enforce::journal and billing).
+            owes_ledger: false,
         };
         Enforcer::with_guard(options, self.host.guard()).unwrap()
     }
