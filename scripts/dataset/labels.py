@@ -25,11 +25,14 @@ Why these rules (the first recorder's labels failed each of them, docs/dataset.m
 
 Each labels.jsonl line: {"t", "timestamp_ms" (end of the second), "victim", "aggressor",
 "slowdown" (pair label or null), "attribution", "victim_slowdown", "duty", "threads",
-"aggressor_duty" (at mid-second), "speed", "solo_speed"}. Standard library only.
+"aggressor_duty" (at mid-second), "speed", "solo_speed", "foreign_cores" (the host's
+load outside the experiment in that second, host.jsonl; null if unknown)}. Standard
+library only.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sys
@@ -109,8 +112,27 @@ def attribution(neighbours: dict[str, Sequence], a: str, t0: float, t1: float) -
     return "shared" if active[a] else "idle"
 
 
-def label_lines(meta: dict, rates: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-    """(labels.jsonl lines, solo speeds) of one experiment (experiment.json format 2)."""
+def foreign_at(host: Sequence[dict]):
+    """A lookup: wall-clock ms -> the host's foreign load (cores) of the host.jsonl line
+    nearest to it within 600 ms, or None (host_monitor.py; a line covers the second
+    before its timestamp)."""
+    ts = sorted((int(h["timestamp_ms"]), h.get("foreign_cores")) for h in host)
+    keys = [t for t, _ in ts]
+
+    def at(ms: int):
+        i = bisect.bisect_left(keys, ms)
+        best = None
+        for j in (i - 1, i):
+            if 0 <= j < len(keys) and abs(keys[j] - ms) <= 600:
+                if best is None or abs(keys[j] - ms) < abs(keys[best] - ms):
+                    best = j
+        return None if best is None else ts[best][1]
+    return at
+
+
+def label_lines(meta: dict, rates: Sequence[dict], host: Sequence[dict] = ()) -> tuple[list[dict], list[dict]]:
+    """(labels.jsonl lines, solo speeds) of one experiment (experiment.json format 2);
+    `host` (host.jsonl lines) adds each second's foreign load."""
     victim = meta["victim"]
     w_by = {w["vm"]: w for w in meta["workloads"]}
     if victim not in w_by:
@@ -122,6 +144,7 @@ def label_lines(meta: dict, rates: Sequence[dict]) -> tuple[list[dict], list[dic
     ref = {s["duty"]: s["reference"] for s in solo}
     neighbours = {w["vm"]: w["schedule"] for w in meta["workloads"] if w.get("role") == "neighbour"}
     b0, b1 = meta["body"]
+    foreign = foreign_at(host)
     out = []
     for k in sorted(secs):
         if k - 1 < b0 - 1e-9 or k > b1 + 1e-9:
@@ -138,7 +161,8 @@ def label_lines(meta: dict, rates: Sequence[dict]) -> tuple[list[dict], list[dic
             out.append({"t": k, "timestamp_ms": int(meta["start_ms"]) + 1000 * k, "victim": victim,
                         "aggressor": a, "slowdown": slow, "attribution": att, "victim_slowdown": v_slow,
                         "duty": d, "threads": threads, "aggressor_duty": round(sc.duty_at(sched, k - 0.5), 4),
-                        "speed": speed, "solo_speed": ref[d]})
+                        "speed": speed, "solo_speed": ref[d],
+                        "foreign_cores": foreign(int(meta["start_ms"]) + 1000 * k)})
     return out, solo
 
 
@@ -182,7 +206,9 @@ def label_experiment(exp_dir: str) -> dict:
         meta = json.load(f)
     if meta.get("format") != 2:
         raise ValueError(f"{meta_path}: not a format-2 experiment (recorded before the 1 s labels)")
-    lines, solo = label_lines(meta, read_jsonl(os.path.join(exp_dir, "rates.jsonl")))
+    host_path = os.path.join(exp_dir, "host.jsonl")
+    host = read_jsonl(host_path) if os.path.isfile(host_path) else []
+    lines, solo = label_lines(meta, read_jsonl(os.path.join(exp_dir, "rates.jsonl")), host)
     with open(os.path.join(exp_dir, "labels.jsonl"), "w", encoding="utf-8") as f:
         for x in lines:
             f.write(json.dumps(x) + "\n")

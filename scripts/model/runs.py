@@ -36,6 +36,12 @@ class Pair:
     y: np.ndarray  # pair label (signed slowdown, points)
     victim_y: np.ndarray  # the victim's own slowdown, unattributed
     attribution: list
+    foreign: np.ndarray | None = None  # host load outside the experiment (cores), NaN unknown
+
+    def keep(self, mask: np.ndarray) -> "Pair":
+        return Pair(self.victim, self.aggressor, self.t[mask], self.end_ms[mask], self.y[mask],
+                    self.victim_y[mask], [a for a, k in zip(self.attribution, mask) if k],
+                    None if self.foreign is None else self.foreign[mask])
 
 
 @dataclass
@@ -122,7 +128,9 @@ def pairs_from_labels(lines: list[dict]) -> list[Pair]:
                         np.array([r["timestamp_ms"] for r in rs], dtype=np.int64),
                         np.array([float(r["slowdown"]) for r in rs]),
                         np.array([float(r["victim_slowdown"]) for r in rs]),
-                        [r.get("attribution", "") for r in rs]))
+                        [r.get("attribution", "") for r in rs],
+                        np.array([np.nan if r.get("foreign_cores") is None else float(r["foreign_cores"])
+                                  for r in rs])))
     return out
 
 
@@ -144,10 +152,32 @@ def load_run(d: str) -> Run:
     return run
 
 
-def load_dataset(root: str, exclude_drifted: bool = False) -> list[Run]:
+def drop_busy_seconds(run: Run, max_foreign: float) -> int:
+    """Leaves out the labelled seconds in which the host was busier than `max_foreign`
+    cores outside the experiment (unknown load is kept); returns how many."""
+    dropped = 0
+    for i, p in enumerate(run.pairs):
+        if p.foreign is None:
+            continue
+        busy = p.foreign > max_foreign  # NaN compares False: kept
+        dropped += int(busy.sum())
+        run.pairs[i] = p.keep(~busy)
+    return dropped
+
+
+def load_dataset(root: str, exclude_drifted: bool = False, max_foreign: float | None = None) -> tuple[list[Run], list[str]]:
+    """The runs of a dataset, and notes on what was left out."""
     runs = [load_run(d) for d in nc.experiment_dirs(root)]
     if not runs:
         raise ValueError(f"{root}: no experiment (directories with an experiment.json)")
+    notes = []
     if exclude_drifted:
+        out = [r.id for r in runs if r.drift_flagged]
         runs = [r for r in runs if not r.drift_flagged]
-    return runs
+        notes.append(f"runs with more than 5% drift left out (--exclude-drifted): {', '.join(out) or 'none'}")
+    if max_foreign is not None:
+        total = sum(r.labelled_seconds for r in runs)
+        dropped = sum(drop_busy_seconds(r, max_foreign) for r in runs)
+        notes.append(f"labelled seconds with more than {max_foreign:g} cores busy outside the experiment left "
+                     f"out (--max-foreign-cores): {dropped} of {total}")
+    return runs, notes

@@ -19,6 +19,8 @@ Scorers (models/README.md, "Evaluation protocol"):
   one trace day, compressed), for the families that have a season;
 - `present_1s`: the victim's measured slowdown of the same second, unattributed (a
   reference from the workload's own progress, which the agent cannot read);
+- `nowcast_all`: the smoothed nowcast with every taker counted, "host" too (a
+  diagnostic reference: does the telemetry explain the victim's whole slowdown?);
 - `lstm`: the shipped ONNX model (onnxruntime) on its 30 s windows;
 - external scorers: JSONL files of {"timestamp_ms", "victim", "aggressor", "score"}
   (optionally "experiment"), such as `interference score --replay` prints.
@@ -74,6 +76,64 @@ def nowcast_scorer(which: str) -> Callable[[rn.Run], Raw]:
                     (s.timestamp_ms, s.smoothed if which == "smoothed" else s.tick))
         return _raw(rows)
     return score
+
+
+def nowcast_all(run: rn.Run) -> Raw:
+    """Diagnostic reference: the smoothed nowcast's share with every taker counted (all
+    other VMs and "host"), per victim, given to each of its pairs. What the victim's
+    whole slowdown would be if the telemetry explained it; not attributable, so never a
+    pair score."""
+    n = nc.window_count(WINDOW_SECONDS, run.interval)
+    rows_by_vm = nc.by_vm(run.samples)
+    rows: dict = {}
+    for v, a in _wanted(run):
+        ss = rows_by_vm.get(v, [])
+        for i in range(len(ss)):
+            t = nc.window_terms(ss[max(0, i - n + 1) : i + 1], v)
+            rows.setdefault((v, a), []).append(
+                (int(ss[i]["timestamp_ms"]), min(100.0, sum(t.score(x) for x in t.by))))
+    return _raw(rows)
+
+
+def host_share(run: rn.Run) -> float:
+    """Mean share (%) of the victim's runnable time that non-VM tasks ("host") took,
+    smoothed nowcast terms, over the run's labelled seconds: how much of the label is
+    the machine rather than a neighbour."""
+    n = nc.window_count(WINDOW_SECONDS, run.interval)
+    v = run.meta["victim"]
+    ss = nc.by_vm(run.samples).get(v, [])
+    if not ss or not run.pairs:
+        return math.nan
+    ts = np.array([int(s["timestamp_ms"]) for s in ss], dtype=np.int64)
+    sh = np.array([nc.window_terms(ss[max(0, i - n + 1) : i + 1], v).score("host") for i in range(len(ss))])
+    vals = align(run.pairs[0], {(run.pairs[0].victim, run.pairs[0].aggressor): (ts, sh)})
+    vals = vals[~np.isnan(vals)]
+    return float(vals.mean()) if len(vals) else math.nan
+
+
+def alignment_lag(run: rn.Run, max_lag: int = 5) -> int | None:
+    """The shift (s) of the labels against the tick nowcast at which they agree best
+    (Spearman over the run's sole seconds, label at t + lag against score at t):
+    0 when the recorder's clocks line up; positive when the labels trail the samples.
+    A check of the recording, not a metric; None without enough sole seconds."""
+    import stats
+
+    raw = nowcast_scorer("tick")(run)
+    best, best_r = None, -2.0
+    for lag in range(-max_lag, max_lag + 1):
+        xs, ys = [], []
+        for p in run.pairs:
+            s = align(p, raw)
+            pos = {int(t): i for i, t in enumerate(p.t)}
+            for i, t in enumerate(p.t):
+                j = pos.get(int(t) + lag)
+                if j is not None and p.attribution[i] == "sole" and not math.isnan(s[i]):
+                    xs.append(s[i])
+                    ys.append(p.y[j])
+        r = stats.spearman(xs, ys) if len(xs) >= 20 else math.nan
+        if not math.isnan(r) and r > best_r:
+            best, best_r = lag, r
+    return best
 
 
 def persistence(run: rn.Run) -> Raw:
@@ -214,9 +274,11 @@ BUILTIN = {
     "heuristic": heuristic,
     "persistence": persistence,
     "seasonal_naive": seasonal_naive,
+    "nowcast_all": nowcast_all,
 }
-REFERENCES = ("present_1s",)
-DEFAULT = ("nowcast", "nowcast_tick", "heuristic", "persistence", "seasonal_naive", "lstm", "present_1s")
+REFERENCES = ("present_1s", "nowcast_all")
+DEFAULT = ("nowcast", "nowcast_tick", "heuristic", "persistence", "seasonal_naive", "lstm", "present_1s",
+           "nowcast_all")
 
 
 def scores_for(run: rn.Run, name: str, fn) -> dict | None:

@@ -91,3 +91,9 @@ def test_summary_flags_drift_over_5_percent():
 def test_lab_vm_lines_placed_by_arrival():
     rs = [{"timestamp_ms": 1_000_000 + 3_020, "vm": "dsvm-1", "t": 57.3, "ops": 10, "busy_seconds": 1.0}]
     assert lb.per_second(rs, "dsvm-1", 1_000_000, by_arrival=True) == {3: (10.0, 1.0)}
+
+
+def test_foreign_load_joined_per_second():
+    at = lb.foreign_at([{"timestamp_ms": 2_000, "foreign_cores": 0.5},
+                        {"timestamp_ms": 3_100, "foreign_cores": 1.5}])
+    assert at(2_000) == 0.5 and at(3_000) == 1.5 and at(5_000) is None
