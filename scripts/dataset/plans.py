@@ -115,6 +115,15 @@ def victim_levels(kind: str) -> list[float]:
     return list(VICTIM_LEVELS.get(kind, [1.0]))
 
 
+def plan_all(specs: list, seed: int, ncpu: int, trace: tr.Trace | None) -> list[dict]:
+    """Plans of a preset, in order; trace experiments replay different VMs."""
+    out, slot = [], 0
+    for i, s in enumerate(specs):
+        out.append(plan(s, i, seed, ncpu, trace, slot))
+        slot += s.family == "trace"
+    return out
+
+
 def estimate_seconds(spec: Spec) -> float:
     cal, _ = cal_seconds(spec.victim)
     over = OVERHEAD_SECONDS_VM if spec.victim == "vm" else OVERHEAD_SECONDS
@@ -129,7 +138,7 @@ class Neighbours:
     notes: dict = field(default_factory=dict)
 
 
-def neighbour_schedules(spec: Spec, rng: random.Random, trace: tr.Trace | None) -> Neighbours:
+def neighbour_schedules(spec: Spec, rng: random.Random, trace: tr.Trace | None, slot: int = 0) -> Neighbours:
     n, body = len(spec.neighbours), spec.body
     if spec.family == "steps":
         return Neighbours(sc.staggered_steps(rng, body, n))
@@ -146,7 +155,7 @@ def neighbour_schedules(spec: Spec, rng: random.Random, trace: tr.Trace | None) 
         if trace is None:
             raise ValueError("trace: no trace loaded")
         points = int(body * TRACE_POINTS_PER_SECOND) + 1
-        ex = tr.excerpt(trace, rng, points)
+        ex = tr.excerpt(trace, random.Random(f"trace-{rng.random()}"), points, slot)
         return Neighbours([sc.from_trace(ex.values, TRACE_POINTS_PER_SECOND)],
                           season_seconds=tr.POINTS_PER_DAY / TRACE_POINTS_PER_SECOND,
                           trace={"file": trace.path.split("/")[-1], "column": ex.column,
@@ -168,8 +177,9 @@ def victim_change_time(body_start: float, body: float, changes: list[float]) -> 
     return round(mid, 2)
 
 
-def plan(spec: Spec, idx: int, seed: int, ncpu: int, trace: tr.Trace | None = None) -> dict:
-    """The experiment.json of one experiment before it runs."""
+def plan(spec: Spec, idx: int, seed: int, ncpu: int, trace: tr.Trace | None = None, slot: int = 0) -> dict:
+    """The experiment.json of one experiment before it runs; `slot` numbers the trace
+    experiments of a preset, so that each replays another VM."""
     rng = random.Random(f"{seed}-{idx}")
     levels = victim_levels(spec.victim)
     cal, settle = cal_seconds(spec.victim)
@@ -177,7 +187,7 @@ def plan(spec: Spec, idx: int, seed: int, ncpu: int, trace: tr.Trace | None = No
     body_end = c0 + spec.body
     end = body_end + cal * len(levels)
     v_cpus, n_cpus = layout_cpus(spec.layout, ncpu)
-    nb = neighbour_schedules(spec, rng, trace)
+    nb = neighbour_schedules(spec, rng, trace, slot)
 
     calibration = []
     for phase, t0 in (("before", 0.0), ("after", body_end)):

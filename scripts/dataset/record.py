@@ -240,7 +240,7 @@ def main() -> None:
     needs_trace = any(s.family == "trace" for s in specs)
     try:
         trace = tr.load(args.trace) if needs_trace else None
-        all_plans = [plans.plan(s, i, args.seed, ncpu, trace) for i, s in enumerate(specs)]
+        all_plans = plans.plan_all(specs, args.seed, ncpu, trace)
     except ValueError as e:
         die(str(e))
     todo = selected(all_plans, args.only)

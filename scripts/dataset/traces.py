@@ -6,9 +6,11 @@ README there) are how 70 real VMs behaved, 5-minute CPU utilisation over about f
 weeks. A neighbour replays one VM's column with time compressed (several trace points
 per second), so the scorers meet real shapes: diurnal swells, plateaus, bursts.
 
-Only trace columns that move are replayed (population standard deviation of at least
-MIN_STDEV utilisation points): most of the 70 VMs idle near a constant few percent and
-would never contend. Standard library only.
+Only spans that would contend are replayed: over the replayed points, mean utilisation
+at least MIN_MEAN % and population standard deviation at least MIN_STDEV points. Most
+of the 70 VMs idle near a constant few percent and would never make a neighbour felt;
+for a 2-day span, 9 VMs qualify. The replay starts at a trace midnight, so its daily
+season starts at its first point. Standard library only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRACE = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "traces",
                                               "azure-v1-cpu-avg-5min-train.csv.gz"))
 MIN_STDEV = 10.0
+MIN_MEAN = 20.0
 POINTS_PER_DAY = 288  # 5-minute points
 
 
@@ -32,9 +35,16 @@ class Trace:
     path: str
     columns: dict  # VM column name -> list of CPU % values, one per 5 minutes
 
-    def lively(self) -> list[str]:
-        """Columns whose utilisation moves (stdev >= MIN_STDEV points), sorted."""
-        return sorted(c for c, v in self.columns.items() if statistics.pstdev(v) >= MIN_STDEV)
+    def spans(self, points: int) -> dict[str, list[int]]:
+        """Column -> the first rows (trace midnights) of the `points`-long spans that
+        would contend (mean >= MIN_MEAN %, stdev >= MIN_STDEV points)."""
+        out: dict[str, list[int]] = {}
+        for c, v in sorted(self.columns.items()):
+            for first in range(0, len(v) - points + 1, POINTS_PER_DAY):
+                x = v[first : first + points]
+                if statistics.fmean(x) >= MIN_MEAN and statistics.pstdev(x) >= MIN_STDEV:
+                    out.setdefault(c, []).append(first)
+        return out
 
 
 def load(path: str | None = None) -> Trace:
@@ -68,20 +78,15 @@ class Excerpt:
     values: list
 
 
-def excerpt(trace: Trace, rng: random.Random, points: int, column: str | None = None) -> Excerpt:
-    """`points` consecutive 5-minute values of one lively column (drawn unless given),
-    starting at a random midnight of the trace (row multiple of 288), so the replay's
-    daily season starts at its first point."""
-    cols = trace.lively()
-    if column is None:
-        if not cols:
-            raise ValueError(f"{trace.path}: no column with stdev >= {MIN_STDEV}")
-        column = rng.choice(cols)
-    if column not in trace.columns:
-        raise ValueError(f"{trace.path}: no column {column!r}")
-    values = trace.columns[column]
-    if points > len(values):
-        raise ValueError(f"{trace.path}: {points} points wanted, the trace has {len(values)}")
-    days = (len(values) - points) // POINTS_PER_DAY
-    first = rng.randint(0, days) * POINTS_PER_DAY if days >= 0 else 0
-    return Excerpt(column, first, values[first : first + points])
+def excerpt(trace: Trace, rng: random.Random, points: int, slot: int = 0) -> Excerpt:
+    """`points` consecutive 5-minute values of one VM: the column `slot` places after a
+    drawn one (so the trace experiments of one recording replay different VMs), among
+    those with a span that would contend; then one of its spans, drawn."""
+    spans = trace.spans(points)
+    if not spans:
+        raise ValueError(f"{trace.path}: no span of {points} points with mean >= {MIN_MEAN} % "
+                         f"and stdev >= {MIN_STDEV}")
+    cols = sorted(spans)
+    column = cols[(rng.randrange(len(cols)) + slot) % len(cols)]
+    first = rng.choice(spans[column])
+    return Excerpt(column, first, trace.columns[column][first : first + points])

@@ -102,3 +102,28 @@ def test_full_preset_covers_the_issue():
     assert {s.threads for s in plans.FULL if s.victim == "cpu"} == {1, 2, 3, 4}
     assert {"cache", "membw", "fsync", "vm"} <= {s.victim for s in plans.FULL}
     assert sum(plans.estimate_seconds(s) for s in plans.FULL) <= 40 * 60
+
+
+def test_trace_spans_that_contend_and_distinct_columns():
+    import statistics
+
+    import traces as tr
+
+    cols = {"flat": [5.0] * 600, "busy": [20.0, 60.0] * 300}
+    t = tr.Trace("mem", cols)
+    assert t.spans(289) == {"busy": [0, 288]}
+    ex = tr.excerpt(t, random.Random(1), 289)
+    assert ex.column == "busy" and ex.first_row in (0, 288) and len(ex.values) == 289
+    assert statistics.fmean(ex.values) >= tr.MIN_MEAN
+    with pytest.raises(ValueError, match="no span"):
+        tr.excerpt(tr.Trace("mem", {"flat": [5.0] * 600}), random.Random(1), 289)
+
+
+def test_trace_experiments_of_a_preset_replay_different_vms():
+    import traces as tr
+
+    cols = {f"vm{i}": [20.0, 60.0] * 600 for i in range(5)}
+    specs = [plans.Spec("trace", "cpu", 1, (("cpu", 1),), "shared-one", 30)] * 3
+    ps = plans.plan_all(specs, 14, 2, tr.Trace("mem", cols))
+    assert len({p["trace"]["column"] for p in ps}) == 3
+    assert all(p["season_seconds"] == 72 for p in ps)
