@@ -38,8 +38,8 @@ CAL_SECONDS_VM = 8.0  # a TCG guest's progress lines are coarser: longer segment
 SETTLE_SECONDS_VM = 2.0
 TRACE_POINTS_PER_SECOND = 4.0  # a trace day (288 points) in 72 s
 VICTIM_CHANGE_CLEARANCE = 3.0  # s between the victim's level change and a neighbour's
-OVERHEAD_SECONDS = 8.0  # collector start, start delay, teardown (estimate)
-OVERHEAD_SECONDS_VM = 45.0  # a lab guest's boot and shutdown (estimate)
+OVERHEAD_SECONDS = 10.0  # idle check, collector start, start delay, teardown (measured 9-10 s)
+OVERHEAD_SECONDS_VM = 20.0  # the same with a lab guest's boot and shutdown (measured 20 s; its first build downloads a kernel)
 LAB_VM = "dsvm-1"
 
 

@@ -97,3 +97,34 @@ def test_foreign_load_joined_per_second():
     at = lb.foreign_at([{"timestamp_ms": 2_000, "foreign_cores": 0.5},
                         {"timestamp_ms": 3_100, "foreign_cores": 1.5}])
     assert at(2_000) == 0.5 and at(3_000) == 1.5 and at(5_000) is None
+
+
+def test_every_planned_experiment_labels():
+    """Each experiment of the full preset, fed constant progress at its solo speed, gets
+    labels near 0 for most of its body, and one-neighbour runs only `sole` ones."""
+    import plans
+    import schedules as sc
+    import traces as tr
+
+    trace = tr.Trace("mem", {f"vm{i}": [20.0, 60.0] * 2000 for i in range(3)})
+    for p in plans.plan_all(plans.FULL, 14, 2, trace):
+        p = dict(p, start_ms=1_000_000)
+        v = p["workloads"][0]
+        rates = []
+        for k in range(1, int(p["seconds"]) + 1):
+            d = sc.duty_at(v["schedule"], k - 0.5)
+            if v["kind"] == "vm":
+                rates.append({"timestamp_ms": 1_000_000 + 1000 * k + 30, "vm": v["vm"], "t": 100 + k,
+                              "ops": 1000.0, "busy_seconds": 1.0})
+            else:
+                rates.append(rate(k, 1000.0 * d, d, vm=v["vm"]))
+        lines, solo = lb.label_lines(p, rates)
+        body = p["body"][1] - p["body"][0]
+        seconds = {x["t"] for x in lines}
+        assert len(seconds) >= 0.8 * body, p["id"]
+        assert all(s["drift"] == pytest.approx(0.0) for s in solo), p["id"]
+        assert all(abs(x["victim_slowdown"]) < 1e-9 for x in lines), p["id"]
+        if len(p["workloads"]) == 2:
+            assert {x["attribution"] for x in lines} == {"sole"}, p["id"]
+        else:
+            assert {"sole", "idle"} <= {x["attribution"] for x in lines}, p["id"]
