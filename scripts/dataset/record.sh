@@ -6,7 +6,7 @@
 #   ./scripts/dataset/record.sh [--binary PATH] [--out DIR] [record.py options...]
 #
 # Defaults: --binary target/release/interference, --out
-# /var/cache/interference-dataset/issue14, --preset full (15 experiments, about 38
+# /var/cache/interference-dataset/issue14, --preset full (15 experiments, about 37
 # minutes), seed 14. Experiments already recorded in DIR are kept, so an interrupted run
 # resumes. Needs root and ./scripts/setup.sh done (the release binary, and the lab's
 # guest for the lab VM experiments; --skip-lab leaves those out).
