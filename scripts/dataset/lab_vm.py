@@ -58,6 +58,14 @@ class LabVm:
             if (d / "cpuset.cpus").exists():
                 cg.write(d / "cpuset.cpus", cpus)
 
+    def effective_cpus(self) -> str | None:
+        """The CPUs the kernel lets the VM's vCPU thread use (its deepest cpuset)."""
+        for d in sorted(self.cgroup_dirs(), key=lambda d: -len(d.parts)):
+            for f in ("cpuset.effective_cpus", "cpuset.cpus.effective"):
+                if (d / f).exists():
+                    return (d / f).read_text().strip()
+        return None
+
     def tail(self, out: list, lock: threading.Lock, stop: threading.Event) -> None:
         """Appends {"timestamp_ms", "vm", "t", "ops", "busy_seconds", "duty"} per progress
         line (ops = the line's rate, busy 1 s), stamped on arrival."""

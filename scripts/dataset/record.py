@@ -161,7 +161,8 @@ def run_experiment(plan: dict, out: Path, exe: Path, agent: Path, mounts: dict, 
         cpu_layout = {"name": plan["layout"], "online": Path("/sys/devices/system/cpu/online").read_text().strip(),
                       "workloads": {w["vm"]: {"cpus": w["cpus"], "effective": c.effective_cpus()} for w, c in vms}}
         if lab_vm is not None:
-            cpu_layout["workloads"][plans.LAB_VM] = {"cpus": plan["workloads"][0]["cpus"], "effective": None}
+            cpu_layout["workloads"][plans.LAB_VM] = {"cpus": plan["workloads"][0]["cpus"],
+                                                     "effective": lab_vm.effective_cpus()}
     finally:
         stop_tail.set()
         if monitor is not None:
