@@ -228,6 +228,8 @@ def main() -> None:
                 scores = all_scores(read_jsonl(os.path.join(d, "samples.jsonl")), interval, a.window)
                 for line in replay_lines(scores, a.tick, os.path.basename(d)):
                     print(line)
+    except BrokenPipeError:  # `| head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (ValueError, OSError, KeyError) as e:
         sys.exit(f"nowcast: {e}")
 
