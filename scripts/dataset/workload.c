@@ -19,7 +19,8 @@
  *
  * Schedule: --schedule "T:D,T:D,..." gives the duty D (0..1) at second T; the duty is
  * interpolated linearly between points and held after the last one (two points with the
- * same T make a step). Within each 100 ms period a thread works for D of it and sleeps
+ * same T make a step). Up to MAX_POINTS points (a trace replay has several a second).
+ * Within each 100 ms period a thread works for D of it and sleeps
  * for the rest; D = 0 is idle.
  *
  * --start-at E (Unix time in seconds) waits after set-up until then, so that the
@@ -41,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_POINTS 64
+#define MAX_POINTS 8192 /* a trace replay: several points per second */
 #define MAX_THREADS 16
 #define PERIOD 0.1
 
@@ -51,7 +52,7 @@ static const char *const kind_names[] = {"cpu", "cache", "membw", "fsync", "ctxs
 static enum kind kind;
 static size_t mib = 16;
 static const char *dir = "/var/tmp";
-static double points_t[MAX_POINTS], points_d[MAX_POINTS];
+static double *points_t, *points_d;
 static int npoints;
 static double start;
 static volatile sig_atomic_t stop;
@@ -89,8 +90,11 @@ static double duty_at(double t) {
 }
 
 static int parse_schedule(const char *spec) {
-    char buf[2048];
-    snprintf(buf, sizeof buf, "%s", spec);
+    char *buf = strdup(spec);
+    points_t = calloc(MAX_POINTS, sizeof *points_t);
+    points_d = calloc(MAX_POINTS, sizeof *points_d);
+    if (!buf || !points_t || !points_d)
+        return -1;
     npoints = 0;
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
@@ -100,12 +104,15 @@ static int parse_schedule(const char *spec) {
         *colon = '\0';
         char *end1, *end2;
         double t = strtod(tok, &end1), d = strtod(colon + 1, &end2);
-        if (*end1 || *end2 || t < 0 || d < 0 || d > 1 || (npoints && t < points_t[npoints - 1]))
+        if (*end1 || *end2 || t < 0 || d < 0 || d > 1 || (npoints && t < points_t[npoints - 1])) {
+            free(buf);
             return -1;
+        }
         points_t[npoints] = t;
         points_d[npoints] = d;
         npoints++;
     }
+    free(buf);
     return npoints ? 0 : -1;
 }
 

@@ -26,7 +26,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset as dsm  # noqa: E402
-import evaluate as ev  # noqa: E402
+import evaluate_windows as ev  # noqa: E402
 import features as fx  # noqa: E402
 import train_lstm as tl  # noqa: E402
 
