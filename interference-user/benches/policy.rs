@@ -67,6 +67,7 @@ fn scores(names: &[String], t: u64, stride: usize) -> Vec<ContentionScore> {
                 score,
                 victim: names[victim].clone(),
                 aggressor: names[aggressor].clone(),
+                ..ContentionScore::default()
             });
             p += 1;
         }

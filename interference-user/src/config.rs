@@ -105,8 +105,9 @@ pub use crate::predict::ScorerKind;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScoreConfig {
-    /// How often every pair is scored; a multiple of `collect.interval`. Unset: the
-    /// first multiple of the collector's interval from 5 s.
+    /// How often every pair is scored; a multiple of `collect.interval`. Unset: every
+    /// collector tick for the nowcast; for the models, the first multiple of the
+    /// collector's interval from 5 s.
     #[serde(
         default,
         with = "humantime_opt",
@@ -118,21 +119,29 @@ pub struct ScoreConfig {
     /// into the binary (models/contention-lstm.onnx).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
+    /// The nowcast's window: the score is the share of the victim's runnable time its
+    /// neighbour took over the collector ticks of the last `smoothing`.
+    #[serde(with = "humantime_duration")]
+    pub smoothing: Duration,
 }
 
 impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
             interval: None,
-            scorer: ScorerKind::Lstm,
+            scorer: ScorerKind::Nowcast,
             model: None,
+            smoothing: crate::predict::DEFAULT_SMOOTHING,
         }
     }
 }
 
 impl ScoreConfig {
-    /// The scoring interval for a collector ticking every `tick`.
-    pub fn every(&self, tick: Duration) -> Duration {
+    /// The scoring interval of `scorer` for a collector ticking every `tick`.
+    pub fn every(&self, scorer: ScorerKind, tick: Duration) -> Duration {
+        if scorer == ScorerKind::Nowcast {
+            return self.interval.unwrap_or(tick);
+        }
         self.interval.unwrap_or_else(|| {
             let tick = tick.max(Duration::from_millis(1));
             let n = Duration::from_secs(5)
@@ -144,6 +153,15 @@ impl ScoreConfig {
     }
 
     fn check(&self, collect: &CollectConfig, out: &mut Vec<(String, String)>) {
+        if self.smoothing.is_zero() || self.smoothing > Duration::from_secs(3600) {
+            out.push((
+                "score.smoothing".into(),
+                format!(
+                    "{} must be more than 0 and at most 1h",
+                    humantime::format_duration(self.smoothing)
+                ),
+            ));
+        }
         let Some(interval) = self.interval else {
             return;
         };
@@ -711,8 +729,16 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
     #[test]
     fn score_section_defaults_and_checks() {
         let c = parse("").unwrap();
-        assert_eq!(c.score.every(c.collect.interval), Duration::from_secs(5));
-        assert_eq!(c.score.scorer, ScorerKind::Lstm);
+        assert_eq!(c.score.scorer, ScorerKind::Nowcast);
+        assert_eq!(
+            c.score.every(ScorerKind::Nowcast, c.collect.interval),
+            c.collect.interval
+        );
+        assert_eq!(c.score.smoothing, Duration::from_secs(5));
+        assert_eq!(
+            c.score.every(ScorerKind::Lstm, c.collect.interval),
+            Duration::from_secs(5)
+        );
         let c = parse("[score]\nscorer = \"heuristic\"\nmodel = \"/m/x.onnx\"\n").unwrap();
         assert_eq!(c.score.scorer, ScorerKind::Heuristic);
         assert_eq!(c.score.model.as_deref(), Some(Path::new("/m/x.onnx")));
@@ -722,11 +748,19 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
         );
         assert_eq!(
             err("[score]\nscorer = \"gru\"\n"),
-            r#"config.toml:2:10: score.scorer: unknown variant "gru", expected lstm or heuristic"#
+            r#"config.toml:2:10: score.scorer: unknown variant "gru", expected one of nowcast, lstm, heuristic"#
         );
-        // Unset, the interval follows the collector: the first multiple of it from 5 s.
+        assert_eq!(
+            err("[score]\nsmoothing = \"0s\"\n"),
+            "config.toml:2:13: score.smoothing: 0s must be more than 0 and at most 1h"
+        );
+        // Unset, a model's interval follows the collector: the first multiple of it
+        // from 5 s.
         let c = parse("[collect]\ninterval = \"2s\"\n").unwrap();
-        assert_eq!(c.score.every(c.collect.interval), Duration::from_secs(6));
+        assert_eq!(
+            c.score.every(ScorerKind::Heuristic, c.collect.interval),
+            Duration::from_secs(6)
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn cut_batch(id: &str) -> Action {
         aggressor: "batch-7".into(),
         score: 72.0,
         vm_is_aggressor: true,
+        unobservable: Vec::new(),
         simulated: false,
         reason: "test".into(),
         customers: [

@@ -61,6 +61,7 @@ fn action(id: String, vm: &str, change: Change) -> Action {
         aggressor: vm.into(),
         score: 70.0,
         vm_is_aggressor: true,
+        unobservable: Vec::new(),
         simulated: false,
         reason: "billing crash test".into(),
         cause: None,

@@ -40,6 +40,7 @@ fn action(id: &str, vm: &str, change: Change) -> Action {
         aggressor: vm.into(),
         score: 90.0,
         vm_is_aggressor: false,
+        unobservable: Vec::new(),
         cause: None,
         customers: Default::default(),
         vcpus: None,

@@ -89,6 +89,7 @@ fn action(id: &str, change: Change) -> Action {
         aggressor: "web".into(),
         score: 90.0,
         vm_is_aggressor: true,
+        unobservable: Vec::new(),
         cause: None,
         customers: Default::default(),
         vcpus: None,

@@ -77,6 +77,13 @@ pub fn explain(r: &LedgerRecord, other_side: Option<&LedgerRecord>) -> String {
             r.direction.as_deref().unwrap_or("?"),
             r.contention_score.unwrap_or(0.0)
         );
+        if !r.unobservable.is_empty() {
+            let _ = writeln!(
+                w,
+                "Not seen    {}: this host has no hardware counters, so the score measured CPU contention only",
+                r.unobservable.join(", ")
+            );
+        }
         let role = match r.role {
             Some(Role::Protected) => "the protected VM: its customer pays the IMC",
             Some(Role::GoodNeighbour) => "a good neighbour whose resources were used: credited",

@@ -142,6 +142,14 @@ pub struct LedgerRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub contention_score: Option<f32>,
+    /// Contention dimensions the score could not see (`llc`, `membw` on a host without
+    /// a PMU): the score measured CPU contention only.
+    #[serde(
+        rename = "x_Unobservable",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub unobservable: Vec<String>,
     #[serde(
         rename = "x_ResourceDelta",
         default,

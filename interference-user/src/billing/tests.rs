@@ -44,6 +44,7 @@ fn action(
         aggressor: aggressor.into(),
         score: 60.0,
         vm_is_aggressor: vm == aggressor,
+        unobservable: Vec::new(),
         simulated: false,
         reason: String::new(),
         cause: None,

@@ -42,7 +42,7 @@ pub struct AgentArgs {
     /// Do not bill (overrides `[billing] enabled`).
     #[arg(long, conflicts_with = "ledger")]
     pub no_ledger: bool,
-    /// lstm (default) or heuristic.
+    /// nowcast (default), lstm or heuristic.
     #[arg(long, value_enum)]
     pub scorer: Option<ScorerKind>,
     /// ONNX model instead of the built-in one (sidecar: same path, .json).
@@ -63,12 +63,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         None,
     )?;
     let cfg = &settings.config;
+    let kind = args.scorer.unwrap_or(cfg.score.scorer);
     let scorer = load_scorer(
-        args.scorer.unwrap_or(cfg.score.scorer),
+        kind,
         args.model.as_deref().or(cfg.score.model.as_deref()),
+        cfg.score.smoothing,
     )?;
     tracing::info!("scorer: {}", scorer.describe());
-    let every = cfg.score.every(settings.interval);
+    let every = cfg.score.every(kind, settings.interval);
     let scoring = Scoring::new(scorer, settings.interval, every)?;
     let mut policy_cfg = cfg.policy.clone();
     policy_cfg.dry_run |= args.dry_run;

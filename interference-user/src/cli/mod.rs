@@ -65,6 +65,20 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
 }
 
+impl ConfigArgs {
+    /// The configuration file, checked against this host's cgroup mounts, or the
+    /// embedded defaults without one.
+    pub fn load(&self) -> anyhow::Result<interference::config::Config> {
+        use anyhow::Context as _;
+        let Some(path) = &self.config else {
+            return Ok(interference::config::Config::default());
+        };
+        let mounts = interference::inventory::Mounts::read(std::path::Path::new("/proc"))
+            .context("reading the cgroup mounts")?;
+        Ok(interference::config::Config::load_with(path, &mounts)?)
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s or 1m: {e}"))
 }

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use interference::collect::replay::{read_ticks, recorded_interval};
 use interference::collect::{ScoreRound, Scoring};
 use interference::config::ScorerKind;
-use interference::predict::{HeuristicScorer, LstmScorer, Scorer};
+use interference::predict::{HeuristicScorer, LstmScorer, Scorer, WITHOUT_PMU};
+use interference::telemetry::VmSample;
 
 use super::collect::{start_loop, LoopSettings};
 use super::{parse_duration, ConfigArgs};
@@ -34,6 +36,7 @@ pub struct ScoreArgs {
     /// Stop after this long (default: until SIGINT/SIGTERM).
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// nowcast (default): the share of each VM's runnable time each neighbour took;
     /// lstm: the model predicts the next horizon; heuristic: the reactive baseline.
     #[arg(long, value_enum)]
     pub scorer: Option<ScorerKind>,
@@ -51,9 +54,23 @@ pub struct ScoreArgs {
     /// Also rewrite this Prometheus textfile every tick (scores included).
     #[arg(long, value_name = "FILE.prom")]
     pub metrics_file: Option<PathBuf>,
+    /// Score a recorded samples file (`collect --samples`, the dataset recorder)
+    /// instead of this host, with the same code. JSONL output is then one line per
+    /// ordered pair of the VMs of each tick: {"timestamp_ms", "victim", "aggressor",
+    /// "score", ...}, the external-scorer format of scripts/model/evaluate.py.
+    /// The collector interval is the recording's unless --interval says.
+    #[arg(
+        long,
+        value_name = "SAMPLES.jsonl",
+        conflicts_with_all = ["samples", "metrics_file", "duration"]
+    )]
+    pub replay: Option<PathBuf>,
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    if let Some(path) = args.replay.clone() {
+        return replay(args, &path);
+    }
     let settings = LoopSettings::from_config(
         &args.config,
         args.interval,
@@ -64,9 +81,11 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let score = &settings.config.score;
     let kind = args.scorer.unwrap_or(score.scorer);
     let model = args.model.or_else(|| score.model.clone());
-    let every = args.every.unwrap_or_else(|| score.every(settings.interval));
+    let every = args
+        .every
+        .unwrap_or_else(|| score.every(kind, settings.interval));
     // The model is loaded (and refused if it does not match) before any probe is attached.
-    let scorer = load_scorer(kind, model.as_deref())?;
+    let scorer = load_scorer(kind, model.as_deref(), score.smoothing)?;
     tracing::info!("scorer: {}", scorer.describe());
     let scoring = Scoring::new(scorer, settings.interval, every).with_context(|| {
         format!(
@@ -111,9 +130,108 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The heuristic, or the LSTM from `model` (its sidecar next to it) or built in.
-pub fn load_scorer(kind: ScorerKind, model: Option<&std::path::Path>) -> anyhow::Result<Scorer> {
+/// `--replay`: the recording's ticks through the same scoring, printed as it goes.
+fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let ticks = read_ticks(path).with_context(|| format!("replaying {}", path.display()))?;
+    let interval = match args.interval {
+        Some(i) => i,
+        None => recorded_interval(&ticks).with_context(|| {
+            format!("{} holds no samples to replay", path.display())
+        })?,
+    };
+    let score = &config.score;
+    let kind = args.scorer.unwrap_or(score.scorer);
+    let every = args.every.unwrap_or_else(|| score.every(kind, interval));
+    let model = args.model.or_else(|| score.model.clone());
+    let scorer = load_scorer(kind, model.as_deref(), score.smoothing)?;
+    tracing::info!(
+        "replaying {} ticks of {} at {} with {}",
+        ticks.len(),
+        path.display(),
+        humantime::format_duration(interval),
+        scorer.describe()
+    );
+    let mut scoring = Scoring::new(scorer, interval, every)?;
+    let mut out = std::io::stdout().lock();
+    let written: std::io::Result<()> = (|| {
+        for t in &ticks {
+            let Some(round) = scoring.push(t) else {
+                continue;
+            };
+            let round = match round {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("scoring failed, no scores this round: {e}");
+                    continue;
+                }
+            };
+            match args.format {
+                Format::Table => write_table(&mut out, &round, args.min_score)?,
+                Format::Jsonl => {
+                    write_replay_jsonl(&mut out, &round, t, kind, args.min_score)?
+                }
+            }
+        }
+        out.flush()
+    })();
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing scores to stdout"),
+    }
+}
+
+/// Every ordered pair of the tick's VMs, 0 where nobody took anything.
+fn write_replay_jsonl(
+    out: &mut impl std::io::Write,
+    r: &ScoreRound,
+    tick: &[VmSample],
+    kind: ScorerKind,
+    min: f32,
+) -> std::io::Result<()> {
+    for v in tick {
+        for a in tick.iter().filter(|a| a.vm != v.vm) {
+            let d = r
+                .directed
+                .iter()
+                .find(|d| d.victim == v.vm && d.aggressor == a.vm);
+            let score = d.map_or(0.0, |d| d.slowdown);
+            if score < min {
+                continue;
+            }
+            let n = r
+                .nowcast
+                .iter()
+                .find(|n| n.victim == v.vm && n.aggressor == a.vm);
+            let mut line = serde_json::json!({
+                "timestamp_ms": r.timestamp_ms,
+                "victim": v.vm,
+                "aggressor": a.vm,
+                "score": score,
+            });
+            // The nowcast sees the scheduler only: it names what it cannot see (the
+            // victim's hardware counters were not read).
+            if kind == ScorerKind::Nowcast {
+                line["tick"] = n.map_or(0.0, |n| n.tick).into();
+                if v.llc.is_none() {
+                    line["unobservable"] = WITHOUT_PMU.to_vec().into();
+                }
+            }
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The nowcast, the heuristic, or the LSTM from `model` (its sidecar next to it) or
+/// built in.
+pub fn load_scorer(
+    kind: ScorerKind,
+    model: Option<&std::path::Path>,
+    smoothing: Duration,
+) -> anyhow::Result<Scorer> {
     Ok(match (kind, model) {
+        (ScorerKind::Nowcast, _) => Scorer::Nowcast { smoothing },
         (ScorerKind::Heuristic, _) => HeuristicScorer::new().into(),
         (ScorerKind::Lstm, Some(onnx)) => {
             let sidecar = onnx.with_extension("json");
@@ -157,7 +275,7 @@ fn write_table(out: &mut impl std::io::Write, r: &ScoreRound, min: f32) -> std::
         .max(9);
     writeln!(
         out,
-        "{:<width$}  {:<width$}  {:>5}  {:<width$}  {:<width$}  {:>7}",
+        "{:<width$}  {:<width$}  {:>5}  {:<width$}  {:<width$}  {:>7}  UNOBSERVABLE",
         "VM", "NEIGHBOR", "SCORE", "VICTIM", "AGGRESSOR", "REVERSE"
     )?;
     for c in r.contention.iter().filter(|c| c.score >= min) {
@@ -167,9 +285,14 @@ fn write_table(out: &mut impl std::io::Write, r: &ScoreRound, min: f32) -> std::
             .find(|d| d.victim == c.aggressor && d.aggressor == c.victim)
             .map(|d| d.slowdown)
             .unwrap_or(f32::NAN);
+        let unobservable = if c.unobservable.is_empty() {
+            "-".to_owned()
+        } else {
+            c.unobservable.join(",")
+        };
         writeln!(
             out,
-            "{:<width$}  {:<width$}  {:>5.1}  {:<width$}  {:<width$}  {:>7.1}",
+            "{:<width$}  {:<width$}  {:>5.1}  {:<width$}  {:<width$}  {:>7.1}  {unobservable}",
             c.vm, c.neighbor, c.score, c.victim, c.aggressor, reverse
         )?;
     }
@@ -192,6 +315,10 @@ fn write_jsonl(out: &mut impl std::io::Write, r: &ScoreRound, min: f32) -> std::
             "aggressor": c.aggressor,
             "reverse_slowdown": reverse,
         });
+        let mut line = line;
+        if !c.unobservable.is_empty() {
+            line["unobservable"] = c.unobservable.clone().into();
+        }
         writeln!(out, "{line}")?;
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! wires them.
 
 mod mitigation;
+pub mod replay;
 mod scoring;
 
 pub use mitigation::{bill_owed, Mitigation, MitigationReport};

@@ -1,18 +1,23 @@
-//! Scoring inside the tick loop: every tick's samples go into the feature windows, and
-//! every `score.interval` all ordered pairs with a full window are scored in one batch.
+//! Scoring inside the tick loop: every tick's samples go into what the scorer reads
+//! (each VM's CPU accounts for the nowcast, the feature windows for the models), and
+//! every `score.interval` all ordered pairs are scored in one round.
 //!
-//! The model was trained on model ticks of `tick_seconds`; the collector may tick
-//! faster (its interval must divide the model tick), and the windows aggregate its
-//! samples back into model ticks, so the model sees what it was trained on whatever
-//! the collector's interval.
+//! The nowcast reads the last ticks of each VM and scores every pair whose aggressor
+//! took something from the victim. A model was trained on model ticks of
+//! `tick_seconds`; the collector may tick faster (its interval must divide the model
+//! tick), and the windows aggregate its samples back into model ticks, so the model
+//! sees what it was trained on whatever the collector's interval.
 
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::export::prometheus::ScoreMetrics;
-use crate::features::{FeatureError, FeatureWindows, PairWindows, FEATURE_NAMES};
-use crate::predict::{contention_scores, ContentionScore, DirectedScore, PairScorer, Scorer};
+use crate::features::{CpuAccounts, FeatureError, FeatureWindows, PairWindows, FEATURE_NAMES};
+use crate::predict::{
+    contention_scores, ContentionScore, DirectedScore, Nowcast, NowcastScore, PairScorer, Scorer,
+    WITHOUT_PMU,
+};
 use crate::telemetry::VmSample;
 
 #[derive(Debug, Error)]
@@ -36,6 +41,10 @@ pub struct ScoreRound {
     pub contention: Vec<ContentionScore>,
     /// Every scored direction.
     pub directed: Vec<DirectedScore>,
+    /// The nowcast's two windows of each direction it scored (empty for the models).
+    pub nowcast: Vec<NowcastScore>,
+    /// Each VM's contention dimensions its scores cannot see.
+    pub unobservable: Vec<(String, &'static str)>,
     /// VMs present but not yet scored because their window is not full.
     pub warming_up: Vec<String>,
     /// Feature assembly plus inference.
@@ -43,13 +52,24 @@ pub struct ScoreRound {
 }
 
 pub struct Scoring {
-    windows: FeatureWindows,
+    input: Input,
     scorer: Scorer,
     /// Collector ticks per scoring round, and ticks since the last round.
     every: u64,
     since: u64,
-    batch: PairWindows,
     metrics: ScoreMetrics,
+}
+
+/// What the scorer reads, fed every tick.
+enum Input {
+    Accounts {
+        nowcast: Nowcast,
+        accounts: CpuAccounts,
+    },
+    Windows {
+        windows: FeatureWindows,
+        batch: PairWindows,
+    },
 }
 
 impl Scoring {
@@ -60,21 +80,35 @@ impl Scoring {
         if tick_ms == 0 || every_ms == 0 || !every_ms.is_multiple_of(tick_ms) {
             return Err(ScoringError::Interval { every, tick });
         }
-        // The heuristic has no trained tick: its one "model tick" is the scoring interval.
-        let model_tick = scorer
-            .tick_seconds()
-            .map(|s| s as f64)
-            .unwrap_or(every.as_secs_f64());
-        let windows = FeatureWindows::for_model(scorer.window(), model_tick, tick)?;
+        let input = match &scorer {
+            Scorer::Nowcast { smoothing } => {
+                let nowcast = Nowcast::new(tick, *smoothing);
+                Input::Accounts {
+                    accounts: nowcast.accounts(),
+                    nowcast,
+                }
+            }
+            _ => {
+                // The heuristic has no trained tick: its one "model tick" is the
+                // scoring interval.
+                let model_tick = scorer
+                    .tick_seconds()
+                    .map(|s| s as f64)
+                    .unwrap_or(every.as_secs_f64());
+                Input::Windows {
+                    windows: FeatureWindows::for_model(scorer.window(), model_tick, tick)?,
+                    batch: PairWindows::default(),
+                }
+            }
+        };
         let (model, version) = match &scorer {
             Scorer::Lstm(m) => (m.sidecar().name.clone(), m.sidecar().version.clone()),
-            Scorer::Heuristic(_) => (String::new(), String::new()),
+            Scorer::Heuristic(_) | Scorer::Nowcast { .. } => (String::new(), String::new()),
         };
         Ok(Self {
-            windows,
+            input,
             every: (every_ms / tick_ms) as u64,
             since: 0,
-            batch: PairWindows::default(),
             metrics: ScoreMetrics {
                 scorer: scorer.kind().to_string(),
                 model,
@@ -100,7 +134,10 @@ impl Scoring {
         &mut self,
         samples: &[VmSample],
     ) -> Option<Result<ScoreRound, crate::predict::PredictError>> {
-        self.windows.push_tick(samples);
+        match &mut self.input {
+            Input::Accounts { accounts, .. } => accounts.push_tick(samples),
+            Input::Windows { windows, .. } => windows.push_tick(samples),
+        }
         self.since += 1;
         if self.since < self.every {
             return None;
@@ -113,12 +150,14 @@ impl Scoring {
                 self.metrics.rounds += 1;
                 self.metrics.contention = r.contention.clone();
                 self.metrics.directed = r.directed.clone();
+                self.metrics.unobservable = r.unobservable.clone();
                 self.metrics.duration_seconds = Some(r.duration.as_secs_f64());
             }
             Err(_) => {
                 self.metrics.failures += 1;
                 self.metrics.contention.clear();
                 self.metrics.directed.clear();
+                self.metrics.unobservable.clear();
             }
         }
         Some(result)
@@ -129,22 +168,48 @@ impl Scoring {
         samples: &[VmSample],
         started: Instant,
     ) -> Result<ScoreRound, crate::predict::PredictError> {
-        self.windows.pairs_into(&mut self.batch);
-        let b = &self.batch;
-        let directed = self
-            .scorer
-            .score_pairs(&b.pairs, &FEATURE_NAMES, &b.data, b.t, b.f)?;
+        let mut unobservable = Vec::new();
+        let (directed, nowcast, warming_up) = match &mut self.input {
+            Input::Accounts { nowcast, accounts } => {
+                for vm in accounts.vms() {
+                    if !accounts.counters_observed(vm) {
+                        unobservable.extend(WITHOUT_PMU.iter().map(|d| (vm.to_owned(), *d)));
+                    }
+                }
+                let scores = nowcast.score(accounts);
+                let directed = scores
+                    .iter()
+                    .map(|n| DirectedScore {
+                        victim: n.victim.clone(),
+                        aggressor: n.aggressor.clone(),
+                        slowdown: n.smoothed,
+                        unobservable: n.unobservable.clone(),
+                    })
+                    .collect();
+                (directed, scores, Vec::new())
+            }
+            Input::Windows { windows, batch } => {
+                windows.pairs_into(batch);
+                let b = &*batch;
+                let directed = self
+                    .scorer
+                    .score_pairs(&b.pairs, &FEATURE_NAMES, &b.data, b.t, b.f)?;
+                let ready = windows.ready_vms();
+                let warming_up = samples
+                    .iter()
+                    .map(|s| s.vm.clone())
+                    .filter(|vm| !ready.iter().any(|r| r == vm))
+                    .collect();
+                (directed, Vec::new(), warming_up)
+            }
+        };
         let contention = contention_scores(&directed);
-        let ready = self.windows.ready_vms();
-        let warming_up = samples
-            .iter()
-            .map(|s| s.vm.clone())
-            .filter(|vm| !ready.iter().any(|r| r == vm))
-            .collect();
         Ok(ScoreRound {
             timestamp_ms: samples.iter().map(|s| s.timestamp_ms).max().unwrap_or(0),
             contention,
             directed,
+            nowcast,
+            unobservable,
             warming_up,
             duration: started.elapsed(),
         })

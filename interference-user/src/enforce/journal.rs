@@ -811,6 +811,7 @@ mod tests {
             aggressor: "web".into(),
             score: 80.0,
             vm_is_aggressor: true,
+            unobservable: Vec::new(),
             cause: None,
             customers: Default::default(),
             vcpus: None,

@@ -17,8 +17,10 @@
 //! | `aggregate` | k samples -> one model tick; per-VM, pair and time features (pure) |
 //! | `window`    | per-VM rings of the last `T * k` samples, fed one tick at a time   |
 //! | `pairs`     | all ordered pairs' `[n, T, F]` windows in one reused buffer        |
+//! | `accounts`  | per-VM CPU accounts of the last ticks, for the nowcast             |
 //! | `error`     | `FeatureError`                                                     |
 
+mod accounts;
 pub mod aggregate;
 mod cpuset;
 mod error;
@@ -27,6 +29,9 @@ pub mod names;
 mod pairs;
 mod window;
 
+#[cfg(test)]
+pub(crate) use accounts::testing as accounts_testing;
+pub use accounts::{Account, CpuAccounts};
 pub use cpuset::{CpuSet, MAX_CPU_ID};
 pub use error::FeatureError;
 pub use names::{WorkloadClass, FEATURES, FEATURE_NAMES, PER_VM};

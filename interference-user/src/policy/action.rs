@@ -40,6 +40,10 @@ pub struct Action {
     pub victim: String,
     pub aggressor: String,
     pub score: f32,
+    /// Contention dimensions the score could not see (`llc`, `membw` without a PMU),
+    /// carried to the ledger so a bill says what the score was blind to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unobservable: Vec<String>,
     /// True when `vm` is the aggressor of the pair (the credit ratio for aggressors
     /// applies in billing).
     pub vm_is_aggressor: bool,

@@ -85,8 +85,10 @@ impl Eq for PolicyConfig {}
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
-            on_threshold: 40.0,
-            off_threshold: 25.0,
+            // The nowcast is the share of the victim's runnable time a neighbour took,
+            // close to its slowdown in percent: act at a fifth, stand down under a tenth.
+            on_threshold: 20.0,
+            off_threshold: 10.0,
             tiers: BTreeMap::new(),
             pairs: Vec::new(),
             priority_tiers: vec!["gold".to_owned()],
@@ -736,7 +738,11 @@ mod tests {
 
     #[test]
     fn tier_override_checked_against_what_it_falls_back_to() {
-        let mut c = PolicyConfig::default();
+        let mut c = PolicyConfig {
+            on_threshold: 40.0,
+            off_threshold: 25.0,
+            ..PolicyConfig::default()
+        };
         c.tiers.insert(
             "gold".into(),
             TierThresholds {
@@ -1028,7 +1034,11 @@ mod tests {
 
     #[test]
     fn threshold_resolution_pair_then_tier_then_default() {
-        let mut c = PolicyConfig::default();
+        let mut c = PolicyConfig {
+            on_threshold: 40.0,
+            off_threshold: 25.0,
+            ..PolicyConfig::default()
+        };
         c.tiers.insert(
             "gold".into(),
             TierThresholds {

@@ -702,6 +702,7 @@ impl Policy {
                 aggressor: w.aggressor.name.clone(),
                 score: w.score.score,
                 vm_is_aggressor: a.vm == w.aggressor.name,
+                unobservable: w.score.unobservable.iter().map(|d| (*d).to_owned()).collect(),
                 cause: cause.clone(),
                 customers: pair_customers(w.victim, w.aggressor),
                 vcpus: if a.vm == w.victim.name {
@@ -818,6 +819,7 @@ impl Policy {
                 aggressor: original.aggressor.clone(),
                 score,
                 vm_is_aggressor: original.vm_is_aggressor,
+                unobservable: original.unobservable.clone(),
                 cause: None,
                 customers: original.customers.clone(),
                 vcpus: original.vcpus,

@@ -413,6 +413,7 @@ mod tests {
                     aggressor: vm.into(),
                     score: 50.0,
                     vm_is_aggressor: true,
+                    unobservable: Vec::new(),
                     cause: None,
                     customers: Default::default(),
                     vcpus: None,

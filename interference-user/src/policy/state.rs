@@ -568,6 +568,7 @@ mod tests {
             aggressor: "batch".into(),
             score: 60.0,
             vm_is_aggressor: vm == "batch",
+            unobservable: Vec::new(),
             cause: None,
             customers: Default::default(),
             vcpus: None,

@@ -43,9 +43,13 @@ fn vm(name: &str, cores: f64) -> VmInput {
 }
 
 /// A policy without cooldown (so the ladder's own timing shows) unless a test sets one.
+/// The engine's logic at fixed thresholds (40 on, 25 off; the scores below are
+/// written for them), whatever the defaults are.
 fn config() -> PolicyConfig {
     PolicyConfig {
         cooldown: Duration::ZERO,
+        on_threshold: 40.0,
+        off_threshold: 25.0,
         ..PolicyConfig::default()
     }
 }
@@ -116,6 +120,7 @@ fn cs(victim: &str, aggressor: &str, score: f32) -> ContentionScore {
         score,
         victim: victim.into(),
         aggressor: aggressor.into(),
+        ..ContentionScore::default()
     }
 }
 
@@ -535,11 +540,13 @@ fn priority_vm_is_protected_even_as_the_aggressor() {
             victim: "batch".into(),
             aggressor: "web".into(),
             slowdown: 55.0,
+            ..DirectedScore::default()
         },
         DirectedScore {
             victim: "web".into(),
             aggressor: "batch".into(),
             slowdown: 18.0,
+            ..DirectedScore::default()
         },
     ];
     // batch is the victim, web the aggressor.
@@ -1139,7 +1146,7 @@ fn invalid_config_is_refused_with_field_paths() {
     assert_eq!(e.problems[0].0, "policy.off_threshold");
     assert!(
         e.to_string()
-            .contains("policy.off_threshold: 50 must be below on_threshold (40)"),
+            .contains("policy.off_threshold: 50 must be below on_threshold (20)"),
         "{e}"
     );
 }

@@ -110,4 +110,6 @@ pub enum PredictError {
     Run { origin: String, reason: String },
     #[error("model {origin}: {what}")]
     BadOutput { origin: String, what: String },
+    #[error("the nowcast scores from each VM's CPU accounts, not from feature windows")]
+    NotAWindowScorer,
 }

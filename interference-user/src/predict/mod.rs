@@ -12,6 +12,7 @@
 //! | `sidecar`   | the model's JSON sidecar: parse, validate, compare feature lists |
 //! | `graph`     | checks on the ONNX graph; zero initial states for tract          |
 //! | `lstm`      | load the ONNX model once with tract, score batches of windows    |
+//! | `nowcast`   | the default score: the share of runnable time a neighbour took   |
 //! | `heuristic` | the threshold baseline, no model needed                          |
 //! | `score`     | directed slowdowns -> Contention Score per unordered pair        |
 //! | `error`     | `SidecarError`, `ModelError`, `PredictError`                     |
@@ -21,6 +22,7 @@ mod error;
 mod graph;
 mod heuristic;
 mod lstm;
+mod nowcast;
 mod score;
 mod sidecar;
 
@@ -30,6 +32,7 @@ use std::str::FromStr;
 pub use error::{ModelError, PredictError, SidecarError};
 pub use heuristic::HeuristicScorer;
 pub use lstm::{LstmScorer, DEFAULT_MAX_BATCH};
+pub use nowcast::{share_taken, Nowcast, NowcastScore, DEFAULT_SMOOTHING, WITHOUT_PMU};
 pub use score::{contention_scores, directed_scores, ContentionScore, DirectedScore};
 pub use sidecar::{Architecture, Dim, Normalisation, Sidecar, TensorSpec, SIDECAR_FORMAT};
 
@@ -75,8 +78,11 @@ pub trait PairScorer {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ScorerKind {
-    /// The LSTM (ONNX, run by tract): predicts the slowdown of the next horizon.
+    /// The attributed nowcast: the share of each VM's runnable time each neighbour
+    /// took, from the scheduler's preemption matrix (no model).
     #[default]
+    Nowcast,
+    /// The LSTM (ONNX, run by tract): predicts the slowdown of the next horizon.
     Lstm,
     /// The reactive baseline: run-queue steal attributed by preemptions (docs/dataset.md).
     Heuristic,
@@ -85,6 +91,7 @@ pub enum ScorerKind {
 impl ScorerKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Nowcast => "nowcast",
             Self::Lstm => "lstm",
             Self::Heuristic => "heuristic",
         }
@@ -101,10 +108,11 @@ impl FromStr for ScorerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "nowcast" => Ok(Self::Nowcast),
             "lstm" => Ok(Self::Lstm),
             "heuristic" => Ok(Self::Heuristic),
             other => Err(format!(
-                "unknown scorer {other:?}: expected lstm or heuristic"
+                "unknown scorer {other:?}: expected nowcast, lstm or heuristic"
             )),
         }
     }
@@ -113,6 +121,8 @@ impl FromStr for ScorerKind {
 /// The scorer the agent runs.
 #[derive(Debug)]
 pub enum Scorer {
+    /// Over the ticks of the last `smoothing`.
+    Nowcast { smoothing: std::time::Duration },
     Lstm(Box<LstmScorer>),
     Heuristic(HeuristicScorer),
 }
@@ -120,6 +130,7 @@ pub enum Scorer {
 impl Scorer {
     pub fn kind(&self) -> ScorerKind {
         match self {
+            Self::Nowcast { .. } => ScorerKind::Nowcast,
             Self::Lstm(_) => ScorerKind::Lstm,
             Self::Heuristic(_) => ScorerKind::Heuristic,
         }
@@ -130,7 +141,7 @@ impl Scorer {
     pub fn window(&self) -> usize {
         match self {
             Self::Lstm(m) => m.sidecar().window,
-            Self::Heuristic(_) => 1,
+            Self::Heuristic(_) | Self::Nowcast { .. } => 1,
         }
     }
 
@@ -138,7 +149,7 @@ impl Scorer {
     pub fn tick_seconds(&self) -> Option<u64> {
         match self {
             Self::Lstm(m) => Some(m.sidecar().tick_seconds),
-            Self::Heuristic(_) => None,
+            Self::Heuristic(_) | Self::Nowcast { .. } => None,
         }
     }
 
@@ -159,6 +170,10 @@ impl Scorer {
                 )
             }
             Self::Heuristic(_) => "heuristic: run-queue wait x preemption share".to_string(),
+            Self::Nowcast { smoothing } => format!(
+                "nowcast: share of each VM's runnable time each neighbour took, over {}",
+                humantime::format_duration(*smoothing)
+            ),
         }
     }
 }
@@ -187,6 +202,7 @@ impl PairScorer for Scorer {
         match self {
             Self::Lstm(m) => m.score(names, raw, n, t, f),
             Self::Heuristic(h) => h.score(names, raw, n, t, f),
+            Self::Nowcast { .. } => Err(PredictError::NotAWindowScorer),
         }
     }
 }
@@ -219,13 +235,13 @@ mod tests {
 
     #[test]
     fn scorer_kind_parses_and_prints() {
-        for k in [ScorerKind::Lstm, ScorerKind::Heuristic] {
+        for k in [ScorerKind::Nowcast, ScorerKind::Lstm, ScorerKind::Heuristic] {
             assert_eq!(k.to_string().parse::<ScorerKind>(), Ok(k));
         }
         assert!("gru"
             .parse::<ScorerKind>()
             .unwrap_err()
-            .contains("lstm or heuristic"));
+            .contains("nowcast, lstm or heuristic"));
     }
 
     #[test]

@@ -10,22 +10,29 @@ use serde::Serialize;
 use super::error::PredictError;
 
 /// The predicted slowdown of `victim` caused by `aggressor`, 0-100.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DirectedScore {
     pub victim: String,
     pub aggressor: String,
     pub slowdown: f32,
+    /// Contention dimensions the score cannot see for this victim (`llc`, `membw`
+    /// without a PMU): a low score says nothing about them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unobservable: Vec<&'static str>,
 }
 
 /// One unordered pair: `vm < neighbor` by name; `score` (0-100) is the larger of the two
 /// directions, and `victim`/`aggressor` is that direction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ContentionScore {
     pub vm: String,
     pub neighbor: String,
     pub score: f32,
     pub victim: String,
     pub aggressor: String,
+    /// What the winning direction could not see (see [`DirectedScore::unobservable`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unobservable: Vec<&'static str>,
 }
 
 /// Pairs the scorer's outputs with the `(victim, aggressor)` they were computed for.
@@ -45,6 +52,7 @@ pub fn directed_scores(
             victim: victim.clone(),
             aggressor: aggressor.clone(),
             slowdown,
+            unobservable: Vec::new(),
         })
         .collect())
 }
@@ -86,6 +94,7 @@ pub fn contention_scores(directed: &[DirectedScore]) -> Vec<ContentionScore> {
             score: d.slowdown,
             victim: d.victim.clone(),
             aggressor: d.aggressor.clone(),
+            unobservable: d.unobservable.clone(),
         })
         .collect();
     scores.sort_by(|a, b| {
@@ -106,6 +115,7 @@ mod tests {
             victim: victim.into(),
             aggressor: aggressor.into(),
             slowdown,
+            ..DirectedScore::default()
         }
     }
 

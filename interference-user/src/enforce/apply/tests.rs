@@ -97,6 +97,7 @@ fn action(id: &str, vm: &str, change: Change) -> Action {
         aggressor: vm.into(),
         score: 80.0,
         vm_is_aggressor: true,
+        unobservable: Vec::new(),
         cause: None,
         customers: Default::default(),
         vcpus: None,

@@ -12,12 +12,15 @@ use crate::predict::{ContentionScore, DirectedScore};
 /// The last scoring round, as the exporter shows it.
 #[derive(Debug, Default, Clone)]
 pub struct ScoreMetrics {
-    /// `lstm` or `heuristic`, and the model's name and version (empty for the heuristic).
+    /// `nowcast`, `lstm` or `heuristic`, and the model's name and version (empty for
+    /// the others).
     pub scorer: String,
     pub model: String,
     pub version: String,
     pub contention: Vec<ContentionScore>,
     pub directed: Vec<DirectedScore>,
+    /// (VM, dimension) its scores cannot see (`llc`, `membw` without a PMU).
+    pub unobservable: Vec<(String, &'static str)>,
     /// Feature assembly plus inference of the round.
     pub duration_seconds: Option<f64>,
     /// Scoring rounds that failed since start (the previous scores stay out).
@@ -66,8 +69,15 @@ impl ScoreMetrics {
             f.sample(&[("vm", &c.neighbor), ("neighbor", &c.vm)], score);
         }
         let mut f = w.gauge(
+            "interference_score_unobservable_info",
+            "A contention dimension the scores of this VM (as the victim) cannot see, so a low score says nothing about it (llc and membw without a hardware PMU); always 1.",
+        );
+        for (vm, dim) in &self.unobservable {
+            f.sample(&[("vm", vm), ("dimension", dim)], 1u64);
+        }
+        let mut f = w.gauge(
             "interference_pair_predicted_slowdown_ratio",
-            "Predicted slowdown of the victim caused by the aggressor over the model's horizon, 0-1.",
+            "Slowdown of the victim caused by the aggressor, 0-1: for the nowcast the share of its runnable time the aggressor took over the smoothing window, for a model its prediction over the model's horizon.",
         );
         for d in &self.directed {
             f.sample(
@@ -95,22 +105,26 @@ mod tests {
                 score: 40.0,
                 victim: "b".into(),
                 aggressor: "a".into(),
+                ..ContentionScore::default()
             }],
             directed: vec![
                 DirectedScore {
                     victim: "a".into(),
                     aggressor: "b".into(),
                     slowdown: 10.0,
+                    ..DirectedScore::default()
                 },
                 DirectedScore {
                     victim: "b".into(),
                     aggressor: "a".into(),
                     slowdown: 40.0,
+                    ..DirectedScore::default()
                 },
             ],
             duration_seconds: Some(0.002),
             failures: 0,
             rounds: 3,
+            unobservable: vec![("b".into(), "llc")],
         };
         let mut w = TextWriter::new();
         m.render_into(&mut w);

@@ -1,0 +1,225 @@
+//! The attributed nowcast: the Contention Score that is right about the present, with
+//! no model (DESIGN.md, "Contention score (revised after the first model)").
+//!
+//! For the ordered pair (victim `v`, aggressor `a`), over a window of `v`'s collector
+//! ticks: the share of `v`'s runnable time that `a` took,
+//!
+//! ```text
+//! score = 100 * clamp(by[v][a] / (run_v + wait_v - by[v][v]), 0, 1)
+//! ```
+//!
+//! where `by[v][x]` is the run-queue wait of `v`'s threads after `x` preempted them (the
+//! eBPF preemption matrix), `run_v` its CPU time and `wait_v` its whole run-queue wait.
+//! The victim's own threads are taken out of the denominator: a multi-vCPU VM whose
+//! vCPUs queue behind each other is not contended by anyone, and neither is a VM that
+//! is only short of CPU because its own threads outnumber its CPUs. A victim that ran
+//! or waited less than 1% of the window scores 0 (nothing to take from it).
+//!
+//! Two windows: the latest tick alone (`tick`, the fastest to see a step) and the
+//! ticks of the last `smoothing` (`smoothed`, 5 s by default; the score the policy
+//! acts on). Both are exact arithmetic over what the scheduler recorded, O(pairs) per
+//! round, and the same formula as `scripts/model/nowcast.py` (golden test:
+//! `tests/nowcast_golden.rs`).
+//!
+//! What the scheduler cannot see is said, not guessed: without hardware counters for
+//! the victim (no PMU, as on these build machines), cache and memory-bandwidth
+//! contention are unobservable, and every score of that victim carries
+//! `unobservable = ["llc", "membw"]`; a 0 there means "no CPU contention", not "no
+//! contention".
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::features::{Account, CpuAccounts};
+
+/// The default smoothing window.
+pub const DEFAULT_SMOOTHING: Duration = Duration::from_secs(5);
+
+/// Dimensions a score cannot see on a victim without hardware counters.
+pub const WITHOUT_PMU: [&str; 2] = ["llc", "membw"];
+
+/// The nowcast of one ordered pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NowcastScore {
+    pub victim: String,
+    pub aggressor: String,
+    /// Over the latest tick alone.
+    pub tick: f32,
+    /// Over the smoothing window.
+    pub smoothed: f32,
+    /// Contention dimensions this score cannot see for this victim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unobservable: Vec<&'static str>,
+}
+
+/// The share of `account`'s runnable time that `aggressor` took, 0-100.
+pub fn share_taken(account: &Account, aggressor: &str) -> f32 {
+    let denom = account.run + account.wait - account.own;
+    if !(denom.is_finite() && denom > 0.0 && denom >= 0.01 * account.dt) {
+        return 0.0;
+    }
+    let share = account.by(aggressor) / denom;
+    (100.0 * share.clamp(0.0, 1.0)) as f32
+}
+
+/// The nowcast configured: how many ticks make the smoothing window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nowcast {
+    /// Collector ticks in the smoothing window.
+    pub ticks: usize,
+}
+
+impl Nowcast {
+    /// The smoothing window `smoothing` at a collector tick of `interval`:
+    /// ceil(smoothing / interval) ticks, at least one.
+    pub fn new(interval: Duration, smoothing: Duration) -> Self {
+        let i = interval.as_nanos().max(1);
+        let ticks = smoothing.as_nanos().div_ceil(i).max(1);
+        Self {
+            ticks: usize::try_from(ticks).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The accounts the nowcast needs: this many ticks per VM.
+    pub fn accounts(&self) -> CpuAccounts {
+        CpuAccounts::new(self.ticks)
+    }
+
+    /// Every ordered pair of VMs in `accounts` where the aggressor took something from
+    /// the victim in the window (the other pairs score 0 and are left out), by victim
+    /// then aggressor. `host` is not a VM: what it takes is not any neighbour's doing.
+    pub fn score(&self, accounts: &CpuAccounts) -> Vec<NowcastScore> {
+        let vms = accounts.vms();
+        let mut out = Vec::new();
+        for victim in &vms {
+            let (Some(window), Some(last)) = (accounts.window(victim), accounts.last(victim))
+            else {
+                continue;
+            };
+            let unobservable = if accounts.counters_observed(victim) {
+                Vec::new()
+            } else {
+                WITHOUT_PMU.to_vec()
+            };
+            let mut aggressors: Vec<&str> = window
+                .by
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .filter(|a| a != victim && vms.binary_search(a).is_ok())
+                .collect();
+            aggressors.sort_unstable();
+            aggressors.dedup();
+            for a in aggressors {
+                out.push(NowcastScore {
+                    victim: (*victim).to_owned(),
+                    aggressor: a.to_owned(),
+                    tick: share_taken(last, a),
+                    smoothed: share_taken(&window, a),
+                    unobservable: unobservable.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::accounts_testing::sample;
+
+    #[test]
+    fn a_single_thread_victim_sharing_its_cpu_half_and_half_scores_50() {
+        let a = Account {
+            dt: 1.0,
+            run: 0.5,
+            wait: 0.5,
+            own: 0.0,
+            by: vec![("b".into(), 0.5)],
+            ..Account::default()
+        };
+        assert_eq!(share_taken(&a, "b"), 50.0);
+        assert_eq!(share_taken(&a, "c"), 0.0);
+    }
+
+    #[test]
+    fn own_threads_are_not_contention() {
+        // Two threads on one CPU, alone: each waits for the other.
+        let solo = Account {
+            dt: 1.0,
+            run: 1.0,
+            wait: 1.0,
+            own: 1.0,
+            by: vec![],
+            ..Account::default()
+        };
+        assert_eq!(share_taken(&solo, "b"), 0.0);
+        // The same with a neighbour taking a third of the CPU.
+        let shared = Account {
+            dt: 1.0,
+            run: 0.667,
+            wait: 1.333,
+            own: 0.667,
+            by: vec![("b".into(), 0.667)],
+            ..Account::default()
+        };
+        assert!((share_taken(&shared, "b") - 50.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn an_idle_victim_and_bad_numbers_score_0() {
+        let idle = Account {
+            dt: 1.0,
+            run: 0.001,
+            wait: 0.004,
+            own: 0.0,
+            by: vec![("b".into(), 0.004)],
+            ..Account::default()
+        };
+        assert_eq!(share_taken(&idle, "b"), 0.0);
+        let nan = Account {
+            dt: 1.0,
+            run: f64::NAN,
+            wait: 0.5,
+            own: 0.0,
+            by: vec![("b".into(), 0.5)],
+            ..Account::default()
+        };
+        assert_eq!(share_taken(&nan, "b"), 0.0);
+        // More attributed than runnable (clock skew between sources): capped.
+        let over = Account {
+            dt: 1.0,
+            run: 0.1,
+            wait: 0.1,
+            own: 0.0,
+            by: vec![("b".into(), 0.5)],
+            ..Account::default()
+        };
+        assert_eq!(share_taken(&over, "b"), 100.0);
+    }
+
+    #[test]
+    fn the_window_is_a_ratio_of_sums_and_host_is_nobody() {
+        let n = Nowcast::new(Duration::from_secs(1), DEFAULT_SMOOTHING);
+        assert_eq!(n.ticks, 5);
+        assert_eq!(Nowcast::new(Duration::from_secs(2), DEFAULT_SMOOTHING).ticks, 3);
+        assert_eq!(Nowcast::new(Duration::from_secs(5), DEFAULT_SMOOTHING).ticks, 1);
+        let mut acc = n.accounts();
+        // Four quiet ticks, then the neighbour arrives.
+        for _ in 0..4 {
+            acc.push_tick(&[sample("v", 1.0, 0.0, &[]), sample("b", 0.0, 0.0, &[])]);
+        }
+        acc.push_tick(&[
+            sample("v", 0.5, 0.5, &[("b", 0.4), ("host", 0.1)]),
+            sample("b", 0.5, 0.0, &[]),
+        ]);
+        let s = n.score(&acc);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].victim.as_str(), s[0].aggressor.as_str()), ("v", "b"));
+        assert!((s[0].tick - 40.0).abs() < 1e-4);
+        // 0.4 of the 5 s window's 5.0 runnable seconds.
+        assert!((s[0].smoothed - 8.0).abs() < 1e-4);
+        assert_eq!(s[0].unobservable, WITHOUT_PMU, "no PMU in these samples");
+    }
+}
