@@ -153,6 +153,16 @@ impl ScoreConfig {
     }
 
     fn check(&self, collect: &CollectConfig, out: &mut Vec<(String, String)>) {
+        if let (Some(m), ScorerKind::Nowcast | ScorerKind::Heuristic) = (&self.model, self.scorer) {
+            out.push((
+                "score.model".into(),
+                format!(
+                    "{}: only scorer = \"lstm\" uses a model (this config's scorer is {})",
+                    m.display(),
+                    self.scorer
+                ),
+            ));
+        }
         if self.smoothing.is_zero() || self.smoothing > Duration::from_secs(3600) {
             out.push((
                 "score.smoothing".into(),
@@ -739,8 +749,8 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
             c.score.every(ScorerKind::Lstm, c.collect.interval),
             Duration::from_secs(5)
         );
-        let c = parse("[score]\nscorer = \"heuristic\"\nmodel = \"/m/x.onnx\"\n").unwrap();
-        assert_eq!(c.score.scorer, ScorerKind::Heuristic);
+        let c = parse("[score]\nscorer = \"lstm\"\nmodel = \"/m/x.onnx\"\n").unwrap();
+        assert_eq!(c.score.scorer, ScorerKind::Lstm);
         assert_eq!(c.score.model.as_deref(), Some(Path::new("/m/x.onnx")));
         assert_eq!(
             err("[collect]\ninterval = \"2s\"\n[score]\ninterval = \"5s\"\n"),
@@ -749,6 +759,11 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
         assert_eq!(
             err("[score]\nscorer = \"gru\"\n"),
             r#"config.toml:2:10: score.scorer: unknown variant "gru", expected one of nowcast, lstm, heuristic"#
+        );
+        let e = err("[score]\nmodel = \"/m/x.onnx\"\n");
+        assert!(
+            e.contains("score.model: /m/x.onnx: only scorer = \"lstm\" uses a model"),
+            "{e}"
         );
         assert_eq!(
             err("[score]\nsmoothing = \"0s\"\n"),

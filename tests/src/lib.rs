@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod agent;
 pub mod lab;
+pub mod ledger_oracle;
 pub mod oracle;
 
 /// True when the test can run; otherwise prints why it is skipped.

@@ -1,8 +1,9 @@
 //! The agent's balloon rung on real QEMU guests: two lab VMs share one host CPU, the
 //! first a priority VM of customer acme, the second (globex) idle at first. When the
-//! second starts spinning, the heuristic score crosses the threshold and the agent,
-//! whose ladder has only the balloon rung here, balloons the neighbour a step towards
-//! its floor, after reading both guests' memory through QMP; QEMU's `query-balloon`
+//! second starts spinning, the default score crosses the default threshold and the
+//! agent, whose ladder has only the balloon rung here (the setting this test changes,
+//! with a floor small enough for a 512 MiB guest), balloons the neighbour a step
+//! towards its floor, after reading both guests' memory through QMP; QEMU's `query-balloon`
 //! (the oracle, asked between the agent's own connections) shows the guest giving the
 //! memory up. When the neighbour stops, its CPU demand falls, the agent rolls the
 //! balloon back and the guest gets its memory back. The ledger prices the change in
@@ -112,14 +113,12 @@ fn the_agent_balloons_a_noisy_neighbour_and_gives_the_memory_back() {
         &cfg,
         vm_toml(&prio, "high", "acme")
             + &vm_toml(&noisy, "normal", "globex")
-            + "[collect]\ninterval = \"1s\"\n\n[score]\nscorer = \"heuristic\"\ninterval = \"2s\"\n\n\
-               [policy]\non_threshold = 30.0\noff_threshold = 15.0\ncooldown = \"2s\"\n\
-               rollback_after_quiet_ticks = 3\nrungs = [\"balloon\"]\nballoon_floor_mib = 128\n",
+            + "[policy]\nrungs = [\"balloon\"]\nballoon_floor_mib = 128\n",
     )
     .expect("config");
     let t0 = Instant::now();
     let mut agent = Command::new(interference_bin())
-        .args(["agent", "--duration", "150s", "--config"])
+        .args(["agent", "--duration", "240s", "--config"])
         .arg(&cfg)
         .arg("--journal")
         .arg(dir.path().join("journal.jsonl"))
@@ -188,11 +187,11 @@ fn the_agent_balloons_a_noisy_neighbour_and_gives_the_memory_back() {
     lab.set_workload(&noisy.name, "idle")
         .expect("neighbour idles");
     let stopped = t0.elapsed().as_secs_f64();
-    let Some((back_at, _)) = wait_log(&log, Duration::from_secs(60), &["roll back", &noisy.name])
+    let Some((back_at, _)) = wait_log(&log, Duration::from_secs(90), &["roll back", &noisy.name])
     else {
         let _ = agent.kill();
         panic!(
-            "no rollback within 60 s of the neighbour stopping:\n{}",
+            "no rollback within 90 s of the neighbour stopping:\n{}",
             text(&log)
         );
     };

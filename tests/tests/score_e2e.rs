@@ -1,9 +1,10 @@
 //! `interference score` end to end, against a measured oracle: three cgroup "VMs" run
 //! the dataset's workload, which reports its own speed. A victim computes on CPU 1 from
 //! the start, an aggressor joins it there after a few seconds, a bystander runs on
-//! CPU 0. The victim's own progress gives its real slowdown: the heuristic's estimate
-//! must agree with it and the LSTM must rank the contended pair above the others. The
-//! metrics file must carry the scores.
+//! CPU 0. The victim's own progress gives its real slowdown: the default score (the
+//! nowcast) must agree with it within 10 points and score the bystander pairs near 0,
+//! and the LSTM must rank the contended pair above the others. The metrics file must
+//! carry the scores.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -49,11 +50,11 @@ fn scores_track_the_victims_measured_slowdown() {
     .expect("config");
     let metrics = dir.path().join("m.prom");
     let run_for = 70u64;
-    // Both scorers watch the same VMs at once: the heuristic's estimate is physical for
-    // CPU contention and is held to the measured slowdown; the LSTM is held to ranking
-    // the contended pair first and to the outputs it must produce.
+    // Both scorers watch the same VMs at once: the nowcast is exact for CPU contention
+    // and is held to the measured slowdown; the LSTM is held to ranking the contended
+    // pair first and to the outputs it must produce.
     let lstm = spawn_score(&cfg, "lstm", run_for, Some(&metrics));
-    let heuristic = spawn_score(&cfg, "heuristic", run_for, None);
+    let nowcast = spawn_score(&cfg, "nowcast", run_for, None);
     let started = Instant::now();
     // The aggressor joins at 10 s and stays; the victim's speed before that is its solo.
     let join = 10.0;
@@ -68,7 +69,7 @@ fn scores_track_the_victims_measured_slowdown() {
     );
     start_cpu_workload(&mut bystander, &exe, 0, "0:0.5", run_for, started);
     let lstm_rounds = finish(lstm);
-    let heuristic_rounds = finish(heuristic);
+    let nowcast_rounds = finish(nowcast);
     assert!(started.elapsed() < Duration::from_secs(run_for + 40));
 
     let solo = mean_rate(&v_rates, 1.0, join - 1.0);
@@ -82,31 +83,30 @@ fn scores_track_the_victims_measured_slowdown() {
     );
 
     // The last rounds: their windows lie wholly in the contended phase.
-    let last = |rounds: &[Round]| -> Vec<(f64, Vec<f64>)> {
+    let last = |rounds: &[Round], zero: bool| -> Vec<(f64, Vec<f64>)> {
         rounds
             .iter()
             .rev()
             .take(2)
             .map(|r| {
-                let by = [&v, &a].iter().map(|o| pair_score(r, o, &b)).collect();
-                (pair_score(r, &v, &a), by)
+                let by = [&v, &a].iter().map(|o| pair_score(r, o, &b, zero)).collect();
+                (pair_score(r, &v, &a, zero), by)
             })
             .collect()
     };
-    let (h, l) = (last(&heuristic_rounds), last(&lstm_rounds));
+    let (n, l) = (last(&nowcast_rounds, true), last(&lstm_rounds, false));
     eprintln!(
-        "measured slowdown {measured:.1}; heuristic (pair, bystander pairs) {h:?}; lstm {l:?}"
+        "measured slowdown {measured:.1}; nowcast (pair, bystander pairs) {n:?}; lstm {l:?}"
     );
-    for (score, by) in &h {
-        // The heuristic sees the share of runnable time lost to this neighbour; waits
-        // charged to the host and wake-up latency make it read low, never high.
+    for (score, by) in &n {
+        // The share of the victim's runnable time the neighbour took: its slowdown.
         assert!(
-            *score >= measured / 2.0 && *score <= measured + 10.0,
-            "heuristic {score:.1} vs measured {measured:.1} points"
+            (*score - measured).abs() <= 10.0,
+            "nowcast {score:.1} vs measured {measured:.1} points"
         );
         assert!(
-            by.iter().all(|s| *s < 15.0),
-            "heuristic: bystander pairs scored {by:?}"
+            by.iter().all(|s| *s < 10.0),
+            "nowcast: bystander pairs scored {by:?}"
         );
     }
     for (score, by) in &l {
@@ -208,12 +208,15 @@ fn finish(child: std::process::Child) -> Vec<Round> {
     rounds.into_iter().map(|(_, m)| m).collect()
 }
 
-fn pair_score(round: &Round, a: &str, b: &str) -> f64 {
+/// The pair's score. The nowcast leaves out a pair where neither VM took anything
+/// from the other (`missing_is_zero`); a model scores every pair with a full window.
+fn pair_score(round: &Round, a: &str, b: &str, missing_is_zero: bool) -> f64 {
     let (x, y) = if a < b { (a, b) } else { (b, a) };
-    round
-        .get(&(x.to_string(), y.to_string()))
-        .and_then(|p| p["score"].as_f64())
-        .unwrap_or_else(|| panic!("pair {x}/{y} not scored"))
+    match round.get(&(x.to_string(), y.to_string())) {
+        Some(p) => p["score"].as_f64().expect("a score"),
+        None if missing_is_zero => 0.0,
+        None => panic!("pair {x}/{y} not scored"),
+    }
 }
 
 #[test]
@@ -229,7 +232,7 @@ fn a_truncated_model_is_refused_before_anything_starts() {
     )
     .expect("sidecar");
     let out = Command::new(bin())
-        .args(["score", "--duration", "1s", "--model"])
+        .args(["score", "--duration", "1s", "--scorer", "lstm", "--model"])
         .arg(&bad)
         .output()
         .expect("runs");

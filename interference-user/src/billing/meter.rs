@@ -19,7 +19,8 @@
 //! `simulated_*` kinds in the metric, but never written. Failed actions are not priced.
 //!
 //! A line the ledger could not take (disk full, read-only) is kept in the backlog and
-//! retried with backoff (one tick, then doubling up to a minute), said every tick in the
+//! retried with backoff (one tick, then doubling up to 8 ticks and at most a minute),
+//! said every tick in the
 //! log and in `interference_ledger_write_errors_total` and
 //! `interference_ledger_backlog_lines`. What it owes is not lost when the agent dies:
 //! an action is owed in the journal until [`Billing::take_settled`] says its last
@@ -88,8 +89,9 @@ pub struct Billing {
     last_error: Option<String>,
 }
 
-/// The longest wait between two attempts to write a backlog.
+/// The longest wait between two attempts to write a backlog: 8 ticks, at most this.
 const MAX_BACKOFF_MS: u64 = 60_000;
+const MAX_BACKOFF_TICKS: u64 = 8;
 
 impl Billing {
     /// Open the ledger in `config.ledger_dir` (none when `dry_run`).
@@ -479,10 +481,10 @@ impl Billing {
             Err(e) => {
                 self.write_errors += 1;
                 self.failures += 1;
-                let backoff = self
-                    .max_gap_ms
-                    .div_ceil(3)
+                let tick = self.max_gap_ms.div_ceil(3);
+                let backoff = tick
                     .saturating_mul(1 << self.failures.min(16).saturating_sub(1))
+                    .min(tick.saturating_mul(MAX_BACKOFF_TICKS))
                     .min(MAX_BACKOFF_MS);
                 self.retry_at_ms = self.now_ms.saturating_add(backoff);
                 warn!(

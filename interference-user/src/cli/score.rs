@@ -231,7 +231,11 @@ pub fn load_scorer(
     smoothing: Duration,
 ) -> anyhow::Result<Scorer> {
     Ok(match (kind, model) {
-        (ScorerKind::Nowcast, _) => Scorer::Nowcast { smoothing },
+        (ScorerKind::Nowcast, Some(m)) => anyhow::bail!(
+            "model {}: only the lstm scorer uses a model; add --scorer lstm (the default scorer, nowcast, needs none)",
+            m.display()
+        ),
+        (ScorerKind::Nowcast, None) => Scorer::Nowcast { smoothing },
         (ScorerKind::Heuristic, _) => HeuristicScorer::new().into(),
         (ScorerKind::Lstm, Some(onnx)) => {
             let sidecar = onnx.with_extension("json");
