@@ -1,6 +1,13 @@
-"""The demand forecaster's network: one forward LSTM over the T = E + K positions (E
-known steps, then the K steps to forecast), and one linear head shared by the last K
-positions, each with its own bias. Written in ONNX's terms so that the export is a
+"""The demand forecaster's networks, on inputs [N, T, F] (T = E + K positions: E known
+steps, then the K steps to forecast; docs/forecast.md), output [N, K] (one scaled
+forecast per horizon).
+
+The shipped one (`--arch mlp`, train.py's default): the inputs flattened row-major,
+two ReLU layers of `hidden` units, a linear head:
+  out = relu(relu(x w0 + b0) w1 + b1) head_w + head_b.
+
+The alternative (`--arch lstm`): one forward LSTM over the T positions, and one linear
+head shared by the last K positions, each with its own bias. Written in ONNX's terms so that the export is a
 copy: gates in the order i, o, f, c; W [4H, F], R [4H, H], Wb and Rb [4H]; h_0 = c_0 = 0;
   i, o, f = sigmoid(x W_{i,o,f}^T + h R_{i,o,f}^T + Wb + Rb), g = tanh(... c ...),
   c' = f c + i g, h' = o tanh(c');

@@ -84,10 +84,13 @@ class Model:
             raise SystemExit(f"{path}: sha256 differs from the sidecar's")
         if sc["features"] != fx.FEATURES:
             raise SystemExit(f"{sidecar_path}: features differ from this script's (features.py)")
-        self.cfg = fx.Config(day_steps=sc["clock"]["day_steps"], window=sc["window"],
+        self.cfg = fx.Config(day_steps=sc["clock"]["day_steps"], past=sc["past"],
                              h_max=max(sc["horizons_steps"]), level_steps=sc["level_steps"],
                              scale_steps=sc["scale_steps"], scale_floor=sc["scale_floor"])
         self.horizons = sc["horizons_steps"]
+        if self.cfg.window != sc["window"] or self.cfg.lags().tolist() != sc["lags"] \
+                or self.cfg.history_steps != sc["history_steps"]:
+            raise SystemExit(f"{sidecar_path}: window, lags or history_steps differ from features.py's")
         self.mean = np.asarray(sc["normalisation"]["mean"], dtype=np.float32)
         self.std = np.asarray(sc["normalisation"]["std"], dtype=np.float32)
         opts = ort.SessionOptions()
