@@ -75,20 +75,35 @@ def build_onnx(params: dict, t: int, f: int, name: str = "demand-forecast"):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    k = params["head_b"].shape[0]
-    if "w0" in params:
+    ms = mdl.members(params)
+    k = ms[0]["head_b"].shape[0]
+    if "w0" in ms[0]:
+        # One branch per member on the flattened input; an ensemble's outputs are
+        # summed (Add) and multiplied by 1 / members.
         nodes = [helper.make_node("Flatten", [INPUT_NAME], ["z_in"], axis=1)]
         inits = []
-        prev, i = "z_in", 0
-        while f"w{i}" in params:
-            nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"a{i}"]))
-            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"z{i}"]))
-            inits += [numpy_helper.from_array(params[f"w{i}"].astype(np.float32), f"w{i}"),
-                      numpy_helper.from_array(params[f"b{i}"].astype(np.float32), f"b{i}")]
-            prev, i = f"z{i}", i + 1
-        nodes.append(helper.make_node("Gemm", [prev, "head_w", "head_b"], [OUTPUT_NAME]))
-        inits += [numpy_helper.from_array(params["head_w"].astype(np.float32), "head_w"),
-                  numpy_helper.from_array(params["head_b"].astype(np.float32).reshape(k), "head_b")]
+        outs = []
+        for j, p in enumerate(ms):
+            pre = f"m{j}." if len(ms) > 1 else ""
+            prev, i = "z_in", 0
+            while f"w{i}" in p:
+                nodes.append(helper.make_node("Gemm", [prev, f"{pre}w{i}", f"{pre}b{i}"], [f"{pre}a{i}"]))
+                nodes.append(helper.make_node("Relu", [f"{pre}a{i}"], [f"{pre}z{i}"]))
+                inits += [numpy_helper.from_array(p[f"w{i}"].astype(np.float32), f"{pre}w{i}"),
+                          numpy_helper.from_array(p[f"b{i}"].astype(np.float32), f"{pre}b{i}")]
+                prev, i = f"{pre}z{i}", i + 1
+            out = OUTPUT_NAME if len(ms) == 1 else f"{pre}out"
+            nodes.append(helper.make_node("Gemm", [prev, f"{pre}head_w", f"{pre}head_b"], [out]))
+            inits += [numpy_helper.from_array(p["head_w"].astype(np.float32), f"{pre}head_w"),
+                      numpy_helper.from_array(p["head_b"].astype(np.float32).reshape(k), f"{pre}head_b")]
+            outs.append(out)
+        if len(ms) > 1:
+            acc = outs[0]
+            for j, o in enumerate(outs[1:], start=1):
+                nodes.append(helper.make_node("Add", [acc, o], [f"sum{j}"]))
+                acc = f"sum{j}"
+            nodes.append(helper.make_node("Mul", [acc, "inv_members"], [OUTPUT_NAME]))
+            inits.append(numpy_helper.from_array(np.array(1.0 / len(ms), dtype=np.float32), "inv_members"))
     else:
         h = params["R"].shape[1]
         assert params["W"].shape == (4 * h, f), params["W"].shape
@@ -236,10 +251,13 @@ def export_all(weights: str, out_dir: str, trace: "tr.Trace | None" = None, trac
     chk = dsm.build(values, np.arange(v), np.linspace(0, kk - 1, 200).astype(np.int64))
     check = check_export(sess, params, normalise(np.concatenate([gs.x, chk.x]), mean, std))
 
-    if "w0" in params:
-        layers = len([p for p in params if p.startswith("w")])
-        arch = {"type": "mlp", "hidden": int(params["w0"].shape[1]), "layers": layers,
-                "head": "linear, one output per horizon"}
+    ms = mdl.members(params)
+    if "w0" in ms[0]:
+        layers = len([p for p in ms[0] if p.startswith("w")])
+        arch = {"type": "mlp", "hidden": int(ms[0]["w0"].shape[1]), "layers": layers,
+                "head": "linear, one output per horizon", "members": len(ms)}
+        if len(ms) > 1:
+            arch["ensemble"] = "the mean of the members' outputs (Add, then Mul by 1 / members)"
     else:
         arch = {"type": "lstm", "hidden": int(params["R"].shape[1]), "layers": 1,
                 "head": "linear on the hidden state of each position ahead, shared weights, one bias per horizon"}

@@ -120,15 +120,37 @@ def forward_mlp_numpy(params: dict, x: np.ndarray) -> np.ndarray:
     return z @ p["head_w"] + p["head_b"]
 
 
+def members(params: dict) -> list[dict]:
+    """An ensemble's members (keys "m<i>.<name>"), or [params] for a single model."""
+    if not any(k.startswith("m0.") for k in params):
+        return [params]
+    out = []
+    while any(k.startswith(f"m{len(out)}.") for k in params):
+        pre = f"m{len(out)}."
+        out.append({k[len(pre):]: v for k, v in params.items() if k.startswith(pre)})
+    return out
+
+
+def ensemble(models: list[dict]) -> dict:
+    """One params dict holding several members (their outputs are averaged)."""
+    if len(models) == 1:
+        return models[0]
+    return {f"m{i}.{k}": v for i, m in enumerate(models) for k, v in m.items()}
+
+
 def reference(params: dict, x: np.ndarray) -> np.ndarray:
-    """float64 numpy forward of either architecture."""
-    return forward_mlp_numpy(params, x) if "w0" in params else forward_numpy(params, x)
+    """float64 numpy forward of either architecture (the mean of an ensemble's members)."""
+    outs = [forward_mlp_numpy(p, x) if "w0" in p else forward_numpy(p, x) for p in members(params)]
+    return np.mean(outs, axis=0)
 
 
 _JIT = {}
 
 
 def predict(params, x: np.ndarray, batch: int = 16384) -> np.ndarray:
+    ms = members(params)
+    if len(ms) > 1:
+        return np.mean([predict(p, x, batch) for p in ms], axis=0, dtype=np.float32)
     import jax
 
     f = _JIT.setdefault("mlp", jax.jit(forward_mlp)) if "w0" in params else _JIT.setdefault("fwd", jax.jit(forward))

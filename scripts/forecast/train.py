@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Trains the demand forecaster (JAX + optax on CPU), cross-validates it over VMs and
-time, and ships it. The defaults are the shipped model's recipe (an MLP of 2 x 256
-ReLU units; `--arch lstm --hidden 32 --lr 3e-3` is the LSTM alternative of
-models/README.md).
+time, and ships it. The defaults are the shipped model's recipe (the mean of 3 MLPs of 2 x 256
+ReLU units; `--ensemble 1` is one of them, `--arch lstm --hidden 32 --lr 3e-3
+--ensemble 1` the LSTM alternative of models/README.md).
 
     V=/var/cache/interference-model/venv/bin/python
     nice -n 10 $V scripts/forecast/train.py                # CV, final fit, export (models/)
@@ -127,6 +127,17 @@ def fit(s: "dsm.Samples", *, hidden: int, epochs: int, lr: float, batch: int, we
     return jax.tree_util.tree_map(np.asarray, params), mean, std, {"train_loss": hist, "seconds": time.time() - t0}
 
 
+def fit_ensemble(s: "dsm.Samples", a, seed: int, log=sys.stderr, tag: str = ""):
+    """a.ensemble fits on the same rows, member i with seed + 1000 i (initial weights and
+    batch order); the model's output is the mean of theirs."""
+    fits = [fit(s, hidden=a.hidden, epochs=a.epochs, lr=a.lr, batch=a.batch, weight_decay=a.weight_decay,
+                seed=seed + 1000 * i, weighting=a.weighting, arch=a.arch, log=log,
+                tag=tag + (f"member {i + 1}/{a.ensemble}: " if a.ensemble > 1 else ""))
+            for i in range(a.ensemble)]
+    hist = {"train_loss": fits[0][3]["train_loss"], "seconds": sum(f[3]["seconds"] for f in fits)}
+    return mdl.ensemble([f[0] for f in fits]), fits[0][1], fits[0][2], hist
+
+
 def forecast(params, mean, std, s: "dsm.Samples") -> np.ndarray:
     """Forecasts [n, K] of samples s, as the agent computes them (JAX forward)."""
     out = mdl.predict(params, normalise(s.x, mean, std))
@@ -162,9 +173,7 @@ def cross_validate(trace: "tr.Trace", a, log=sys.stderr) -> dict:
             s = training_samples(values, train_vms, org, a, seed)
             tag = f"fold {fi + 1}/{len(folds)} block {b}: "
             print(f"{tag}{len(s)} training rows ({len(train_vms)} VMs, origins {org[0]}..{org[-1]})", file=log)
-            params, mean, std, _ = fit(s, hidden=a.hidden, epochs=a.epochs, lr=a.lr, batch=a.batch,
-                                       weight_decay=a.weight_decay, seed=seed, weighting=a.weighting,
-                                       arch=a.arch, log=log, tag=tag)
+            params, mean, std, _ = fit_ensemble(s, a, seed, log=log, tag=tag)
             lo, hi = blocks.test_rows(b)
             # Every origin whose target (at some horizon) falls in the test block.
             origins = np.arange(max(0, lo - max(fx.HORIZONS)), hi - 1)
@@ -206,6 +215,7 @@ def main() -> None:
     ap.add_argument("--arch", choices=["lstm", "mlp"], default="mlp")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--ensemble", type=int, default=3, help="members whose outputs are averaged")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
@@ -216,6 +226,8 @@ def main() -> None:
     ap.add_argument("--purge", type=int, default=fx.DAY_STEPS)
     ap.add_argument("--seed", type=int, default=20261216)
     ap.add_argument("--no-cv", action="store_true")
+    ap.add_argument("--cv-from", default=None, metavar="JSONL",
+                    help="skip the CV: use the forecasts an earlier --no-export run of the same recipe wrote")
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--only-fold", type=int, default=None, help="debug: one CV fit (fold index, block 0)")
     a = ap.parse_args()
@@ -226,10 +238,19 @@ def main() -> None:
     t_start = time.time()
     trace = tr.load(a.trace)
     os.makedirs(a.work, exist_ok=True)
-    recipe = {k: getattr(a, k) for k in ("arch", "hidden", "epochs", "lr", "batch", "weight_decay", "weighting",
+    recipe = {k: getattr(a, k) for k in ("arch", "ensemble", "hidden", "epochs", "lr", "batch", "weight_decay", "weighting",
                                          "young", "stride", "folds", "purge", "seed")}
     cv_meta = None
-    if not a.no_cv:
+    if a.cv_from:
+        # CV forecasts of an earlier `--no-export` run of the same recipe (deterministic:
+        # the same folds and forecasts); only the final fit runs here.
+        kk, v = trace.values.shape
+        folds = sp.vm_folds(v, a.folds, a.seed)
+        b = sp.TimeBlocks.halves(kk, fx.DEFAULT.week_steps, a.purge)
+        cv_meta = {"folds": [[trace.vms[i] for i in f] for f in folds],
+                   "blocks": {"start": b.start, "split": b.split, "end": b.end, "purge": b.purge},
+                   "seconds": None, "jsonl": a.cv_from}
+    elif not a.no_cv:
         cv = cross_validate(trace, a)
         cv_path = a.cv_out or os.path.join(a.work, f"{NAME}.cv.jsonl.gz")
         write_jsonl(cv_path, trace, cv["pred"], (1, 12))
@@ -243,8 +264,7 @@ def main() -> None:
     org = np.arange(0, kk - max(fx.HORIZONS))
     s = training_samples(values, np.arange(v), org, a, a.seed)
     print(f"final fit: {len(s)} rows, {v} VMs", file=sys.stderr)
-    params, mean, std, hist = fit(s, hidden=a.hidden, epochs=a.epochs, lr=a.lr, batch=a.batch,
-                                  weight_decay=a.weight_decay, seed=a.seed, weighting=a.weighting, arch=a.arch)
+    params, mean, std, hist = fit_ensemble(s, a, a.seed)
     meta = {"name": NAME, "version": a.version, "trace": os.path.abspath(a.trace), "trace_sha256": trace.sha256,
             "recipe": recipe, "train_rows": len(s), "train_seconds": round(hist["seconds"], 1),
             "train_loss": hist["train_loss"], "cross_validation": cv_meta}
