@@ -232,6 +232,8 @@ def main() -> None:
     ap.add_argument("--only-fold", type=int, default=None, help="debug: one CV fit (fold index, block 0)")
     a = ap.parse_args()
 
+    if a.arch == "lstm" and a.ensemble > 1:
+        sys.exit("--arch lstm exports one member only: add --ensemble 1")
     import jax
 
     jax.config.update("jax_platforms", "cpu")
