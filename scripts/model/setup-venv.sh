@@ -18,8 +18,10 @@ fi
 
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 "$venv/bin/python" - <<'PY'
-import jax, jaxlib, optax, numpy, onnx, onnxruntime, sys
-print("venv ready: python %s, jax %s, jaxlib %s, optax %s, numpy %s, onnx %s, onnxruntime %s"
+import jax, jaxlib, optax, numpy, onnx, onnxruntime, lightgbm, pytest, sys
+print("venv ready: python %s, jax %s, jaxlib %s, optax %s, numpy %s, onnx %s, onnxruntime %s, "
+      "lightgbm %s, pytest %s"
       % (sys.version.split()[0], jax.__version__, jaxlib.__version__, optax.__version__,
-         numpy.__version__, onnx.__version__, onnxruntime.__version__))
+         numpy.__version__, onnx.__version__, onnxruntime.__version__, lightgbm.__version__,
+         pytest.__version__))
 PY
