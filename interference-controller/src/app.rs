@@ -25,6 +25,8 @@ pub struct ServeSettings {
     pub max_batch_items: u32,
     /// The longest a desired-state poll is held.
     pub max_long_poll: Duration,
+    /// Reload the fleet snapshot at least this often (tenant caps move with ingest).
+    pub snapshot_reload: Duration,
 }
 
 impl Default for ServeSettings {
@@ -33,6 +35,7 @@ impl Default for ServeSettings {
             heartbeat_every: Duration::from_secs(10),
             max_batch_items: 5000,
             max_long_poll: Duration::from_secs(60),
+            snapshot_reload: crate::desired::RELOAD_EVERY,
         }
     }
 }

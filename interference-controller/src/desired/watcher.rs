@@ -21,6 +21,7 @@ pub fn spawn_watcher(
     db: Db,
     metrics: Arc<Metrics>,
     tx: watch::Sender<Arc<Snapshot>>,
+    reload_every: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_reload = Instant::now();
@@ -38,7 +39,7 @@ pub fn spawn_watcher(
                     continue;
                 }
             };
-            if generation == current && last_reload.elapsed() < RELOAD_EVERY {
+            if generation == current && last_reload.elapsed() < reload_every {
                 continue;
             }
             match Snapshot::load(&db).await {
