@@ -167,3 +167,65 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// A plain HTTP client for the admin API.
+pub struct Admin {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Admin {
+    pub async fn new(db: &Db, addr: SocketAddr) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: url(addr),
+            token: admin_token(db).await,
+        }
+    }
+
+    /// (status, JSON body)
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .body(body)
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// A fleet client for an existing host token, with a long poll of `long_poll`.
+pub fn client(base_url: &str, token: &str, long_poll: Duration) -> interference_fleet::FleetClient {
+    let mut c = interference_fleet::ClientConfig::new(base_url, token);
+    c.long_poll = long_poll;
+    interference_fleet::FleetClient::new(c).expect("client")
+}
