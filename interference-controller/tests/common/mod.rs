@@ -229,3 +229,39 @@ pub fn client(base_url: &str, token: &str, long_poll: Duration) -> interference_
     c.long_poll = long_poll;
     interference_fleet::FleetClient::new(c).expect("client")
 }
+
+/// Agents that send batches back to back until `stop` is set, each retrying every batch
+/// until acknowledged; returns what they sent and their reports.
+pub fn spawn_agents(
+    agents: Vec<SimAgent>,
+    items_per_batch: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Sent, interference_fleet_lab::sim::Report)>> {
+    agents
+        .into_iter()
+        .map(|mut a| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut report = interference_fleet_lab::sim::Report::default();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch = a.make_batch(items_per_batch);
+                    a.send(&batch, &mut report).await.expect("batch acknowledged in the end");
+                }
+                (a.sent, report)
+            })
+        })
+        .collect()
+}
+
+pub async fn join_agents(
+    tasks: Vec<tokio::task::JoinHandle<(Sent, interference_fleet_lab::sim::Report)>>,
+) -> (Sent, Vec<interference_fleet_lab::sim::Report>) {
+    let mut union = Sent::default();
+    let mut reports = Vec::new();
+    for t in tasks {
+        let (sent, report) = t.await.expect("agent task");
+        union.merge(&sent);
+        reports.push(report);
+    }
+    (union, reports)
+}
