@@ -92,14 +92,20 @@ pub fn router(state: AppState) -> Router {
         .route(routes::INGEST, post(agents::ingest::ingest))
         .route(routes::DESIRED, get(agents::desired::desired))
         .route(routes::PLACEMENTS, post(agents::placement::place))
-        .route("/agent/v1/placements/{id}/release", post(agents::placement::release))
+        .route(
+            "/agent/v1/placements/{id}/release",
+            post(agents::placement::release),
+        )
         .route("/agent/v1/models/{sha256}", get(agents::models::manifest))
         .route("/agent/v1/blobs/{sha256}", get(agents::models::blob))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES));
     let admin = Router::new()
         .route(a::STATUS, get(admin::status::status))
         .route(a::POLICY, get(admin::policy::show).put(admin::policy::set))
-        .route(a::BLOB, put(admin::models::put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)))
+        .route(
+            a::BLOB,
+            put(admin::models::put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)),
+        )
         .route(a::MODELS, get(admin::models::list))
         .route(a::MODEL, put(admin::models::put_manifest))
         .route(a::MODEL_PROMOTE, post(admin::models::promote))

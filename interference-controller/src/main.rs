@@ -16,7 +16,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -26,13 +29,18 @@ fn main() -> std::process::ExitCode {
     let db = cli.database.clone();
     let result = runtime.block_on(async move {
         match &cli.command {
-            None => cli::serve::run(&db, &cli::serve::ServeArgs {
-                listen: "127.0.0.1:7070".into(),
-                max_connections: 16,
-                heartbeat_every: None,
-                max_batch_items: 5000,
-            })
-            .await,
+            None => {
+                cli::serve::run(
+                    &db,
+                    &cli::serve::ServeArgs {
+                        listen: "127.0.0.1:7070".into(),
+                        max_connections: 16,
+                        heartbeat_every: None,
+                        max_batch_items: 5000,
+                    },
+                )
+                .await
+            }
             Some(Command::Serve(args)) => cli::serve::run(&db, args).await,
             Some(Command::Status(args)) => cli::status::run(&db, args).await,
             Some(Command::Hosts { command }) => cli::hosts::run(&db, command).await,

@@ -11,7 +11,9 @@ use std::time::Duration;
 use interference_fleet::wire::ItemKind;
 
 /// Request duration buckets, seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -43,7 +45,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
+            *m.entry((route.to_owned(), method.to_owned(), status))
+                .or_default() += 1;
         }
         if let Ok(mut m) = self.durations.lock() {
             let h = m.entry(route.to_owned()).or_default();
@@ -135,33 +138,82 @@ impl Metrics {
                 for (i, b) in BUCKETS.iter().enumerate() {
                     let _ = writeln!(out, "{p}_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}", h.counts[i]);
                 }
-                let _ = writeln!(out, "{p}_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "{p}_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-                let _ = writeln!(out, "{p}_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "{p}_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "{p}_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "{p}_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    h.count
+                );
             }
         }
         let _ = writeln!(out, "# HELP {p}_ingest_items_total Items received, by kind and result (inserted, duplicate, rejected).\n# TYPE {p}_ingest_items_total counter");
         if let Ok(m) = self.items.lock() {
             for ((kind, result), n) in m.iter() {
-                let _ = writeln!(out, "{p}_ingest_items_total{{kind=\"{kind}\",result=\"{result}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "{p}_ingest_items_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
+                );
             }
         }
         let counters = [
-            ("ingest_batches_total", "Batches committed (acknowledged).", self.batches.load(Ordering::Relaxed)),
-            ("ingest_batches_replayed_total", "Batches whose sequence number had been committed before (a resend).", self.batches_replayed.load(Ordering::Relaxed)),
-            ("ledger_conflicts_total", "Ledger record ids received with content other than stored.", self.ledger_conflicts.load(Ordering::Relaxed)),
-            ("database_unavailable_total", "Requests answered 503 because the database was out of reach.", self.db_unavailable.load(Ordering::Relaxed)),
+            (
+                "ingest_batches_total",
+                "Batches committed (acknowledged).",
+                self.batches.load(Ordering::Relaxed),
+            ),
+            (
+                "ingest_batches_replayed_total",
+                "Batches whose sequence number had been committed before (a resend).",
+                self.batches_replayed.load(Ordering::Relaxed),
+            ),
+            (
+                "ledger_conflicts_total",
+                "Ledger record ids received with content other than stored.",
+                self.ledger_conflicts.load(Ordering::Relaxed),
+            ),
+            (
+                "database_unavailable_total",
+                "Requests answered 503 because the database was out of reach.",
+                self.db_unavailable.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} counter\n{p}_{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {p}_{name} {help}\n# TYPE {p}_{name} counter\n{p}_{name} {v}"
+            );
         }
         let gauges = [
-            ("long_polls", "Desired-state long polls waiting now.", self.long_polls.load(Ordering::Relaxed)),
-            ("leader", "1 if this replica runs the background jobs (holds the advisory lock).", self.leader.load(Ordering::Relaxed)),
-            ("generation", "The fleet generation this replica's desired states are built from.", self.generation.load(Ordering::Relaxed)),
+            (
+                "long_polls",
+                "Desired-state long polls waiting now.",
+                self.long_polls.load(Ordering::Relaxed),
+            ),
+            (
+                "leader",
+                "1 if this replica runs the background jobs (holds the advisory lock).",
+                self.leader.load(Ordering::Relaxed),
+            ),
+            (
+                "generation",
+                "The fleet generation this replica's desired states are built from.",
+                self.generation.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} gauge\n{p}_{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {p}_{name} {help}\n# TYPE {p}_{name} gauge\n{p}_{name} {v}"
+            );
         }
         let _ = writeln!(out, "# HELP {p}_placements_total Placement requests, by outcome.\n# TYPE {p}_placements_total counter");
         if let Ok(m) = self.reservations.lock() {

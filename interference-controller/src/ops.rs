@@ -6,8 +6,8 @@ use thiserror::Error;
 use crate::db::{Db, DbError};
 use crate::domain::fleet_settings::FleetSettings;
 use crate::domain::policy_layers::{check_new_layer, Scope};
-use crate::store::rollouts::{self, RolloutError, RolloutRow};
 use crate::store::policy;
+use crate::store::rollouts::{self, RolloutError, RolloutRow};
 use interference_fleet::wire::FieldError;
 
 #[derive(Debug, Error)]
@@ -22,7 +22,12 @@ pub enum PolicyError {
 
 /// Checks `body` as the next document of `scope` (alone and merged with every stack it
 /// joins) and stores it; returns its version.
-pub async fn set_policy(db: &Db, scope: &str, body: &str, author: &str) -> Result<i64, PolicyError> {
+pub async fn set_policy(
+    db: &Db,
+    scope: &str,
+    body: &str,
+    author: &str,
+) -> Result<i64, PolicyError> {
     let scope = Scope::parse(scope).map_err(PolicyError::Scope)?;
     let others: Vec<_> = policy::latest_all(db)
         .await?
@@ -45,7 +50,13 @@ pub async fn fleet_settings(db: &Db) -> Result<FleetSettings, DbError> {
 /// Starts a rollout of `sha` (shadow) or moves it one stage on.
 pub async fn promote(db: &Db, sha: &str, who: &str) -> Result<RolloutRow, RolloutError> {
     let settings = fleet_settings(db).await?;
-    rollouts::promote(db, sha, settings.rollout.canary_share_pct, &format!("promoted by {who}")).await
+    rollouts::promote(
+        db,
+        sha,
+        settings.rollout.canary_share_pct,
+        &format!("promoted by {who}"),
+    )
+    .await
 }
 
 pub async fn rollback(db: &Db, who: &str) -> Result<RolloutRow, RolloutError> {

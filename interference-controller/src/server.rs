@@ -98,11 +98,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
     let (leader_tx, leader_rx) = watch::channel(false);
     let background = vec![
-        spawn_watcher(db.clone(), metrics.clone(), snapshot_tx, config.settings.snapshot_reload),
+        spawn_watcher(
+            db.clone(),
+            metrics.clone(),
+            snapshot_tx,
+            config.settings.snapshot_reload,
+        ),
         spawn_leader(&db, metrics.clone(), leader_tx),
-        spawn_jobs(db.clone(), metrics.clone(), leader_rx.clone(), config.jobs.clone()),
+        spawn_jobs(
+            db.clone(),
+            metrics.clone(),
+            leader_rx.clone(),
+            config.jobs.clone(),
+        ),
     ];
-    let state = AppState::new(db.clone(), metrics.clone(), snapshot_rx, config.settings.clone());
+    let state = AppState::new(
+        db.clone(),
+        metrics.clone(),
+        snapshot_rx,
+        config.settings.clone(),
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {

@@ -16,9 +16,15 @@ async fn same_batch_twice_is_stored_once(kind: Kind) {
     let batch = a.make_batch(50);
     let mut report = Report::default();
     let first = a.send(&batch, &mut report).await.expect("first");
-    assert_eq!((first.inserted, first.duplicates, first.replayed_batch), (50, 0, false));
+    assert_eq!(
+        (first.inserted, first.duplicates, first.replayed_batch),
+        (50, 0, false)
+    );
     let second = a.send(&batch, &mut report).await.expect("second");
-    assert_eq!((second.inserted, second.duplicates, second.replayed_batch), (0, 50, true));
+    assert_eq!(
+        (second.inserted, second.duplicates, second.replayed_batch),
+        (0, 50, true)
+    );
     assert_eq!(second.seq, batch.seq);
     assert_holds_exactly(&s.db, &a.sent).await;
     s.stop().await;
@@ -49,7 +55,10 @@ async fn overlapping_and_out_of_order_batches(kind: Kind) {
         .await
         .expect("host")
         .get(0);
-    assert_eq!(last, 3, "the highest sequence committed, whatever the order");
+    assert_eq!(
+        last, 3,
+        "the highest sequence committed, whatever the order"
+    );
     s.stop().await;
 }
 both!(overlapping_and_out_of_order_batches);
@@ -79,7 +88,11 @@ async fn lost_acknowledgements_are_resent_and_nothing_doubles(kind: Kind) {
         union.merge(&sent);
         retried += report.retried;
     }
-    assert!(proxy.dropped() >= 10, "answers dropped: {}", proxy.dropped());
+    assert!(
+        proxy.dropped() >= 10,
+        "answers dropped: {}",
+        proxy.dropped()
+    );
     assert!(retried >= 10, "batches resent: {retried}");
     assert_holds_exactly(&s.db, &union).await;
     let replayed: i64 = sqlx::query("SELECT COUNT(*) FROM ingest_batches")
@@ -90,8 +103,10 @@ async fn lost_acknowledgements_are_resent_and_nothing_doubles(kind: Kind) {
     assert_eq!(replayed, 90, "one bookkeeping row per batch");
     let m = s.metrics.render();
     assert!(
-        m.lines().any(|l| l.starts_with("interference_controller_ingest_batches_replayed_total ")
-            && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("interference_controller_ingest_batches_replayed_total ")
+                && !l.ends_with(" 0")
+        ),
         "{m}"
     );
     s.stop().await;
@@ -103,18 +118,29 @@ async fn unreadable_items_are_quarantined_and_the_rest_stored(kind: Kind) {
     let s = server(&t).await;
     let mut a = agent(&s.db, &url(s.addr), "h1").await;
     let mut batch = a.make_batch(10);
-    let bad = LedgerLine::from_json_line(r#"{"x_RecordId":"h1-bad/1/charge","BilledCost":1}"#).expect("json");
-    batch.items.insert(3, Item::Ledger { line: bad, vm_uuid: None });
+    let bad = LedgerLine::from_json_line(r#"{"x_RecordId":"h1-bad/1/charge","BilledCost":1}"#)
+        .expect("json");
+    batch.items.insert(
+        3,
+        Item::Ledger {
+            line: bad,
+            vm_uuid: None,
+        },
+    );
     let ack = a.client.ingest(&batch).await.expect("ack");
     assert_eq!(ack.rejected.len(), 1);
     assert_eq!(ack.rejected[0].index, 3);
-    assert_eq!(ack.rejected[0].reason, "the ledger line has no ChargePeriodStart");
+    assert_eq!(
+        ack.rejected[0].reason,
+        "the ledger line has no ChargePeriodStart"
+    );
     assert_eq!(ack.inserted, 10);
-    let q: i64 = sqlx::query("SELECT COUNT(*) FROM quarantine WHERE host_id = 'h1' AND seq = 1 AND idx = 3")
-        .fetch_one(s.db.pool())
-        .await
-        .expect("quarantine")
-        .get(0);
+    let q: i64 =
+        sqlx::query("SELECT COUNT(*) FROM quarantine WHERE host_id = 'h1' AND seq = 1 AND idx = 3")
+            .fetch_one(s.db.pool())
+            .await
+            .expect("quarantine")
+            .get(0);
     assert_eq!(q, 1);
     s.stop().await;
 }
@@ -125,17 +151,28 @@ async fn a_record_id_with_other_content_is_reported_not_overwritten(kind: Kind) 
     let s = server(&t).await;
     let mut a = agent(&s.db, &url(s.addr), "h1").await;
     let mut b = agent(&s.db, &url(s.addr), "h2").await;
-    let batch = IngestBatch { seq: 1, items: vec![a.item(0)] };
+    let batch = IngestBatch {
+        seq: 1,
+        items: vec![a.item(0)],
+    };
     let mut report = Report::default();
     a.send(&batch, &mut report).await.expect("first");
-    let Item::Ledger { line, .. } = &batch.items[0] else { panic!("item 0 is a ledger line") };
+    let Item::Ledger { line, .. } = &batch.items[0] else {
+        panic!("item 0 is a ledger line")
+    };
     let other = line.as_str().replace("\"cust-0\"", "\"cust-9\"");
     let clash = IngestBatch {
         seq: 1,
-        items: vec![Item::Ledger { line: LedgerLine::from_json_line(&other).expect("json"), vm_uuid: None }],
+        items: vec![Item::Ledger {
+            line: LedgerLine::from_json_line(&other).expect("json"),
+            vm_uuid: None,
+        }],
     };
     let ack = b.send(&clash, &mut report).await.expect("second host");
-    assert_eq!(ack.conflicts, vec!["h1-1-0/1795651200000/charge".to_owned()]);
+    assert_eq!(
+        ack.conflicts,
+        vec!["h1-1-0/1795651200000/charge".to_owned()]
+    );
     assert_eq!(ack.inserted, 0);
     assert_holds_exactly(&s.db, &a.sent).await;
     s.stop().await;
@@ -150,8 +187,13 @@ async fn an_oversized_batch_or_a_bad_token_is_refused(kind: Kind) {
     let e = a.client.ingest(&big).await.expect_err("too big");
     assert_eq!((e.status(), e.code()), (Some(400), Some("bad_request")));
     assert!(!e.is_retryable());
-    let stranger = SimAgent::new("hx", &url(s.addr), "ifh_not-a-token", common::quick_retry()).expect("client");
-    let e = stranger.client.ingest(&a.make_batch(1)).await.expect_err("bad token");
+    let stranger = SimAgent::new("hx", &url(s.addr), "ifh_not-a-token", common::quick_retry())
+        .expect("client");
+    let e = stranger
+        .client
+        .ingest(&a.make_batch(1))
+        .await
+        .expect_err("bad token");
     assert_eq!(e.status(), Some(401));
     s.stop().await;
 }

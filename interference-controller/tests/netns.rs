@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{assert_holds_exactly, quick_retry, TestDb, Kind};
+use common::{assert_holds_exactly, quick_retry, Kind, TestDb};
 use interference_controller::store::tokens;
 use interference_fleet_lab::netns::Lab;
 use interference_fleet_lab::process::{healthz, ControllerProcess, ControllerSpec};
@@ -53,11 +53,16 @@ async fn three_namespaced_hosts_and_a_cut_link() {
         anyhow::bail!("controller at {l} not reachable from the agent namespace")
     });
     ready.join().expect("thread").expect("reachable");
-    assert!(!healthz(&listen).await, "the root namespace has no route to the lab");
+    assert!(
+        !healthz(&listen).await,
+        "the root namespace has no route to the lab"
+    );
 
     let mut handles = Vec::new();
     for host in &lab.hosts[1..] {
-        let token = tokens::create_host_token(&db, &host.netns, "default").await.expect("token");
+        let token = tokens::create_host_token(&db, &host.netns, "default")
+            .await
+            .expect("token");
         let base = format!("http://{listen}");
         let name = host.netns.clone();
         // The cut host's batches wait through the outage: no deadline.
@@ -84,9 +89,17 @@ async fn three_namespaced_hosts_and_a_cut_link() {
     for (i, h) in handles.into_iter().enumerate() {
         let (sent, report) = h.join().expect("agent thread").expect("agent ran");
         let worst = report.latencies.iter().max().copied().unwrap_or_default();
-        eprintln!("agent {}: {} batches, {} resent, slowest ack {worst:?}", i + 2, report.batches, report.retried);
+        eprintln!(
+            "agent {}: {} batches, {} resent, slowest ack {worst:?}",
+            i + 2,
+            report.batches,
+            report.retried
+        );
         if i + 2 == 3 {
-            assert!(worst >= Duration::from_secs(cut_secs / 2), "the cut host waited out the outage: {worst:?}");
+            assert!(
+                worst >= Duration::from_secs(cut_secs / 2),
+                "the cut host waited out the outage: {worst:?}"
+            );
         }
         union.merge(&sent);
     }

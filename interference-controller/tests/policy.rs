@@ -24,15 +24,25 @@ async fn a_long_poll_wakes_on_a_policy_change(kind: Kind) {
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, body) = admin
-        .put("/admin/v1/policy/fleet", "[policy]\non_threshold = 55\noff_threshold = 30\n")
+        .put(
+            "/admin/v1/policy/fleet",
+            "[policy]\non_threshold = 55\noff_threshold = 30\n",
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], 1);
     let (r, took) = poll.await.expect("poll task");
     let state = r.expect("poll").expect("woken with a new state");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert_eq!(state.policy.version, "fleet@1");
-    assert!(state.policy.toml.contains("on_threshold = 55"), "{}", state.policy.toml);
+    assert!(
+        state.policy.toml.contains("on_threshold = 55"),
+        "{}",
+        state.policy.toml
+    );
     assert_ne!(state.etag, first.etag);
     s.stop().await;
 }
@@ -46,7 +56,11 @@ async fn an_unchanged_state_answers_not_modified_after_the_wait(kind: Kind) {
     let first = c.desired(None).await.expect("desired").expect("state");
     let started = Instant::now();
     assert!(c.desired(Some(&first.etag)).await.expect("poll").is_none());
-    assert!(started.elapsed() >= Duration::from_millis(550), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
     s.stop().await;
 }
 both!(an_unchanged_state_answers_not_modified_after_the_wait);
@@ -56,13 +70,22 @@ async fn a_bad_policy_is_refused_with_file_line_and_field(kind: Kind) {
     let s = server(&t).await;
     let admin = Admin::new(&s.db, s.addr).await;
     let (status, body) = admin
-        .put("/admin/v1/policy/fleet", "[policy]\non_threshold = 30\noff_threshold = 35\n")
+        .put(
+            "/admin/v1/policy/fleet",
+            "[policy]\non_threshold = 30\noff_threshold = 35\n",
+        )
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["code"], "invalid_policy");
     let f = &body["fields"][0];
-    assert_eq!((f["file"].as_str(), f["line"].as_u64(), f["field"].as_str()), (Some("fleet.toml"), Some(3), Some("policy.off_threshold")), "{body}");
-    let (status, body) = admin.put("/admin/v1/policy/fleet", "[policy]\non_treshold = 3\n").await;
+    assert_eq!(
+        (f["file"].as_str(), f["line"].as_u64(), f["field"].as_str()),
+        (Some("fleet.toml"), Some(3), Some("policy.off_threshold")),
+        "{body}"
+    );
+    let (status, body) = admin
+        .put("/admin/v1/policy/fleet", "[policy]\non_treshold = 3\n")
+        .await;
     assert_eq!(status, 422);
     assert_eq!(body["fields"][0]["line"], 2, "{body}");
     assert_eq!(body["fields"][0]["field"], "policy.on_treshold", "{body}");
@@ -92,19 +115,41 @@ async fn layers_merge_fleet_then_group_then_host(kind: Kind) {
     }
     // Checked merged: this group document is fine alone but not over the fleet's off
     // threshold (30 >= 28).
-    let (status, b) = admin.put("/admin/v1/policy/group:web", "[policy]\non_threshold = 28\n").await;
+    let (status, b) = admin
+        .put(
+            "/admin/v1/policy/group:web",
+            "[policy]\non_threshold = 28\n",
+        )
+        .await;
     assert_eq!(status, 422, "{b}");
-    assert!(b["fields"][0]["message"].as_str().unwrap_or("").contains("merged as"), "{b}");
+    assert!(
+        b["fields"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("merged as"),
+        "{b}"
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let d = client(&url(s.addr), &token, Duration::ZERO).desired(None).await.expect("h1").expect("state");
+    let d = client(&url(s.addr), &token, Duration::ZERO)
+        .desired(None)
+        .await
+        .expect("h1")
+        .expect("state");
     assert_eq!(d.policy.version, "fleet@1+group:web@1+host:h1@1");
     let t: toml::Table = d.policy.toml.parse().expect("toml");
     assert_eq!(t["policy"]["on_threshold"].as_integer(), Some(45));
     assert_eq!(t["policy"]["off_threshold"].as_integer(), Some(20));
     assert_eq!(t["billing"]["credit_ratio"].as_float(), Some(0.5));
-    assert!(!t.contains_key("fleet"), "the controller's table stays home");
+    assert!(
+        !t.contains_key("fleet"),
+        "the controller's table stays home"
+    );
     assert_eq!(d.limits.max_concurrent_migrations, Some(2));
-    let d2 = client(&url(s.addr), &other, Duration::ZERO).desired(None).await.expect("h2").expect("state");
+    let d2 = client(&url(s.addr), &other, Duration::ZERO)
+        .desired(None)
+        .await
+        .expect("h2")
+        .expect("state");
     assert_eq!(d2.policy.version, "fleet@1");
     s.stop().await;
 }
@@ -114,7 +159,12 @@ async fn a_tenant_over_its_daily_cap_is_blocked(kind: Kind) {
     let t = TestDb::new(kind);
     let s = server(&t).await;
     let admin = Admin::new(&s.db, s.addr).await;
-    let (status, b) = admin.put("/admin/v1/policy/fleet", "[fleet]\nmax_actions_per_tenant_per_day = 3\n").await;
+    let (status, b) = admin
+        .put(
+            "/admin/v1/policy/fleet",
+            "[fleet]\nmax_actions_per_tenant_per_day = 3\n",
+        )
+        .await;
     assert_eq!(status, 200, "{b}");
     let token = host_token(&s.db, "h1").await;
     let now = interference_controller::db::sql::now_ms() as u64;
@@ -136,7 +186,9 @@ async fn a_tenant_over_its_daily_cap_is_blocked(kind: Kind) {
         })
         .collect();
     let c = client(&url(s.addr), &token, Duration::from_secs(5));
-    c.ingest(&interference_fleet::wire::IngestBatch { seq: 1, items }).await.expect("ingest");
+    c.ingest(&interference_fleet::wire::IngestBatch { seq: 1, items })
+        .await
+        .expect("ingest");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let d = c.desired(None).await.expect("desired").expect("state");
@@ -144,7 +196,11 @@ async fn a_tenant_over_its_daily_cap_is_blocked(kind: Kind) {
             assert_eq!(d.limits.max_actions_per_tenant_per_day, Some(3));
             break;
         }
-        assert!(Instant::now() < deadline, "greedy not blocked: {:?}", d.limits);
+        assert!(
+            Instant::now() < deadline,
+            "greedy not blocked: {:?}",
+            d.limits
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s.stop().await;

@@ -44,9 +44,15 @@ async fn postgres_stopped_in_immediate_mode_mid_ingest() {
     let (union, reports) = join_agents(tasks).await;
     let server_errors: u64 = reports.iter().map(|r| r.server_errors).sum();
     let retried: u64 = reports.iter().map(|r| r.retried).sum();
-    eprintln!("{} ledger lines; {retried} batches resent, {server_errors} answers were 5xx", union.ledger.len());
+    eprintln!(
+        "{} ledger lines; {retried} batches resent, {server_errors} answers were 5xx",
+        union.ledger.len()
+    );
     assert!(retried >= 3, "every agent had to retry: {retried}");
-    assert!(server_errors >= 3, "the outage was answered with 503: {server_errors}");
+    assert!(
+        server_errors >= 3,
+        "the outage was answered with 503: {server_errors}"
+    );
     // Once PostgreSQL is back, the pool reconnects by itself.
     assert_holds_exactly(&s.db, &union).await;
     let m = s.metrics.render();

@@ -23,14 +23,25 @@ async fn two_replicas_one_runs_the_jobs_and_the_other_takes_over() {
     let t = TestDb::new(Kind::Postgres);
     let a = start(fast_config(&t.url)).await.expect("replica a");
     let b = start(fast_config(&t.url)).await.expect("replica b");
-    wait_for("a leader", Duration::from_secs(10), || a.is_leader() || b.is_leader()).await;
+    wait_for("a leader", Duration::from_secs(10), || {
+        a.is_leader() || b.is_leader()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(a.is_leader() ^ b.is_leader(), "exactly one leader: a {} b {}", a.is_leader(), b.is_leader());
+    assert!(
+        a.is_leader() ^ b.is_leader(),
+        "exactly one leader: a {} b {}",
+        a.is_leader(),
+        b.is_leader()
+    );
     let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
     let m = follower.metrics.render();
     assert!(m.contains("interference_controller_leader 0"), "{m}");
     leader.stop().await;
-    wait_for("the follower to take over", Duration::from_secs(10), || follower.is_leader()).await;
+    wait_for("the follower to take over", Duration::from_secs(10), || {
+        follower.is_leader()
+    })
+    .await;
     follower.stop().await;
 }
 
@@ -47,7 +58,9 @@ async fn a_long_poll_on_one_replica_wakes_on_a_change_through_another() {
     let poll = tokio::spawn(async move { poller.desired(Some(&etag)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let admin = Admin::new(&b.db, b.addr).await;
-    let (status, body) = admin.put("/admin/v1/policy/fleet", "[policy]\non_threshold = 60\n").await;
+    let (status, body) = admin
+        .put("/admin/v1/policy/fleet", "[policy]\non_threshold = 60\n")
+        .await;
     assert_eq!(status, 200, "{body}");
     let started = Instant::now();
     let state = tokio::time::timeout(Duration::from_secs(5), poll)
@@ -57,7 +70,10 @@ async fn a_long_poll_on_one_replica_wakes_on_a_change_through_another() {
         .expect("poll")
         .expect("a new state");
     assert_eq!(state.policy.version, "fleet@1");
-    eprintln!("woke {:?} after the change on the other replica", started.elapsed());
+    eprintln!(
+        "woke {:?} after the change on the other replica",
+        started.elapsed()
+    );
     a.stop().await;
     b.stop().await;
 }

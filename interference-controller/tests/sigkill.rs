@@ -49,8 +49,14 @@ async fn sigkill_forty_times_during_ingest(kind: Kind) {
     let (union, reports) = join_agents(tasks).await;
     let batches: u64 = reports.iter().map(|r| r.batches).sum();
     let retried: u64 = reports.iter().map(|r| r.retried).sum();
-    eprintln!("{KILLS} kills: {batches} batches acknowledged, {retried} needed a resend, {} ledger lines", union.ledger.len());
-    assert!(batches > 100, "agents made progress between kills: {batches}");
+    eprintln!(
+        "{KILLS} kills: {batches} batches acknowledged, {retried} needed a resend, {} ledger lines",
+        union.ledger.len()
+    );
+    assert!(
+        batches > 100,
+        "agents made progress between kills: {batches}"
+    );
     assert!(retried >= 10, "kills interrupted batches: {retried}");
     assert_holds_exactly(&db, &union).await;
     ctl.kill().await.expect("stop");

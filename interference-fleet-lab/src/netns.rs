@@ -74,7 +74,9 @@ impl Lab {
                 ip: format!("10.213.{subnet}.{i}"),
                 outer: outer.clone(),
             });
-            ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ])?;
             ip(&["link", "set", &inner, "netns", &netns])?;
             ip(&["link", "set", &outer, "master", &bridge])?;
             ip(&["link", "set", &outer, "up"])?;

@@ -67,12 +67,25 @@ impl Postgres {
             .context("cluster URL has no database")?;
         let port = base.rsplit_once(':').map_or("55432", |(_, p)| p);
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "postgres", "-qAtc"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qAtc",
+            ])
             .arg(format!("CREATE DATABASE {name}"))
             .output()
             .context("cannot run psql (apt-get install postgresql-client)")?;
         if !out.status.success() {
-            bail!("CREATE DATABASE {name}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "CREATE DATABASE {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(format!("{base}/{name}"))
     }

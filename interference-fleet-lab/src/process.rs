@@ -84,7 +84,10 @@ impl ControllerProcess {
             }
             self.check_alive()?;
             if Instant::now() > deadline {
-                bail!("controller on {} not ready after {within:?}", self.spec.listen);
+                bail!(
+                    "controller on {} not ready after {within:?}",
+                    self.spec.listen
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -122,9 +125,12 @@ impl ControllerProcess {
 pub async fn healthz(addr: &str) -> bool {
     let attempt = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
+        s.write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         Some(buf.starts_with(b"HTTP/1.1 200"))

@@ -30,7 +30,9 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
             while let Ok((client, _)) = listener.accept().await {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let (d, n) = (d.clone(), n.clone());
                 tokio::spawn(relay(client, upstream, d, n, seed));
             }

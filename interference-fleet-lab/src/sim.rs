@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use interference_fleet::wire::{
-    ActionPhase, Capacity, CapacitySample, IngestAck, IngestBatch, Item, LedgerLine, Phase,
-    Rollup, ScoreEvent, ROLLUP_WINDOW_MS,
+    ActionPhase, Capacity, CapacitySample, IngestAck, IngestBatch, Item, LedgerLine, Phase, Rollup,
+    ScoreEvent, ROLLUP_WINDOW_MS,
 };
 use interference_fleet::{ClientConfig, FleetClient, RetryPolicy};
 
@@ -29,11 +29,16 @@ pub struct Sent {
 
 impl Sent {
     pub fn merge(&mut self, other: &Sent) {
-        self.ledger.extend(other.ledger.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.phases.extend(other.phases.keys().map(|k| (k.clone(), ())));
-        self.rollups.extend(other.rollups.keys().map(|k| (k.clone(), ())));
-        self.scores.extend(other.scores.keys().map(|k| (k.clone(), ())));
-        self.capacity.extend(other.capacity.keys().map(|k| (k.clone(), ())));
+        self.ledger
+            .extend(other.ledger.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.phases
+            .extend(other.phases.keys().map(|k| (k.clone(), ())));
+        self.rollups
+            .extend(other.rollups.keys().map(|k| (k.clone(), ())));
+        self.scores
+            .extend(other.scores.keys().map(|k| (k.clone(), ())));
+        self.capacity
+            .extend(other.capacity.keys().map(|k| (k.clone(), ())));
     }
 }
 
@@ -96,8 +101,16 @@ impl SimAgent {
         match i % 10 {
             0..=5 => {
                 let seg = at / 3_600_000 * 3_600_000;
-                let kind = if i % 2 == 0 { "charge" } else { "credit" };
-                let cost = if kind == "charge" { 0.000_096_942 } else { -0.000_077_554 };
+                let kind = if i.is_multiple_of(2) {
+                    "charge"
+                } else {
+                    "credit"
+                };
+                let cost = if kind == "charge" {
+                    0.000_096_942
+                } else {
+                    -0.000_077_554
+                };
                 let line = format!(
                     r#"{{"x_RecordId":"{h}-1-{i}/{seg}/{kind}","BillingAccountId":"cust-{c}","BillingCurrency":"USD","ChargePeriodStart":"{start}","ChargePeriodEnd":"{end}","ChargeCategory":"{cat}","ResourceId":"{h}/vm-{v}","SkuId":"imc-cpu-weight","PricingQuantity":0.008996750000000001,"BilledCost":{cost},"EffectiveCost":{cost},"x_Host":"{h}","x_Period":"2026-11","x_Kind":"{kind}","x_ActionId":"{h}-1-{i}","x_Action":"cpu_weight","x_Formula":"IMC = 0.008997 vCPU-Hours x 0.01 USD x 1.0775 = {cost} USD"}}"#,
                     c = i % 7,
@@ -266,7 +279,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     #[test]
     fn rfc3339_of_known_instants() {
-        assert_eq!(super::rfc3339(1_795_658_549_169), "2026-11-26T02:02:29.169Z");
+        assert_eq!(
+            super::rfc3339(1_795_658_549_169),
+            "2026-11-26T02:02:29.169Z"
+        );
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 }

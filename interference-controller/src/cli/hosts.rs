@@ -63,7 +63,11 @@ pub async fn run(database: &str, command: &HostsCommand) -> Result<()> {
         HostsCommand::Tokens {
             command: TokensCommand::Create { host, group },
         } => {
-            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 bail!("host name {host:?}: use letters, digits, '-', '_' and '.'");
             }
             println!("{}", tokens::create_host_token(&db, host, group).await?);
@@ -78,7 +82,14 @@ pub async fn run(database: &str, command: &HostsCommand) -> Result<()> {
             if !hosts::set_draining(&db, host, !off).await? {
                 bail!("no host {host:?}");
             }
-            println!("{host} {}", if *off { "takes migrations again" } else { "is draining" });
+            println!(
+                "{host} {}",
+                if *off {
+                    "takes migrations again"
+                } else {
+                    "is draining"
+                }
+            );
         }
         HostsCommand::Group { host, group } => {
             if !hosts::set_group(&db, host, group).await? {

@@ -36,13 +36,26 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 pub async fn run(database: &str, command: &ModelsCommand) -> Result<()> {
     let db = Db::connect_and_migrate(database, &DbOptions::default()).await?;
     match command {
-        ModelsCommand::Upload { onnx, sidecar, golden } => {
-            let sidecar = sidecar.clone().unwrap_or_else(|| onnx.with_extension("json"));
-            let golden = golden.clone().unwrap_or_else(|| onnx.with_extension("golden.json"));
+        ModelsCommand::Upload {
+            onnx,
+            sidecar,
+            golden,
+        } => {
+            let sidecar = sidecar
+                .clone()
+                .unwrap_or_else(|| onnx.with_extension("json"));
+            let golden = golden
+                .clone()
+                .unwrap_or_else(|| onnx.with_extension("golden.json"));
             let sidecar_bytes = read(&sidecar)?;
             let meta: serde_json::Value = serde_json::from_slice(&sidecar_bytes)
                 .with_context(|| format!("{} is not JSON", sidecar.display()))?;
-            let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+            let text = |k: &str| {
+                meta.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            };
             let mut files = Vec::new();
             for (role, path, bytes) in [
                 (FileRole::Onnx, onnx.clone(), read(onnx)?),
@@ -53,7 +66,10 @@ pub async fn run(database: &str, command: &ModelsCommand) -> Result<()> {
                 models::put_blob(&db, &sha, &bytes).await?;
                 files.push(BundleFile {
                     role,
-                    name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    name: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     sha256: sha,
                     size: bytes.len() as u64,
                 });
@@ -71,7 +87,12 @@ pub async fn run(database: &str, command: &ModelsCommand) -> Result<()> {
         }
         ModelsCommand::Promote { sha256 } => {
             let r = ops::promote(&db, sha256, "cli").await?;
-            println!("rollout {} of {} is in {}", r.id, r.model_sha, r.stage.as_str());
+            println!(
+                "rollout {} of {} is in {}",
+                r.id,
+                r.model_sha,
+                r.stage.as_str()
+            );
         }
         ModelsCommand::Rollback => {
             let r = ops::rollback(&db, "cli").await?;

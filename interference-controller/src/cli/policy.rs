@@ -27,7 +27,11 @@ pub enum PolicyCommand {
 pub async fn run(database: &str, command: &PolicyCommand) -> Result<()> {
     let db = Db::connect_and_migrate(database, &DbOptions::default()).await?;
     match command {
-        PolicyCommand::Set { scope, file, author } => {
+        PolicyCommand::Set {
+            scope,
+            file,
+            author,
+        } => {
             let body = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             match ops::set_policy(&db, scope, &body, author).await {

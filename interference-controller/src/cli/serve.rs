@@ -28,10 +28,12 @@ pub struct ServeArgs {
 }
 
 pub async fn run(database: &str, args: &ServeArgs) -> Result<()> {
-    let listen: SocketAddr = args
-        .listen
-        .parse()
-        .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:7070", args.listen))?;
+    let listen: SocketAddr = args.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?} is not an address like 127.0.0.1:7070",
+            args.listen
+        )
+    })?;
     // One process per SQLite file: replicas need PostgreSQL.
     let _lock = if Backend::of_url(database)? == Backend::Sqlite {
         let path = sqlite_path(database).context("no file in the SQLite URL")?;

@@ -38,7 +38,9 @@ pub async fn run(database: &str, args: &StatusArgs) -> Result<()> {
         let age = h
             .heartbeat_age_s
             .map_or_else(|| "never".into(), |a| format!("{a:.0}s ago"));
-        let lag = h.ingest_lag_s.map_or_else(|| "-".into(), |l| format!("{l:.0}s"));
+        let lag = h
+            .ingest_lag_s
+            .map_or_else(|| "-".into(), |l| format!("{l:.0}s"));
         let drain = if h.draining { " (draining)" } else { "" };
         println!(
             "{:<20} {:<10} {:>10} {:<28} {:<13} {:>9} {:>8} {:>8}{drain}",
@@ -62,7 +64,10 @@ pub async fn run(database: &str, args: &StatusArgs) -> Result<()> {
             &r.model_sha[..r.model_sha.len().min(12)],
             r.stage.as_str(),
             r.share_pct,
-            r.reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
+            r.reason
+                .as_deref()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default()
         ),
         None => println!("rollout      none running"),
     }
@@ -74,8 +79,19 @@ pub async fn run(database: &str, args: &StatusArgs) -> Result<()> {
             s.policy_layers.join(", ")
         }
     );
-    let res: Vec<String> = s.reservations.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!("reservations {}", if res.is_empty() { "none".into() } else { res.join(", ") });
+    let res: Vec<String> = s
+        .reservations
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "reservations {}",
+        if res.is_empty() {
+            "none".into()
+        } else {
+            res.join(", ")
+        }
+    );
     let rows: Vec<String> = s.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
     println!("rows         {}", rows.join(", "));
     Ok(())

@@ -196,7 +196,8 @@ fn sqlite_url(url: &str) -> Result<String, DbError> {
     if path.is_empty() || path == ":memory:" {
         return Err(DbError::Url {
             url: url.into(),
-            message: "the controller keeps its state in a file: sqlite:///path/to/controller.db".into(),
+            message: "the controller keeps its state in a file: sqlite:///path/to/controller.db"
+                .into(),
         });
     }
     if let Some(dir) = std::path::Path::new(path).parent() {
@@ -249,7 +250,10 @@ mod tests {
             redact("postgres://ctl:secret@127.0.0.1:5433/fleet"),
             "postgres://ctl:***@127.0.0.1:5433/fleet"
         );
-        assert_eq!(redact("postgres://127.0.0.1/fleet"), "postgres://127.0.0.1/fleet");
+        assert_eq!(
+            redact("postgres://127.0.0.1/fleet"),
+            "postgres://127.0.0.1/fleet"
+        );
         assert_eq!(Backend::of_url("sqlite:///x").ok(), Some(Backend::Sqlite));
         assert!(Backend::of_url("mysql://x").is_err());
         assert_eq!(

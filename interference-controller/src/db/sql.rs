@@ -26,7 +26,10 @@ pub fn values(rows: usize, cols: usize) -> String {
 
 /// `$1,$2,...,$n` (for `IN (...)`).
 pub fn list(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Rows per statement: under SQLite's 32766 and PostgreSQL's 65535 bound parameters.

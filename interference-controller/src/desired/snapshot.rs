@@ -115,13 +115,8 @@ impl Snapshot {
 
 /// A digest of everything but the ETag itself.
 fn etag(state: &DesiredState) -> String {
-    let text = serde_json::to_vec(&(
-        &state.policy,
-        &state.model,
-        &state.limits,
-        state.placement,
-    ))
-    .unwrap_or_default();
+    let text = serde_json::to_vec(&(&state.policy, &state.model, &state.limits, state.placement))
+        .unwrap_or_default();
     let digest = Sha256::digest(&text);
     digest[..10].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -98,7 +98,8 @@ impl FleetSettings {
             #[serde(default)]
             fleet: Option<toml::Value>,
         }
-        let outer: Outer = toml::from_str(text).map_err(|e| (String::new(), e.message().to_owned()))?;
+        let outer: Outer =
+            toml::from_str(text).map_err(|e| (String::new(), e.message().to_owned()))?;
         let Some(value) = outer.fleet else {
             return Ok(Self::default());
         };
@@ -119,7 +120,10 @@ impl FleetSettings {
         if self.rollout.canary_share_pct == 0 || self.rollout.canary_share_pct > 100 {
             return Err((
                 "fleet.rollout.canary_share_pct".into(),
-                format!("{} is not a share of hosts in 1..100", self.rollout.canary_share_pct),
+                format!(
+                    "{} is not a share of hosts in 1..100",
+                    self.rollout.canary_share_pct
+                ),
             ));
         }
         let r = &self.rollout;
@@ -130,11 +134,17 @@ impl FleetSettings {
             ("max_forecast_error_ratio", r.max_forecast_error_ratio),
         ] {
             if !(v.is_finite() && v >= 1.0) {
-                return Err((format!("fleet.rollout.{k}"), format!("{v} must be a ratio of at least 1")));
+                return Err((
+                    format!("fleet.rollout.{k}"),
+                    format!("{v} must be a ratio of at least 1"),
+                ));
             }
         }
         if !(r.min_vm_hours.is_finite() && r.min_vm_hours >= 0.0) {
-            return Err(("fleet.rollout.min_vm_hours".into(), "must be 0 or more".into()));
+            return Err((
+                "fleet.rollout.min_vm_hours".into(),
+                "must be 0 or more".into(),
+            ));
         }
         Ok(())
     }
@@ -158,7 +168,10 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        assert_eq!(FleetSettings::from_document("").expect("empty"), FleetSettings::default());
+        assert_eq!(
+            FleetSettings::from_document("").expect("empty"),
+            FleetSettings::default()
+        );
         let s = FleetSettings::from_document(
             "[fleet]\nmax_concurrent_migrations = 2\nreservation_ttl = \"30s\"\n[fleet.rollout]\ncanary_share_pct = 25\n",
         )
@@ -166,9 +179,11 @@ mod tests {
         assert_eq!(s.max_concurrent_migrations, 2);
         assert_eq!(s.reservation_ttl, Duration::from_secs(30));
         assert_eq!(s.rollout.canary_share_pct, 25);
-        let e = FleetSettings::from_document("[fleet]\nmax_migrations = 2\n").expect_err("unknown key");
+        let e =
+            FleetSettings::from_document("[fleet]\nmax_migrations = 2\n").expect_err("unknown key");
         assert!(e.1.contains("max_migrations"), "{e:?}");
-        let e = FleetSettings::from_document("[fleet.rollout]\ncanary_share_pct = 0\n").expect_err("zero");
+        let e = FleetSettings::from_document("[fleet.rollout]\ncanary_share_pct = 0\n")
+            .expect_err("zero");
         assert_eq!(e.0, "fleet.rollout.canary_share_pct");
     }
 }

@@ -11,8 +11,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub struct Locator {
-    entries: Vec<(String, Range<usize>, Option<Range<usize>>)>,
+    entries: Vec<Entry>,
 }
+
+/// A field path, the span of its value and of its key (array items have none).
+type Entry = (String, Range<usize>, Option<Range<usize>>);
 
 enum Node {
     Leaf,
@@ -73,8 +76,7 @@ impl Locator {
 
     /// The field whose key or value is the narrowest one around `span`.
     pub fn field_at(&self, span: &Range<usize>) -> String {
-        let around =
-            |r: &Range<usize>| r.start <= span.start && span.end <= r.end.max(r.start + 1);
+        let around = |r: &Range<usize>| r.start <= span.start && span.end <= r.end.max(r.start + 1);
         self.entries
             .iter()
             .flat_map(|(path, value, key)| {
@@ -103,13 +105,17 @@ impl Locator {
     }
 }
 
-fn walk(node: &Node, at: &str, out: &mut Vec<(String, Range<usize>, Option<Range<usize>>)>) {
+fn walk(node: &Node, at: &str, out: &mut Vec<Entry>) {
     match node {
         Node::Leaf => {}
         Node::Table(items) => {
             for (key, value) in items {
                 let k = quote_key(key.get_ref());
-                let path = if at.is_empty() { k } else { format!("{at}.{k}") };
+                let path = if at.is_empty() {
+                    k
+                } else {
+                    format!("{at}.{k}")
+                };
                 out.push((path.clone(), value.span(), Some(key.span())));
                 walk(value.get_ref(), &path, out);
             }

@@ -175,7 +175,15 @@ mod tests {
 
     #[test]
     fn filters_say_why() {
-        let mut hosts = vec![host("src"), host("stale"), host("drain"), host("intel"), host("full"), host("held"), host("nouri")];
+        let mut hosts = vec![
+            host("src"),
+            host("stale"),
+            host("drain"),
+            host("intel"),
+            host("full"),
+            host("held"),
+            host("nouri"),
+        ];
         hosts[1].heartbeat_ms = Some(1_000_000 - 60_000);
         hosts[2].draining = true;
         hosts[3].cpu_model = Some("Xeon".into());
@@ -197,11 +205,20 @@ mod tests {
         a.free_vcpus = 8; // less room
         b.contention = 90.0; // busy
         let hosts = vec![a, b, c.clone()];
-        assert_eq!(choose(&hosts, &need(), 1_000_000, 30_000).map(|h| h.host.as_str()), Ok("c"));
+        assert_eq!(
+            choose(&hosts, &need(), 1_000_000, 30_000).map(|h| h.host.as_str()),
+            Ok("c")
+        );
         let twins = vec![host("z"), host("y")];
-        assert_eq!(choose(&twins, &need(), 1_000_000, 30_000).map(|h| h.host.as_str()), Ok("y"));
+        assert_eq!(
+            choose(&twins, &need(), 1_000_000, 30_000).map(|h| h.host.as_str()),
+            Ok("y")
+        );
         let mut n = need();
         n.exclude = vec!["y".into()];
-        assert_eq!(choose(&twins, &n, 1_000_000, 30_000).map(|h| h.host.as_str()), Ok("z"));
+        assert_eq!(
+            choose(&twins, &n, 1_000_000, 30_000).map(|h| h.host.as_str()),
+            Ok("z")
+        );
     }
 }

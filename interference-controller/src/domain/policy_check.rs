@@ -64,7 +64,10 @@ struct Document {
     policy: Policy,
     billing: Billing,
     /// The controller's own table (fleet scope only); checked elsewhere.
-    #[allow(dead_code, reason = "parsed so that it is not an unknown key; checked by fleet_settings")]
+    #[allow(
+        dead_code,
+        reason = "parsed so that it is not an unknown key; checked by fleet_settings"
+    )]
     fleet: Option<toml::Value>,
 }
 
@@ -163,7 +166,10 @@ const MIGRATION_SCHEMES: &[&str] = &["tcp:", "unix:", "rdma:", "exec:", "fd:", "
 
 fn threshold(field: String, v: f32, out: &mut Vec<(String, String)>) {
     if !(0.0..=100.0).contains(&v) {
-        out.push((field, format!("{v} is outside the Contention Score range 0..100")));
+        out.push((
+            field,
+            format!("{v} is outside the Contention Score range 0..100"),
+        ));
     }
 }
 
@@ -203,7 +209,8 @@ impl Policy {
             if p.on_threshold.is_none() && p.off_threshold.is_none() {
                 out.push((
                     at.clone(),
-                    "sets neither on_threshold nor off_threshold; remove the entry or set one".into(),
+                    "sets neither on_threshold nor off_threshold; remove the entry or set one"
+                        .into(),
                 ));
             }
             self.check_override(&at, p.on_threshold, p.off_threshold, out);
@@ -218,37 +225,69 @@ impl Policy {
         }
         for (i, t) in self.priority_tiers.iter().enumerate() {
             if t.is_empty() {
-                out.push((format!("policy.priority_tiers[{i}]"), "a tier name must not be empty".into()));
+                out.push((
+                    format!("policy.priority_tiers[{i}]"),
+                    "a tier name must not be empty".into(),
+                ));
             }
         }
         if humantime::parse_duration(&self.cooldown).is_err() {
             out.push((
                 "policy.cooldown".into(),
-                format!("{:?} is not a duration (e.g. \"30s\", \"1m\")", self.cooldown),
+                format!(
+                    "{:?} is not a duration (e.g. \"30s\", \"1m\")",
+                    self.cooldown
+                ),
             ));
         }
         for (key, v, why) in [
-            ("max_actions_per_tick", self.max_actions_per_tick, "(to decide without acting, set dry_run = true)"),
-            ("rollback_after_quiet_ticks", self.rollback_after_quiet_ticks, "tick"),
-            ("escalate_after_ticks", self.escalate_after_ticks, "tick (a rung needs a tick to show its effect)"),
+            (
+                "max_actions_per_tick",
+                self.max_actions_per_tick,
+                "(to decide without acting, set dry_run = true)",
+            ),
+            (
+                "rollback_after_quiet_ticks",
+                self.rollback_after_quiet_ticks,
+                "tick",
+            ),
+            (
+                "escalate_after_ticks",
+                self.escalate_after_ticks,
+                "tick (a rung needs a tick to show its effect)",
+            ),
         ] {
             if v == 0 {
                 out.push((format!("policy.{key}"), format!("must be at least 1 {why}")));
             }
         }
         for (key, v, example) in [
-            ("quiet_demand_ratio", self.quiet_demand_ratio, "0.5 rolls a mitigation back once the aggressor's CPU demand has halved"),
-            ("balloon_step", self.balloon_step, "0.25 shrinks by a quarter"),
+            (
+                "quiet_demand_ratio",
+                self.quiet_demand_ratio,
+                "0.5 rolls a mitigation back once the aggressor's CPU demand has halved",
+            ),
+            (
+                "balloon_step",
+                self.balloon_step,
+                "0.25 shrinks by a quarter",
+            ),
         ] {
             if !(v > 0.0 && v < 1.0) {
-                out.push((format!("policy.{key}"), format!("{v} is not a fraction between 0 and 1 ({example})")));
+                out.push((
+                    format!("policy.{key}"),
+                    format!("{v} is not a fraction between 0 and 1 ({example})"),
+                ));
             }
         }
         let mut listed = Vec::new();
         let migration_usable = self.migration.enabled && !self.migration.targets.is_empty();
         for (i, r) in self.rungs.iter().enumerate() {
             if listed.contains(r) {
-                out.push((format!("policy.rungs[{i}]"), format!("{r:?} is listed twice").to_lowercase()));
+                out.push((
+                    format!("policy.rungs[{i}]"),
+                    format!("{r:?} is listed twice").to_lowercase(),
+                ));
             }
             listed.push(*r);
             if *r == Rung::Migrate && !migration_usable {
@@ -259,44 +298,74 @@ impl Policy {
             }
         }
         if self.rungs.iter().all(|r| *r == Rung::Migrate) && !migration_usable {
-            out.push(("policy.rungs".into(), "no rung is enabled (to decide without acting, set dry_run = true)".into()));
+            out.push((
+                "policy.rungs".into(),
+                "no rung is enabled (to decide without acting, set dry_run = true)".into(),
+            ));
         }
-        for (key, v) in [("boost_weight", self.boost_weight), ("cut_weight", self.cut_weight)] {
+        for (key, v) in [
+            ("boost_weight", self.boost_weight),
+            ("cut_weight", self.cut_weight),
+        ] {
             if !(1..=10_000).contains(&v) {
-                out.push((format!("policy.{key}"), format!("{v} is outside the cpu.weight range 1..10000")));
+                out.push((
+                    format!("policy.{key}"),
+                    format!("{v} is outside the cpu.weight range 1..10000"),
+                ));
             }
         }
         if self.cut_weight >= self.boost_weight {
             out.push((
                 "policy.cut_weight".into(),
-                format!("{} must be below boost_weight ({})", self.cut_weight, self.boost_weight),
+                format!(
+                    "{} must be below boost_weight ({})",
+                    self.cut_weight, self.boost_weight
+                ),
             ));
         }
         if self.protect_cpus == Some(0) {
-            out.push(("policy.protect_cpus".into(), "must be at least 1 (leave it out for half of the host's CPUs)".into()));
+            out.push((
+                "policy.protect_cpus".into(),
+                "must be at least 1 (leave it out for half of the host's CPUs)".into(),
+            ));
         }
         if self.balloon_floor_mib == 0 {
-            out.push(("policy.balloon_floor_mib".into(), "must be at least 1 MiB; a guest ballooned to nothing stops".into()));
+            out.push((
+                "policy.balloon_floor_mib".into(),
+                "must be at least 1 MiB; a guest ballooned to nothing stops".into(),
+            ));
         }
         self.check_migration(out);
         let _ = self.dry_run;
     }
 
-    fn check_override(&self, at: &str, on: Option<f32>, off: Option<f32>, out: &mut Vec<(String, String)>) {
+    fn check_override(
+        &self,
+        at: &str,
+        on: Option<f32>,
+        off: Option<f32>,
+        out: &mut Vec<(String, String)>,
+    ) {
         if let Some(v) = on {
             threshold(format!("{at}.on_threshold"), v, out);
         }
         if let Some(v) = off {
             threshold(format!("{at}.off_threshold"), v, out);
         }
-        let (eff_on, eff_off) = (on.unwrap_or(self.on_threshold), off.unwrap_or(self.off_threshold));
+        let (eff_on, eff_off) = (
+            on.unwrap_or(self.on_threshold),
+            off.unwrap_or(self.off_threshold),
+        );
         if eff_off >= eff_on && (on.is_some() || off.is_some()) {
             let field = if on.is_some() && off.is_none() {
                 format!("{at}.on_threshold")
             } else {
                 format!("{at}.off_threshold")
             };
-            out.push((field, format!("off threshold {eff_off} must be below on threshold {eff_on}")));
+            out.push((
+                field,
+                format!("off threshold {eff_off} must be below on threshold {eff_on}"),
+            ));
         }
     }
 
@@ -319,17 +388,30 @@ impl Policy {
             if !MIGRATION_SCHEMES.iter().any(|s| t.uri.starts_with(s)) {
                 out.push((
                     format!("{at}.uri"),
-                    format!("{:?} is not a QEMU migration URI (one of {})", t.uri, MIGRATION_SCHEMES.join(", ")),
+                    format!(
+                        "{:?} is not a QEMU migration URI (one of {})",
+                        t.uri,
+                        MIGRATION_SCHEMES.join(", ")
+                    ),
                 ));
             }
             if t.name.as_deref() == Some("") {
-                out.push((format!("{at}.name"), "must not be empty (leave the key out to show the URI)".into()));
+                out.push((
+                    format!("{at}.name"),
+                    "must not be empty (leave the key out to show the URI)".into(),
+                ));
             }
             if t.free_vcpus.is_none() {
-                out.push((format!("{at}.free_vcpus"), "is required: the vCPUs free on this target".into()));
+                out.push((
+                    format!("{at}.free_vcpus"),
+                    "is required: the vCPUs free on this target".into(),
+                ));
             }
             if t.free_memory_mib.is_none() {
-                out.push((format!("{at}.free_memory_mib"), "is required: the memory (MiB) free on this target".into()));
+                out.push((
+                    format!("{at}.free_memory_mib"),
+                    "is required: the memory (MiB) free on this target".into(),
+                ));
             }
         }
     }
@@ -394,7 +476,10 @@ impl Billing {
         let _ = self.enabled;
         let c = &self.currency;
         if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            out.push(("billing.currency".into(), format!("{c:?} is not an ISO 4217 code (three capital letters, e.g. USD)")));
+            out.push((
+                "billing.currency".into(),
+                format!("{c:?} is not an ISO 4217 code (three capital letters, e.g. USD)"),
+            ));
         }
         match humantime::parse_duration(&self.charge_interval) {
             Ok(d) => {
@@ -406,19 +491,32 @@ impl Billing {
                     ));
                 }
             }
-            Err(_) => out.push(("billing.charge_interval".into(), format!("{:?} is not a duration", self.charge_interval))),
+            Err(_) => out.push((
+                "billing.charge_interval".into(),
+                format!("{:?} is not a duration", self.charge_interval),
+            )),
         }
         for (field, v, max) in [
             ("credit_ratio", self.credit_ratio, 1.0),
             ("aggressor_credit_ratio", self.aggressor_credit_ratio, 1.0),
-            ("performance_impact_factor", self.performance_impact_factor, 10.0),
+            (
+                "performance_impact_factor",
+                self.performance_impact_factor,
+                10.0,
+            ),
         ] {
             if !(0.0..=max).contains(&v) {
-                out.push((format!("billing.{field}"), format!("{v} is outside 0..{max}")));
+                out.push((
+                    format!("billing.{field}"),
+                    format!("{v} is outside 0..{max}"),
+                ));
             }
         }
         if self.default_customer.trim().is_empty() {
-            out.push(("billing.default_customer".into(), "must not be empty".into()));
+            out.push((
+                "billing.default_customer".into(),
+                "must not be empty".into(),
+            ));
         }
         if self.ledger_dir.is_empty() {
             out.push(("billing.ledger_dir".into(), "must not be empty".into()));
@@ -433,7 +531,10 @@ impl Billing {
             ("migration", p.migration),
         ] {
             if !v.is_finite() || v < 0.0 || v.abs() >= 9.0e9 {
-                out.push((format!("billing.prices.{name}"), format!("{v} is not a price (a finite amount, 0 or more)")));
+                out.push((
+                    format!("billing.prices.{name}"),
+                    format!("{v} is not a price (a finite amount, 0 or more)"),
+                ));
             }
         }
     }
@@ -463,21 +564,37 @@ mod tests {
             e,
             ["fleet.toml:3: policy.off_threshold: 35 must be below on_threshold (30): the gap between them is what keeps a pair from flapping"]
         );
-        let e = errors("[billing]\ncurrency = \"usd\"\n\n[policy]\ncut_weight = 5000\nboost_weight = 100\n");
+        let e = errors(
+            "[billing]\ncurrency = \"usd\"\n\n[policy]\ncut_weight = 5000\nboost_weight = 100\n",
+        );
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].starts_with("fleet.toml:2: billing.currency: "), "{e:?}");
-        assert!(e[1].starts_with("fleet.toml:5: policy.cut_weight: 5000 must be below boost_weight (100)"), "{e:?}");
+        assert!(
+            e[0].starts_with("fleet.toml:2: billing.currency: "),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with(
+                "fleet.toml:5: policy.cut_weight: 5000 must be below boost_weight (100)"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn unknown_keys_and_types_are_refused_with_their_line() {
         let e = errors("[policy]\non_threshold = 50\non_treshold = 3\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("fleet.toml:3: policy.on_treshold: unknown field `on_treshold`"), "{e:?}");
+        assert!(
+            e[0].starts_with("fleet.toml:3: policy.on_treshold: unknown field `on_treshold`"),
+            "{e:?}"
+        );
         let e = errors("[policy]\nrungs = [\"nice\"]\n");
         assert!(e[0].starts_with("fleet.toml:2: policy.rungs"), "{e:?}");
         let e = errors("[polcy]\n");
-        assert!(e[0].starts_with("fleet.toml:1: polcy: unknown field"), "{e:?}");
+        assert!(
+            e[0].starts_with("fleet.toml:1: polcy: unknown field"),
+            "{e:?}"
+        );
         let e = errors("[policy\n");
         assert!(e[0].starts_with("fleet.toml:1: "), "{e:?}");
     }
@@ -485,10 +602,19 @@ mod tests {
     #[test]
     fn migration_needs_targets_with_capacity() {
         let e = errors("[policy.migration]\nenabled = true\n");
-        assert!(e[0].starts_with("fleet.toml:1: policy.migration.targets: migration is enabled"), "{e:?}");
+        assert!(
+            e[0].starts_with("fleet.toml:1: policy.migration.targets: migration is enabled"),
+            "{e:?}"
+        );
         let e = errors("[policy.migration]\nenabled = true\n[[policy.migration.targets]]\nuri = \"10.0.0.1:4444\"\nfree_vcpus = 2\n");
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].starts_with("fleet.toml:4: policy.migration.targets[0].uri"), "{e:?}");
-        assert!(e[1].contains("policy.migration.targets[0].free_memory_mib: is required"), "{e:?}");
+        assert!(
+            e[0].starts_with("fleet.toml:4: policy.migration.targets[0].uri"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("policy.migration.targets[0].free_memory_mib: is required"),
+            "{e:?}"
+        );
     }
 }

@@ -208,8 +208,16 @@ mod tests {
 
     #[test]
     fn later_layers_win_key_by_key() {
-        let fleet = layer(Scope::Fleet, 3, "[policy]\non_threshold = 50\noff_threshold = 30\n[fleet]\nplacement = false\n");
-        let group = layer(Scope::Group("web".into()), 1, "[policy]\non_threshold = 45\n");
+        let fleet = layer(
+            Scope::Fleet,
+            3,
+            "[policy]\non_threshold = 50\noff_threshold = 30\n[fleet]\nplacement = false\n",
+        );
+        let group = layer(
+            Scope::Group("web".into()),
+            1,
+            "[policy]\non_threshold = 45\n",
+        );
         let (text, version) = merged(&[&fleet, &group]);
         assert_eq!(version, "fleet@3+group:web@1");
         let t: toml::Table = text.parse().expect("toml");
@@ -221,26 +229,50 @@ mod tests {
 
     #[test]
     fn a_layer_is_checked_merged_with_the_others() {
-        let others = vec![layer(Scope::Fleet, 1, "[policy]\non_threshold = 50\noff_threshold = 30\n")];
+        let others = vec![layer(
+            Scope::Fleet,
+            1,
+            "[policy]\non_threshold = 50\noff_threshold = 30\n",
+        )];
         // Fine alone (off 25 < on 35) but not over the fleet's off threshold of 30? It is:
         // 30 < 35. Over a group that raises off to 40 it is not.
         let group = Scope::Group("web".into());
         assert!(check_new_layer(&group, "[policy]\non_threshold = 35\n", &others, &[]).is_ok());
-        let e = check_new_layer(&group, "[policy]\non_threshold = 28\n", &others, &[]).expect_err("merged off 30 >= on 28");
+        let e = check_new_layer(&group, "[policy]\non_threshold = 28\n", &others, &[])
+            .expect_err("merged off 30 >= on 28");
         assert_eq!(e[0].file, "group-web.toml");
         assert_eq!(e[0].field, "policy.off_threshold");
-        assert!(e[0].message.contains("merged as fleet@1+group:web@0"), "{e:?}");
-        let e = check_new_layer(&group, "[fleet]\nplacement = false\n", &others, &[]).expect_err("fleet table in a group");
+        assert!(
+            e[0].message.contains("merged as fleet@1+group:web@0"),
+            "{e:?}"
+        );
+        let e = check_new_layer(&group, "[fleet]\nplacement = false\n", &others, &[])
+            .expect_err("fleet table in a group");
         assert_eq!((e[0].line, e[0].field.as_str()), (1, "fleet"));
-        let e = check_new_layer(&Scope::Fleet, "[fleet]\nmax_concurrent_migrations = 0\n", &[], &[]).expect_err("bad fleet");
-        assert_eq!((e[0].line, e[0].field.as_str()), (2, "fleet.max_concurrent_migrations"));
+        let e = check_new_layer(
+            &Scope::Fleet,
+            "[fleet]\nmax_concurrent_migrations = 0\n",
+            &[],
+            &[],
+        )
+        .expect_err("bad fleet");
+        assert_eq!(
+            (e[0].line, e[0].field.as_str()),
+            (2, "fleet.max_concurrent_migrations")
+        );
     }
 
     #[test]
     fn scopes() {
         assert_eq!(Scope::parse("fleet"), Ok(Scope::Fleet));
-        assert_eq!(Scope::parse("group:web-1"), Ok(Scope::Group("web-1".into())));
-        assert_eq!(Scope::parse("host:h1").map(|s| s.to_string()), Ok("host:h1".into()));
+        assert_eq!(
+            Scope::parse("group:web-1"),
+            Ok(Scope::Group("web-1".into()))
+        );
+        assert_eq!(
+            Scope::parse("host:h1").map(|s| s.to_string()),
+            Ok("host:h1".into())
+        );
         assert!(Scope::parse("group:").is_err());
         assert!(Scope::parse("rack:1").is_err());
     }

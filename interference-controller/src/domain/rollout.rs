@@ -149,7 +149,8 @@ pub fn evaluate(
                     ));
                 }
             }
-            if let (Some(c), Some(b)) = (candidate.forecast_abs_error, baseline.forecast_abs_error) {
+            if let (Some(c), Some(b)) = (candidate.forecast_abs_error, baseline.forecast_abs_error)
+            {
                 if worse(c, b, rules.max_forecast_error_ratio, 0.0) {
                     return Decision::Rollback(format!(
                         "forecast error {c:.3} against the baseline's {b:.3} (more than {}x)",
@@ -213,32 +214,82 @@ mod tests {
         let old = Duration::from_secs(900);
         let young = Duration::from_secs(60);
         let base = o(40.0, 8.0, 1.0);
-        assert_eq!(evaluate(Stage::Shadow, &o(10.0, 2.0, 0.0), &base, &rules(), old), Decision::Promote(Stage::Canary));
-        assert_eq!(evaluate(Stage::Canary, &o(10.0, 2.0, 0.0), &base, &rules(), old), Decision::Promote(Stage::Fleet));
-        assert!(matches!(evaluate(Stage::Canary, &o(10.0, 2.0, 0.0), &base, &rules(), young), Decision::Hold(_)));
-        assert!(matches!(evaluate(Stage::Canary, &o(2.0, 0.0, 0.0), &base, &rules(), old), Decision::Hold(m) if m.contains("VM-hours")));
-        let manual = RolloutRules { auto_promote: false, ..rules() };
-        assert!(matches!(evaluate(Stage::Canary, &o(10.0, 2.0, 0.0), &base, &manual, old), Decision::Hold(_)));
+        assert_eq!(
+            evaluate(Stage::Shadow, &o(10.0, 2.0, 0.0), &base, &rules(), old),
+            Decision::Promote(Stage::Canary)
+        );
+        assert_eq!(
+            evaluate(Stage::Canary, &o(10.0, 2.0, 0.0), &base, &rules(), old),
+            Decision::Promote(Stage::Fleet)
+        );
+        assert!(matches!(
+            evaluate(Stage::Canary, &o(10.0, 2.0, 0.0), &base, &rules(), young),
+            Decision::Hold(_)
+        ));
+        assert!(
+            matches!(evaluate(Stage::Canary, &o(2.0, 0.0, 0.0), &base, &rules(), old), Decision::Hold(m) if m.contains("VM-hours"))
+        );
+        let manual = RolloutRules {
+            auto_promote: false,
+            ..rules()
+        };
+        assert!(matches!(
+            evaluate(Stage::Canary, &o(10.0, 2.0, 0.0), &base, &manual, old),
+            Decision::Hold(_)
+        ));
     }
 
     #[test]
     fn rolls_back_on_clearly_worse_outcomes() {
         let base = o(40.0, 8.0, 1.0); // 0.2 actions and 0.025 flaps per VM-hour
-        let d = evaluate(Stage::Canary, &o(10.0, 5.0, 0.0), &base, &rules(), Duration::ZERO);
-        assert!(matches!(&d, Decision::Rollback(m) if m.starts_with("actions per VM-hour 0.500")), "{d:?}");
-        let d = evaluate(Stage::Canary, &o(10.0, 2.0, 3.0), &base, &rules(), Duration::ZERO);
-        assert!(matches!(&d, Decision::Rollback(m) if m.starts_with("flaps")), "{d:?}");
+        let d = evaluate(
+            Stage::Canary,
+            &o(10.0, 5.0, 0.0),
+            &base,
+            &rules(),
+            Duration::ZERO,
+        );
+        assert!(
+            matches!(&d, Decision::Rollback(m) if m.starts_with("actions per VM-hour 0.500")),
+            "{d:?}"
+        );
+        let d = evaluate(
+            Stage::Canary,
+            &o(10.0, 2.0, 3.0),
+            &base,
+            &rules(),
+            Duration::ZERO,
+        );
+        assert!(
+            matches!(&d, Decision::Rollback(m) if m.starts_with("flaps")),
+            "{d:?}"
+        );
         let mut c = o(10.0, 2.0, 0.0);
         c.victim_wait_ms = Some(30.0);
         let mut b = base;
         b.victim_wait_ms = Some(20.0);
         let d = evaluate(Stage::Canary, &c, &b, &rules(), Duration::ZERO);
-        assert!(matches!(&d, Decision::Rollback(m) if m.starts_with("victim")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Rollback(m) if m.starts_with("victim")),
+            "{d:?}"
+        );
         // Shadow compares score events only.
-        let d = evaluate(Stage::Shadow, &o(10.0, 2.0, 9.0), &base, &rules(), Duration::ZERO);
+        let d = evaluate(
+            Stage::Shadow,
+            &o(10.0, 2.0, 9.0),
+            &base,
+            &rules(),
+            Duration::ZERO,
+        );
         assert!(matches!(d, Decision::Hold(_)), "{d:?}");
         // Too little evidence: neither.
-        let d = evaluate(Stage::Canary, &o(0.5, 50.0, 0.0), &base, &rules(), Duration::ZERO);
+        let d = evaluate(
+            Stage::Canary,
+            &o(0.5, 50.0, 0.0),
+            &base,
+            &rules(),
+            Duration::ZERO,
+        );
         assert!(matches!(d, Decision::Hold(_)), "{d:?}");
     }
 
@@ -247,9 +298,14 @@ mod tests {
         let hosts: Vec<String> = (0..2000).map(|i| format!("h{i}")).collect();
         let picked = hosts.iter().filter(|h| in_share("r1", h, 10)).count();
         assert!((150..250).contains(&picked), "{picked}");
-        assert!(hosts.iter().all(|h| in_share("r1", h, 10) == in_share("r1", h, 10)));
+        assert!(hosts
+            .iter()
+            .all(|h| in_share("r1", h, 10) == in_share("r1", h, 10)));
         assert!(hosts.iter().all(|h| in_share("r1", h, 100)));
-        let other = hosts.iter().filter(|h| in_share("r2", h, 10) != in_share("r1", h, 10)).count();
+        let other = hosts
+            .iter()
+            .filter(|h| in_share("r2", h, 10) != in_share("r1", h, 10))
+            .count();
         assert!(other > 100, "a new rollout picks other hosts: {other}");
     }
 }

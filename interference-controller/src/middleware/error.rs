@@ -57,12 +57,21 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             Self::InvalidPolicy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", None),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
-            Self::TooMany { retry_after_s, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "too_many", Some(*retry_after_s))
-            }
-            Self::Db(e) | Self::Registry(RegistryError::Db(e)) | Self::Placement(PlacementError::Db(e)) | Self::Rollout(RolloutError::Db(e)) => {
+            Self::TooMany { retry_after_s, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many",
+                Some(*retry_after_s),
+            ),
+            Self::Db(e)
+            | Self::Registry(RegistryError::Db(e))
+            | Self::Placement(PlacementError::Db(e))
+            | Self::Rollout(RolloutError::Db(e)) => {
                 if e.is_unavailable() {
-                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(DB_RETRY_AFTER_S))
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        Some(DB_RETRY_AFTER_S),
+                    )
                 } else {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
                 }
@@ -77,9 +86,15 @@ impl ApiError {
             Self::Placement(PlacementError::Busy { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "migrations_busy", Some(30))
             }
-            Self::Placement(PlacementError::NoTarget(_)) => (StatusCode::CONFLICT, "no_target", None),
-            Self::Placement(PlacementError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found", None),
-            Self::Rollout(RolloutError::UnknownModel(_)) => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::Placement(PlacementError::NoTarget(_)) => {
+                (StatusCode::CONFLICT, "no_target", None)
+            }
+            Self::Placement(PlacementError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found", None)
+            }
+            Self::Rollout(RolloutError::UnknownModel(_)) => {
+                (StatusCode::NOT_FOUND, "not_found", None)
+            }
             Self::Rollout(_) => (StatusCode::CONFLICT, "conflict", None),
         }
     }

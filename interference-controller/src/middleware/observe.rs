@@ -18,7 +18,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    state.metrics.request(&route, &method, status, started.elapsed());
+    state
+        .metrics
+        .request(&route, &method, status, started.elapsed());
     if status == 503 {
         state.metrics.db_unavailable();
     }

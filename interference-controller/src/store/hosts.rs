@@ -90,9 +90,9 @@ pub async fn register(db: &Db, host: &str, r: &Register) -> Result<HostRow, DbEr
         .execute(db.pool())
         .await?;
     }
-    get(db, host).await?.ok_or_else(|| {
-        DbError::Query(sqlx::Error::RowNotFound)
-    })
+    get(db, host)
+        .await?
+        .ok_or_else(|| DbError::Query(sqlx::Error::RowNotFound))
 }
 
 pub async fn heartbeat(db: &Db, host: &str, h: &Heartbeat) -> Result<(), DbError> {

@@ -10,9 +10,7 @@ use sqlx::{Any, AnyConnection, Row};
 
 use crate::db::sql::{big, list, now_ms, rows_per_statement, values};
 use crate::db::{Db, DbError};
-use interference_fleet::wire::{
-    IngestAck, IngestBatch, Item, ItemKind, LedgerColumns, Rejected,
-};
+use interference_fleet::wire::{IngestAck, IngestBatch, Item, ItemKind, LedgerColumns, Rejected};
 
 /// A value bound into a multi-row insert.
 #[derive(Debug, Clone)]
@@ -75,25 +73,75 @@ impl Table {
 }
 
 const LEDGER: &[&str] = &[
-    "record_id", "host_id", "customer", "resource_id", "vm_uuid", "period", "kind",
-    "action_id", "billed_cost_nanos", "charge_start_ms", "charge_end_ms", "line", "received_ms",
+    "record_id",
+    "host_id",
+    "customer",
+    "resource_id",
+    "vm_uuid",
+    "period",
+    "kind",
+    "action_id",
+    "billed_cost_nanos",
+    "charge_start_ms",
+    "charge_end_ms",
+    "line",
+    "received_ms",
 ];
 const PHASES: &[&str] = &[
-    "host_id", "id", "action_id", "phase", "at_ms", "rung", "vm", "vm_uuid", "customer",
-    "model_sha", "victim_wait_after_ms", "detail", "received_ms",
+    "host_id",
+    "id",
+    "action_id",
+    "phase",
+    "at_ms",
+    "rung",
+    "vm",
+    "vm_uuid",
+    "customer",
+    "model_sha",
+    "victim_wait_after_ms",
+    "detail",
+    "received_ms",
 ];
 const ROLLUPS: &[&str] = &[
-    "host_id", "id", "vm", "vm_uuid", "customer", "window_start_ms", "window_ms",
-    "cpu_usage_cores", "run_queue_wait_ms", "preempted_ms", "io_ops", "io_bytes", "memory_mib",
-    "max_score", "actions", "model_sha", "forecast_abs_error", "received_ms",
+    "host_id",
+    "id",
+    "vm",
+    "vm_uuid",
+    "customer",
+    "window_start_ms",
+    "window_ms",
+    "cpu_usage_cores",
+    "run_queue_wait_ms",
+    "preempted_ms",
+    "io_ops",
+    "io_bytes",
+    "memory_mib",
+    "max_score",
+    "actions",
+    "model_sha",
+    "forecast_abs_error",
+    "received_ms",
 ];
 const SCORES: &[&str] = &[
-    "host_id", "id", "victim", "aggressor", "at_ms", "score", "model_sha", "shadow",
+    "host_id",
+    "id",
+    "victim",
+    "aggressor",
+    "at_ms",
+    "score",
+    "model_sha",
+    "shadow",
     "received_ms",
 ];
 const CAPACITY: &[&str] = &[
-    "host_id", "at_ms", "total_vcpus", "total_memory_mib", "free_vcpus", "free_memory_mib",
-    "vms", "received_ms",
+    "host_id",
+    "at_ms",
+    "total_vcpus",
+    "total_memory_mib",
+    "free_vcpus",
+    "free_memory_mib",
+    "vms",
+    "received_ms",
 ];
 const QUARANTINE: &[&str] = &["host_id", "seq", "idx", "reason", "item", "received_ms"];
 
@@ -239,10 +287,16 @@ pub async fn ingest(
     let mut inserted_by_kind = HashMap::new();
     let ledger_inserted = ledger.insert_or_ignore(&mut tx).await?;
     inserted_by_kind.insert(ItemKind::Ledger, ledger_inserted);
-    inserted_by_kind.insert(ItemKind::ActionPhase, phases.insert_or_ignore(&mut tx).await?);
+    inserted_by_kind.insert(
+        ItemKind::ActionPhase,
+        phases.insert_or_ignore(&mut tx).await?,
+    );
     inserted_by_kind.insert(ItemKind::Rollup, rollups.insert_or_ignore(&mut tx).await?);
     inserted_by_kind.insert(ItemKind::Score, scores.insert_or_ignore(&mut tx).await?);
-    inserted_by_kind.insert(ItemKind::Capacity, capacity.insert_or_ignore(&mut tx).await?);
+    inserted_by_kind.insert(
+        ItemKind::Capacity,
+        capacity.insert_or_ignore(&mut tx).await?,
+    );
     quarantine.insert_or_ignore(&mut tx).await?;
 
     let conflicts = if ledger_inserted < ledger_rows {

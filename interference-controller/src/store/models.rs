@@ -24,9 +24,17 @@ pub enum RegistryError {
     #[error("the bundle lists {name} ({sha256}) which has not been uploaded")]
     MissingFile { name: String, sha256: String },
     #[error("the bundle says {name} has {said} bytes, the stored file has {stored}")]
-    Size { name: String, said: u64, stored: i64 },
+    Size {
+        name: String,
+        said: u64,
+        stored: i64,
+    },
     #[error("the sidecar {name} vouches for ONNX sha256 {said}, the bundle's ONNX file is {onnx}")]
-    SidecarMismatch { name: String, said: String, onnx: String },
+    SidecarMismatch {
+        name: String,
+        said: String,
+        onnx: String,
+    },
     #[error("the golden vectors {name} are not JSON with input and output: {message}")]
     Golden { name: String, message: String },
     #[error(transparent)]
@@ -147,7 +155,11 @@ async fn check_contents(db: &Db, m: &BundleManifest) -> Result<(), RegistryError
     let bytes = get_blob(db, &sidecar.sha256).await?.unwrap_or_default();
     let said = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
-        .and_then(|v| v.get("onnx_sha256").and_then(|s| s.as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v.get("onnx_sha256")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     if said != onnx.sha256 {
         return Err(RegistryError::SidecarMismatch {
@@ -191,9 +203,11 @@ pub struct ModelRow {
 }
 
 pub async fn list(db: &Db) -> Result<Vec<ModelRow>, DbError> {
-    let rows = sqlx::query("SELECT sha256, name, version, created_ms FROM models ORDER BY created_ms, sha256")
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT sha256, name, version, created_ms FROM models ORDER BY created_ms, sha256",
+    )
+    .fetch_all(db.pool())
+    .await?;
     Ok(rows
         .iter()
         .map(|r| ModelRow {

@@ -48,13 +48,12 @@ pub async fn place(
     sqlx::query("UPDATE fleet_counters SET value = value + 1 WHERE name = 'placement'")
         .execute(&mut *tx)
         .await?;
-    let active: i64 = sqlx::query(
-        "SELECT COUNT(*) FROM reservations WHERE state = 'active' AND expires_ms > $1",
-    )
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?
-    .get(0);
+    let active: i64 =
+        sqlx::query("SELECT COUNT(*) FROM reservations WHERE state = 'active' AND expires_ms > $1")
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
     if active >= i64::from(limits.max_concurrent) {
         tx.rollback().await?;
         return Err(PlacementError::Busy {
@@ -112,7 +111,13 @@ pub async fn place(
     };
     let mut id_bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut id_bytes);
-    let id = format!("res-{}", id_bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let id = format!(
+        "res-{}",
+        id_bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     let expires = now + limits.ttl_ms;
     sqlx::query(
         "INSERT INTO reservations (id, source_host, target_host, vm, vm_uuid, vcpus, memory_mib, created_ms, expires_ms, state) \
@@ -200,8 +205,9 @@ pub async fn expire(db: &Db) -> Result<u64, DbError> {
 
 /// (state, count) of all reservations.
 pub async fn counts(db: &Db) -> Result<Vec<(String, i64)>, DbError> {
-    let rows = sqlx::query("SELECT state, COUNT(*) FROM reservations GROUP BY state ORDER BY state")
-        .fetch_all(db.pool())
-        .await?;
+    let rows =
+        sqlx::query("SELECT state, COUNT(*) FROM reservations GROUP BY state ORDER BY state")
+            .fetch_all(db.pool())
+            .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -71,9 +71,11 @@ fn row(r: &AnyRow) -> RolloutRow {
 }
 
 pub async fn list(db: &Db) -> Result<Vec<RolloutRow>, DbError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM rollouts ORDER BY started_ms, id"))
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM rollouts ORDER BY started_ms, id"
+    ))
+    .fetch_all(db.pool())
+    .await?;
     Ok(rows.iter().map(row).collect())
 }
 
@@ -98,7 +100,12 @@ pub async fn fleet_current(db: &Db) -> Result<Option<RolloutRow>, DbError> {
 }
 
 /// Starts a rollout of `sha` in shadow, or moves its running rollout one stage on.
-pub async fn promote(db: &Db, sha: &str, share_pct: u32, why: &str) -> Result<RolloutRow, RolloutError> {
+pub async fn promote(
+    db: &Db,
+    sha: &str,
+    share_pct: u32,
+    why: &str,
+) -> Result<RolloutRow, RolloutError> {
     if super::models::model(db, sha).await?.is_none() {
         return Err(RolloutError::UnknownModel(sha.into()));
     }
@@ -127,7 +134,13 @@ pub async fn promote(db: &Db, sha: &str, share_pct: u32, why: &str) -> Result<Ro
             }
             let mut id_bytes = [0u8; 6];
             rand::rng().fill_bytes(&mut id_bytes);
-            let id = format!("r-{}", id_bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            let id = format!(
+                "r-{}",
+                id_bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
             let _gate = db.write_gate().await;
             let mut tx = db.pool().begin().await?;
             sqlx::query(
@@ -179,7 +192,13 @@ pub async fn rollback(db: &Db, why: &str) -> Result<RolloutRow, RolloutError> {
     })
 }
 
-pub async fn set_stage(db: &Db, id: &str, stage: Stage, why: &str, now: i64) -> Result<(), DbError> {
+pub async fn set_stage(
+    db: &Db,
+    id: &str,
+    stage: Stage,
+    why: &str,
+    now: i64,
+) -> Result<(), DbError> {
     let ended = (!stage.is_active()).then_some(now);
     let _gate = db.write_gate().await;
     let mut tx = db.pool().begin().await?;
@@ -210,8 +229,14 @@ pub async fn outcomes(
         // Same hosts, same time: the candidate's shadow events against the acting
         // model's live events.
         let hosts = "SELECT DISTINCT host_id FROM score_events WHERE shadow = 1 AND model_sha = $1 AND at_ms >= $2";
-        let cand: i64 = sqlx::query("SELECT COUNT(*) FROM score_events WHERE shadow = 1 AND model_sha = $1 AND at_ms >= $2")
-            .bind(sha).bind(since).fetch_one(p).await?.get(0);
+        let cand: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM score_events WHERE shadow = 1 AND model_sha = $1 AND at_ms >= $2",
+        )
+        .bind(sha)
+        .bind(since)
+        .fetch_one(p)
+        .await?
+        .get(0);
         let base: i64 = sqlx::query(&format!(
             "SELECT COUNT(*) FROM score_events WHERE shadow = 0 AND at_ms >= $2 AND host_id IN ({hosts})"
         ))
@@ -221,16 +246,30 @@ pub async fn outcomes(
                 "SELECT CAST(SUM(window_ms) AS DOUBLE PRECISION) / 3600000.0 FROM rollups \
                  WHERE window_start_ms >= $2 AND host_id IN ({hosts})"
             ))
-            .bind(sha).bind(since).fetch_one(p).await?,
+            .bind(sha)
+            .bind(since)
+            .fetch_one(p)
+            .await?,
         )
         .unwrap_or(0.0);
         return Ok((
-            Outcomes { vm_hours, actions: cand as f64, ..Outcomes::default() },
-            Outcomes { vm_hours, actions: base as f64, ..Outcomes::default() },
+            Outcomes {
+                vm_hours,
+                actions: cand as f64,
+                ..Outcomes::default()
+            },
+            Outcomes {
+                vm_hours,
+                actions: base as f64,
+                ..Outcomes::default()
+            },
         ));
     }
     let mut out = Vec::new();
-    for (cmp, label) in [("model_sha = $1", "candidate"), ("(model_sha IS NULL OR model_sha <> $1)", "baseline")] {
+    for (cmp, label) in [
+        ("model_sha = $1", "candidate"),
+        ("(model_sha IS NULL OR model_sha <> $1)", "baseline"),
+    ] {
         let _ = label;
         let vm_hours = f64_of(
             sqlx::query(&format!(
@@ -242,20 +281,32 @@ pub async fn outcomes(
         let actions: i64 = sqlx::query(&format!(
             "SELECT COUNT(*) FROM action_phases WHERE phase = 'done' AND {cmp} AND at_ms >= $2"
         ))
-        .bind(sha).bind(since).fetch_one(p).await?.get(0);
+        .bind(sha)
+        .bind(since)
+        .fetch_one(p)
+        .await?
+        .get(0);
         let d_cmp = cmp.replace("model_sha", "d.model_sha");
         let flaps: i64 = sqlx::query(&format!(
             "SELECT COUNT(*) FROM action_phases d JOIN action_phases r \
                ON r.host_id = d.host_id AND r.action_id = d.action_id AND r.phase = 'rollback' \
              WHERE d.phase = 'done' AND {d_cmp} AND d.at_ms >= $2 AND r.at_ms - d.at_ms < $3"
         ))
-        .bind(sha).bind(since).bind(flap_window_ms).fetch_one(p).await?.get(0);
+        .bind(sha)
+        .bind(since)
+        .bind(flap_window_ms)
+        .fetch_one(p)
+        .await?
+        .get(0);
         let victim_wait_ms = f64_of(
             sqlx::query(&format!(
                 "SELECT CAST(AVG(victim_wait_after_ms) AS DOUBLE PRECISION) FROM action_phases \
                  WHERE phase = 'outcome' AND {cmp} AND at_ms >= $2"
             ))
-            .bind(sha).bind(since).fetch_one(p).await?,
+            .bind(sha)
+            .bind(since)
+            .fetch_one(p)
+            .await?,
         );
         let forecast_abs_error = f64_of(
             sqlx::query(&format!(

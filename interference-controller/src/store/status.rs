@@ -44,7 +44,9 @@ pub async fn fleet(db: &Db) -> Result<FleetStatus, DbError> {
         .into_iter()
         .map(|h| HostStatus {
             heartbeat_age_s: h.heartbeat_ms.map(|t| (now - t) as f64 / 1000.0),
-            ingest_lag_s: h.oldest_unsent_ms.map(|t| ((now - t).max(0)) as f64 / 1000.0),
+            ingest_lag_s: h
+                .oldest_unsent_ms
+                .map(|t| ((now - t).max(0)) as f64 / 1000.0),
             host: h.id,
             group: h.group,
             policy_version: h.policy_version,
@@ -72,7 +74,9 @@ pub async fn fleet(db: &Db) -> Result<FleetStatus, DbError> {
         generation,
         hosts,
         rollout: super::rollouts::active(db).await?,
-        fleet_model: super::rollouts::fleet_current(db).await?.map(|r| r.model_sha),
+        fleet_model: super::rollouts::fleet_current(db)
+            .await?
+            .map(|r| r.model_sha),
         policy_layers: layers,
         reservations: super::placement::counts(db).await?,
         tables: super::ingest::table_counts(db).await?,

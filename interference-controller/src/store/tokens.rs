@@ -80,12 +80,11 @@ pub async fn host_of(db: &Db, token: &str) -> Result<Option<String>, DbError> {
 }
 
 pub async fn admin_of(db: &Db, token: &str) -> Result<Option<String>, DbError> {
-    let row = sqlx::query(
-        "SELECT name FROM admin_tokens WHERE token_sha256 = $1 AND revoked_ms IS NULL",
-    )
-    .bind(sha256_hex(token.as_bytes()))
-    .fetch_optional(db.pool())
-    .await?;
+    let row =
+        sqlx::query("SELECT name FROM admin_tokens WHERE token_sha256 = $1 AND revoked_ms IS NULL")
+            .bind(sha256_hex(token.as_bytes()))
+            .fetch_optional(db.pool())
+            .await?;
     Ok(row.map(|r| r.get::<String, _>(0)))
 }
 

@@ -3,7 +3,10 @@
 //! that `scripts/postgres.sh` starts). PostgreSQL variants are `#[ignore]`d (they
 //! need root and Debian's postgresql) and fail, never skip, when it cannot be had.
 
-#![allow(dead_code, reason = "each test file uses a different part of this module")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of this module"
+)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,14 +59,24 @@ impl TestDb {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}/controller.db", dir.path().display());
-                Self { url, kind, pg: None, _dir: Some(dir) }
+                Self {
+                    url,
+                    kind,
+                    pg: None,
+                    _dir: Some(dir),
+                }
             }
             Kind::Postgres => {
                 let pg = Postgres::ensure().unwrap_or_else(|e| panic!("PostgreSQL: {e:#}"));
                 let url = pg
                     .fresh_database("ctl")
                     .unwrap_or_else(|e| panic!("PostgreSQL: {e:#}"));
-                Self { url, kind, pg: Some(pg), _dir: None }
+                Self {
+                    url,
+                    kind,
+                    pg: Some(pg),
+                    _dir: None,
+                }
             }
         }
     }
@@ -91,7 +104,9 @@ pub fn fast_config(url: &str) -> ServerConfig {
 }
 
 pub async fn server(db: &TestDb) -> RunningServer {
-    start(fast_config(&db.url)).await.expect("controller starts")
+    start(fast_config(&db.url))
+        .await
+        .expect("controller starts")
 }
 
 pub fn url(addr: SocketAddr) -> String {
@@ -99,11 +114,15 @@ pub fn url(addr: SocketAddr) -> String {
 }
 
 pub async fn host_token(db: &Db, host: &str) -> String {
-    tokens::create_host_token(db, host, "default").await.expect("token")
+    tokens::create_host_token(db, host, "default")
+        .await
+        .expect("token")
 }
 
 pub async fn admin_token(db: &Db) -> String {
-    tokens::create_admin_token(db, "test").await.expect("admin token")
+    tokens::create_admin_token(db, "test")
+        .await
+        .expect("admin token")
 }
 
 /// A retry policy for tests: quick, persistent, bounded.
@@ -138,10 +157,16 @@ async fn ids(db: &Db, table: &str) -> Vec<String> {
 /// other item once.
 pub async fn assert_holds_exactly(db: &Db, sent: &Sent) {
     let stored = ingest::ledger_lines(db).await.expect("ledger");
-    let expected: Vec<(String, String)> =
-        sent.ledger.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let expected: Vec<(String, String)> = sent
+        .ledger
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(stored.len(), expected.len(), "ledger line count");
-    assert!(stored == expected, "ledger lines differ from what the agents sent");
+    assert!(
+        stored == expected,
+        "ledger lines differ from what the agents sent"
+    );
     for (table, want) in [
         ("action_phases", sent.phases.len()),
         ("rollups", sent.rollups.len()),
@@ -185,7 +210,11 @@ impl Admin {
     }
 
     /// (status, JSON body)
-    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+    pub async fn put(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
         let r = self
             .http
             .put(format!("{}{path}", self.base))
@@ -245,7 +274,9 @@ pub fn spawn_agents(
                 let mut report = interference_fleet_lab::sim::Report::default();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let batch = a.make_batch(items_per_batch);
-                    a.send(&batch, &mut report).await.expect("batch acknowledged in the end");
+                    a.send(&batch, &mut report)
+                        .await
+                        .expect("batch acknowledged in the end");
                 }
                 (a.sent, report)
             })

@@ -74,7 +74,8 @@ impl Backoff {
     pub fn ceiling(&self) -> Duration {
         let base = self.policy.base.max(Duration::from_millis(1));
         let shift = self.failures.min(30);
-        base.saturating_mul(1u32 << shift).min(self.policy.cap.max(base))
+        base.saturating_mul(1u32 << shift)
+            .min(self.policy.cap.max(base))
     }
 
     /// Record a failure and say how long to wait before the next attempt.
@@ -120,7 +121,10 @@ mod tests {
         for _ in 0..8 {
             let ceiling = b.ceiling();
             let d = b.next_delay(None);
-            assert!(d >= Duration::from_millis(100) && d <= ceiling, "{d:?} {ceiling:?}");
+            assert!(
+                d >= Duration::from_millis(100) && d <= ceiling,
+                "{d:?} {ceiling:?}"
+            );
             ceilings.push(ceiling.as_millis());
         }
         assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
@@ -134,7 +138,10 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..50 {
             let d = b.next_delay(Some(Duration::from_secs(2)));
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(3), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_secs(3),
+                "{d:?}"
+            );
             seen.insert(d.as_millis());
         }
         assert!(seen.len() > 10, "jittered: {seen:?}");

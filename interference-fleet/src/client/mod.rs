@@ -118,7 +118,10 @@ impl FleetClient {
         if let Some(etag) = etag {
             request = request.header(IF_NONE_MATCH, format!("\"{etag}\""));
         }
-        let response = request.send().await.map_err(|source| transport(&url, source))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| transport(&url, source))?;
         if response.status() == StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
@@ -152,7 +155,9 @@ impl FleetClient {
 
     /// A bundle's manifest, checked against its address.
     pub async fn model_manifest(&self, sha256: &str) -> Result<BundleManifest, ClientError> {
-        let bytes = self.get_verified("model manifest", &routes::model_manifest(sha256), sha256).await?;
+        let bytes = self
+            .get_verified("model manifest", &routes::model_manifest(sha256), sha256)
+            .await?;
         let url = format!("{}{}", self.base, routes::model_manifest(sha256));
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
@@ -162,7 +167,8 @@ impl FleetClient {
 
     /// A bundle file, checked against its sha256.
     pub async fn blob(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        self.get_verified("bundle file", &routes::blob(sha256), sha256).await
+        self.get_verified("bundle file", &routes::blob(sha256), sha256)
+            .await
     }
 
     /// Repeat `call` while it fails with a retryable error, waiting with jittered
@@ -320,9 +326,10 @@ async fn decode_envelope<R: DeserializeOwned>(
         .bytes()
         .await
         .map_err(|source| transport(url, source))?;
-    let envelope: Envelope<R> = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-        url: url.to_owned(),
-        message: e.to_string(),
-    })?;
+    let envelope: Envelope<R> =
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
     Ok(envelope.open()?)
 }

@@ -213,10 +213,7 @@ pub struct ScoreEvent {
 impl ScoreEvent {
     pub fn id(&self) -> String {
         let shadow = if self.shadow { "/shadow" } else { "" };
-        format!(
-            "{}/{}/{}{shadow}",
-            self.victim, self.aggressor, self.at_ms
-        )
+        format!("{}/{}/{}{shadow}", self.victim, self.aggressor, self.at_ms)
     }
 }
 
@@ -267,7 +264,9 @@ mod tests {
     #[test]
     fn items_are_externally_tagged_and_keep_ledger_bytes() {
         let line = r#"{"x_RecordId":"h/1/charge","BilledCost":1.5e-05,"Z":1,"A":2}"#;
-        let text = format!(r#"{{"seq":3,"items":[{{"ledger":{{"line":{line}}}}},{{"capacity":{{"at_ms":5,"capacity":{{"total_vcpus":8,"total_memory_mib":1024,"free_vcpus":4,"free_memory_mib":512,"vms":2}}}}}}]}}"#);
+        let text = format!(
+            r#"{{"seq":3,"items":[{{"ledger":{{"line":{line}}}}},{{"capacity":{{"at_ms":5,"capacity":{{"total_vcpus":8,"total_memory_mib":1024,"free_vcpus":4,"free_memory_mib":512,"vms":2}}}}}}]}}"#
+        );
         let batch: IngestBatch = serde_json::from_str(&text).expect("batch");
         assert_eq!(batch.items.len(), 2);
         match &batch.items[0] {

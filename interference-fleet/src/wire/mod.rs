@@ -18,11 +18,13 @@ pub use desired::{DesiredState, Limits, ModelAssignment, ModelRef, PolicyAssignm
 pub use error::{ErrorBody, FieldError};
 pub use host::{Capacity, Heartbeat, HeartbeatAck, Register, Registered};
 pub use ingest::{
-    ActionPhase, CapacitySample, IngestAck, IngestBatch, Item, ItemKind, Phase, Rejected,
-    Rollup, ScoreEvent, ROLLUP_WINDOW_MS,
+    ActionPhase, CapacitySample, IngestAck, IngestBatch, Item, ItemKind, Phase, Rejected, Rollup,
+    ScoreEvent, ROLLUP_WINDOW_MS,
 };
 pub use ledger::{LedgerColumns, LedgerError, LedgerLine};
-pub use model::{is_sha256_hex, sha256_hex, BundleFile, BundleManifest, FileRole, ManifestError, BUNDLE_FORMAT};
+pub use model::{
+    is_sha256_hex, sha256_hex, BundleFile, BundleManifest, FileRole, ManifestError, BUNDLE_FORMAT,
+};
 pub use placement::{PlacementRequest, Release, ReleaseOutcome, Released, Reservation};
 
 use serde::{Deserialize, Serialize};

@@ -44,5 +44,7 @@ pub async fn drain(
     if !hosts::set_draining(&state.db, &host, body.draining).await? {
         return Err(ApiError::NotFound(format!("no host {host}")));
     }
-    Ok(Json(serde_json::json!({"host": host, "draining": body.draining})))
+    Ok(Json(
+        serde_json::json!({"host": host, "draining": body.draining}),
+    ))
 }

@@ -20,7 +20,9 @@ pub async fn put_blob(
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let new = models::put_blob(&state.db, &sha256, &bytes).await?;
-    Ok(Json(serde_json::json!({"sha256": sha256, "size": bytes.len(), "new": new})))
+    Ok(Json(
+        serde_json::json!({"sha256": sha256, "size": bytes.len(), "new": new}),
+    ))
 }
 
 pub async fn put_manifest(
@@ -29,7 +31,9 @@ pub async fn put_manifest(
     Path(sha256): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<BundleManifest>, ApiError> {
-    Ok(Json(models::put_manifest(&state.db, &sha256, &bytes).await?))
+    Ok(Json(
+        models::put_manifest(&state.db, &sha256, &bytes).await?,
+    ))
 }
 
 #[derive(Debug, serde::Serialize)]

@@ -42,7 +42,12 @@ pub async fn desired(
     let known = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_owned());
+        .map(|v| {
+            v.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        });
     let wait = std::time::Duration::from_millis(wait.wait_ms.unwrap_or(0))
         .min(state.settings.max_long_poll);
     let deadline = Instant::now() + wait;

@@ -20,11 +20,14 @@ pub async fn place(
     if !settings.placement {
         state.metrics.reservation("disabled");
         return Err(ApiError::Conflict(
-            "placement is off for this fleet ([fleet] placement = false): use the static targets".into(),
+            "placement is off for this fleet ([fleet] placement = false): use the static targets"
+                .into(),
         ));
     }
     if request.vcpus == 0 || request.memory_mib == 0 {
-        return Err(ApiError::BadRequest("a VM has at least one vCPU and some memory".into()));
+        return Err(ApiError::BadRequest(
+            "a VM has at least one vCPU and some memory".into(),
+        ));
     }
     let limits = PlacementLimits {
         max_concurrent: settings.max_concurrent_migrations,
