@@ -27,6 +27,15 @@ pub struct ServeSettings {
     pub max_long_poll: Duration,
     /// Reload the fleet snapshot at least this often (tenant caps move with ingest).
     pub snapshot_reload: Duration,
+    /// Batches being stored at once (on SQLite they queue for the one writer). A batch
+    /// beyond that waits up to `max_ingest_wait` for its turn, with at most
+    /// `max_ingest_waiting` others; past either it is answered `429` with `Retry-After`
+    /// before any database work, so that a fleet replaying after an outage backs off
+    /// cheaply instead of timing out and resending, and the bodies held in memory stay
+    /// bounded.
+    pub max_ingest_in_flight: usize,
+    pub max_ingest_waiting: usize,
+    pub max_ingest_wait: Duration,
 }
 
 impl Default for ServeSettings {
@@ -36,6 +45,9 @@ impl Default for ServeSettings {
             max_batch_items: 5000,
             max_long_poll: Duration::from_secs(60),
             snapshot_reload: crate::desired::RELOAD_EVERY,
+            max_ingest_in_flight: 64,
+            max_ingest_waiting: 192,
+            max_ingest_wait: Duration::from_secs(3),
         }
     }
 }
@@ -45,6 +57,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub tokens: TokenCache,
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    pub ingest_waiting: std::sync::atomic::AtomicUsize,
     pub settings: ServeSettings,
 }
 
@@ -70,6 +84,10 @@ impl AppState {
             metrics,
             snapshot,
             tokens: TokenCache::default(),
+            ingest_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_ingest_in_flight.max(1),
+            )),
+            ingest_waiting: std::sync::atomic::AtomicUsize::new(0),
             settings,
         }))
     }

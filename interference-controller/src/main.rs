@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
                         max_connections: 16,
                         heartbeat_every: None,
                         max_batch_items: 5000,
+                        max_ingest_in_flight: 64,
                     },
                 )
                 .await

@@ -32,6 +32,7 @@ pub struct Metrics {
     items: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     batches: AtomicU64,
     batches_replayed: AtomicU64,
+    throttled: AtomicU64,
     ledger_conflicts: AtomicU64,
     db_unavailable: AtomicU64,
     long_polls: AtomicI64,
@@ -81,6 +82,11 @@ impl Metrics {
         if let Ok(mut m) = self.items.lock() {
             *m.entry(("any", "rejected")).or_default() += n;
         }
+    }
+
+    /// A batch turned away because too many were in flight.
+    pub fn throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn db_unavailable(&self) {

@@ -198,3 +198,80 @@ async fn an_oversized_batch_or_a_bad_token_is_refused(kind: Kind) {
     s.stop().await;
 }
 both!(an_oversized_batch_or_a_bad_token_is_refused);
+
+/// The migration proof's oracle: base lines of one VM uuid from two hosts must not
+/// overlap in time.
+async fn a_vm_billed_on_two_hosts_at_once_is_found(kind: Kind) {
+    let t = TestDb::new(kind);
+    let s = server(&t).await;
+    let line = |host: &str, start: &str, end: &str, slot: u64| {
+        let text = format!(
+            r#"{{"x_RecordId":"base/{host}/web-1/{slot}/1/vcpu","BillingAccountId":"acme","ResourceId":"{host}/web-1","BilledCost":0.01,"ChargePeriodStart":"{start}","ChargePeriodEnd":"{end}","x_Host":"{host}","x_Period":"2026-11","x_Kind":"base"}}"#
+        );
+        Item::Ledger {
+            line: LedgerLine::from_json_line(&text).expect("json"),
+            vm_uuid: Some("u-web-1".into()),
+        }
+    };
+    let mut report = Report::default();
+    let mut src = agent(&s.db, &url(s.addr), "src").await;
+    let mut dst = agent(&s.db, &url(s.addr), "dst").await;
+    // Migrated at 10:20:00: the source bills up to it, the target from it.
+    src.send(
+        &IngestBatch {
+            seq: 1,
+            items: vec![line(
+                "src",
+                "2026-11-26T10:00:00.000Z",
+                "2026-11-26T10:20:00.000Z",
+                1,
+            )],
+        },
+        &mut report,
+    )
+    .await
+    .expect("src");
+    dst.send(
+        &IngestBatch {
+            seq: 1,
+            items: vec![line(
+                "dst",
+                "2026-11-26T10:20:00.000Z",
+                "2026-11-26T11:00:00.000Z",
+                1,
+            )],
+        },
+        &mut report,
+    )
+    .await
+    .expect("dst");
+    assert!(
+        interference_controller::store::ingest::double_billed_vms(&s.db)
+            .await
+            .expect("query")
+            .is_empty()
+    );
+    // A target that bills from 10:19:30 overlaps the source by 30 s.
+    dst.send(
+        &IngestBatch {
+            seq: 2,
+            items: vec![line(
+                "dst",
+                "2026-11-26T10:19:30.000Z",
+                "2026-11-26T10:20:00.000Z",
+                2,
+            )],
+        },
+        &mut report,
+    )
+    .await
+    .expect("dst");
+    assert_eq!(
+        interference_controller::store::ingest::double_billed_vms(&s.db)
+            .await
+            .expect("query"),
+        vec![("u-web-1".to_owned(), 30)]
+    );
+    s.stop().await;
+}
+both!(a_vm_billed_on_two_hosts_at_once_is_found);

@@ -49,14 +49,29 @@ pub struct Report {
     pub items: u64,
     /// Time from first send to acknowledgement, per batch.
     pub latencies: Vec<Duration>,
-    /// Batches that needed more than one attempt.
+    /// Batches resent for a reason other than being throttled (timeouts, cut
+    /// connections, lost answers, 5xx).
     pub retried: u64,
     /// Errors answered with a 5xx status (each attempt).
     pub server_errors: u64,
+    /// Attempts answered 429 (throttled, with Retry-After).
+    pub throttled: u64,
+}
+
+/// Which items a batch holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mix {
+    /// Mostly ledger lines, every kind present (tests: the ledger is what must match).
+    #[default]
+    LedgerHeavy,
+    /// A host with 50 VMs over an hour (docs/controller.md): per 93 items, 60 rollups,
+    /// 12 ledger lines, 12 score events, 6 capacity samples, 3 action phases.
+    HostHour,
 }
 
 pub struct SimAgent {
     pub host: String,
+    pub mix: Mix,
     pub client: FleetClient,
     next_seq: u64,
     next_item: u64,
@@ -72,6 +87,7 @@ impl SimAgent {
         config.request_timeout = Duration::from_secs(10);
         Ok(Self {
             host: host.to_owned(),
+            mix: Mix::default(),
             client: FleetClient::new(config)?,
             next_seq: 1,
             next_item: 0,
@@ -98,7 +114,17 @@ impl SimAgent {
     pub fn item(&self, i: u64) -> Item {
         let h = &self.host;
         let at = self.base_ms + i * 1000;
-        match i % 10 {
+        let kind = match self.mix {
+            Mix::LedgerHeavy => i % 10,
+            Mix::HostHour => match i % 93 {
+                0..=59 => 7,
+                60..=71 => 0,
+                72..=83 => 8,
+                84..=89 => 9,
+                _ => 6,
+            },
+        };
+        match kind {
             0..=5 => {
                 let seg = at / 3_600_000 * 3_600_000;
                 let kind = if i.is_multiple_of(2) {
@@ -210,6 +236,7 @@ impl SimAgent {
         let started = Instant::now();
         let attempts = AtomicU64::new(0);
         let server_errors = AtomicU64::new(0);
+        let throttled = AtomicU64::new(0);
         let policy = self.client.config().retry;
         let client = &self.client;
         let ack = client
@@ -220,6 +247,9 @@ impl SimAgent {
                     if e.status().is_some_and(|s| s >= 500) {
                         server_errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    if e.status() == Some(429) {
+                        throttled.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 r
             })
@@ -227,9 +257,10 @@ impl SimAgent {
         report.batches += 1;
         report.items += batch.items.len() as u64;
         report.latencies.push(started.elapsed());
-        if attempts.load(Ordering::Relaxed) > 1 {
+        if attempts.load(Ordering::Relaxed) > throttled.load(Ordering::Relaxed) + 1 {
             report.retried += 1;
         }
+        report.throttled += throttled.load(Ordering::Relaxed);
         report.server_errors += server_errors.load(Ordering::Relaxed);
         Ok(ack)
     }

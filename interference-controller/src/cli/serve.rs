@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// The most items one ingest batch may hold.
     #[arg(long, default_value_t = 5000)]
     pub max_batch_items: u32,
+    /// Batches stored at once; up to 3x more wait up to 3 s, the rest get 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub max_ingest_in_flight: usize,
 }
 
 pub async fn run(database: &str, args: &ServeArgs) -> Result<()> {
@@ -67,6 +70,7 @@ pub async fn run(database: &str, args: &ServeArgs) -> Result<()> {
         config.settings.heartbeat_every = h;
     }
     config.settings.max_batch_items = args.max_batch_items;
+    config.settings.max_ingest_in_flight = args.max_ingest_in_flight;
     let server = start(config).await.context("cannot start the controller")?;
     println!("listening on {}", server.addr);
     server.wait(shutdown_signal()).await;

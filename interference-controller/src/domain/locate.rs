@@ -148,3 +148,49 @@ pub fn line_of(text: &str, at: usize) -> u32 {
     let before = text.get(..at).unwrap_or(text);
     (before.matches('\n').count() + 1) as u32
 }
+
+/// The line of `field` found by its name alone, for documents the span walk cannot
+/// read (toml 0.8 refuses spans under a dotted table header such as
+/// `[policy.migration]`): the deepest segment of the path that appears as a key
+/// (`name = ...`) or at the end of a table header (`[... .name]`).
+pub fn line_by_name(text: &str, field: &str) -> u32 {
+    let segments: Vec<&str> = field
+        .split('.')
+        .map(|s| s.split('[').next().unwrap_or(s))
+        .filter(|s| !s.is_empty())
+        .collect();
+    for seg in segments.iter().rev() {
+        for (n, line) in text.lines().enumerate() {
+            let l = line.trim();
+            let is_key = l
+                .strip_prefix(seg)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            let header = l.trim_start_matches('[').trim_end_matches(']');
+            let is_header =
+                l.starts_with('[') && (header == *seg || header.ends_with(&format!(".{seg}")));
+            if is_key || is_header {
+                return n as u32 + 1;
+            }
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_headers_are_located_by_name() {
+        let text =
+            "[policy.migration]\nenabled = true\n[[policy.migration.targets]]\nuri = \"x\"\n";
+        assert!(
+            Locator::new(text).is_none(),
+            "toml 0.8 spans under dotted headers"
+        );
+        assert_eq!(line_by_name(text, "policy.migration.targets"), 3);
+        assert_eq!(line_by_name(text, "policy.migration.targets[0].uri"), 4);
+        assert_eq!(line_by_name(text, "policy.migration.enabled"), 2);
+        assert_eq!(line_by_name(text, "billing.currency"), 0);
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::locate::{line_of, Locator};
+use super::locate::{line_by_name, line_of, Locator};
 use interference_fleet::wire::FieldError;
 
 /// Checks one document as an agent would load it (`[policy]` and `[billing]` tables;
@@ -21,7 +21,14 @@ pub fn validate_policy(file: &str, toml_text: &str) -> Result<(), Vec<FieldError
         let span = e.span();
         let field = match (&span, &locator) {
             (Some(span), Some(l)) => l.field_at(span),
-            _ => String::new(),
+            // No spans: the key serde complains about is in its message.
+            _ => e
+                .message()
+                .split('`')
+                .nth(1)
+                .filter(|_| e.message().starts_with("unknown field"))
+                .unwrap_or_default()
+                .to_owned(),
         };
         vec![FieldError {
             file: file.to_owned(),
@@ -46,10 +53,10 @@ pub fn locate(file: &str, text: &str, problems: Vec<(String, String)>) -> Vec<Fi
         .into_iter()
         .map(|(field, message)| FieldError {
             file: file.to_owned(),
-            line: locator
-                .as_ref()
-                .and_then(|l| l.span_of(&field))
-                .map_or(0, |s| line_of(text, s.start)),
+            line: match &locator {
+                Some(l) => l.span_of(&field).map_or(0, |s| line_of(text, s.start)),
+                None => line_by_name(text, &field),
+            },
             field,
             message,
         })
@@ -608,12 +615,15 @@ mod tests {
         );
         let e = errors("[policy.migration]\nenabled = true\n[[policy.migration.targets]]\nuri = \"10.0.0.1:4444\"\nfree_vcpus = 2\n");
         assert_eq!(e.len(), 2, "{e:?}");
+        // A missing key is located at its table's header.
         assert!(
-            e[0].starts_with("fleet.toml:4: policy.migration.targets[0].uri"),
+            e[0].starts_with(
+                "fleet.toml:3: policy.migration.targets[0].free_memory_mib: is required"
+            ),
             "{e:?}"
         );
         assert!(
-            e[1].contains("policy.migration.targets[0].free_memory_mib: is required"),
+            e[1].starts_with("fleet.toml:4: policy.migration.targets[0].uri"),
             "{e:?}"
         );
     }

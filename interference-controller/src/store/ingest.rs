@@ -9,7 +9,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 
 use crate::db::sql::{big, list, now_ms, rows_per_statement, values};
-use crate::db::{Db, DbError};
+use crate::db::{Backend, Db, DbError};
 use interference_fleet::wire::{IngestAck, IngestBatch, Item, ItemKind, LedgerColumns, Rejected};
 
 /// A value bound into a multi-row insert.
@@ -48,7 +48,11 @@ impl Table {
     }
 
     /// Inserts every row not already there; returns how many were new.
-    async fn insert_or_ignore(self, conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {
+    async fn insert_or_ignore(
+        self,
+        backend: Backend,
+        conn: &mut AnyConnection,
+    ) -> Result<u64, sqlx::Error> {
         let mut inserted = 0;
         let per = rows_per_statement(self.columns.len());
         let mut rows = self.rows.into_iter().peekable();
@@ -58,7 +62,7 @@ impl Table {
                 "INSERT INTO {} ({}) VALUES {} ON CONFLICT DO NOTHING",
                 self.name,
                 self.columns.join(", "),
-                values(chunk.len(), self.columns.len())
+                values(backend, chunk.len(), self.columns.len())
             );
             let mut q = sqlx::query(&sql);
             for row in chunk {
@@ -269,6 +273,7 @@ pub async fn ingest(
     }
     let ledger_rows = ledger.rows.len() as u64;
 
+    let backend = db.backend();
     let _gate = db.write_gate().await;
     let mut tx = db.pool().begin().await?;
     let first_time = sqlx::query(
@@ -285,22 +290,28 @@ pub async fn ingest(
         == 1;
 
     let mut inserted_by_kind = HashMap::new();
-    let ledger_inserted = ledger.insert_or_ignore(&mut tx).await?;
+    let ledger_inserted = ledger.insert_or_ignore(backend, &mut tx).await?;
     inserted_by_kind.insert(ItemKind::Ledger, ledger_inserted);
     inserted_by_kind.insert(
         ItemKind::ActionPhase,
-        phases.insert_or_ignore(&mut tx).await?,
+        phases.insert_or_ignore(backend, &mut tx).await?,
     );
-    inserted_by_kind.insert(ItemKind::Rollup, rollups.insert_or_ignore(&mut tx).await?);
-    inserted_by_kind.insert(ItemKind::Score, scores.insert_or_ignore(&mut tx).await?);
+    inserted_by_kind.insert(
+        ItemKind::Rollup,
+        rollups.insert_or_ignore(backend, &mut tx).await?,
+    );
+    inserted_by_kind.insert(
+        ItemKind::Score,
+        scores.insert_or_ignore(backend, &mut tx).await?,
+    );
     inserted_by_kind.insert(
         ItemKind::Capacity,
-        capacity.insert_or_ignore(&mut tx).await?,
+        capacity.insert_or_ignore(backend, &mut tx).await?,
     );
-    quarantine.insert_or_ignore(&mut tx).await?;
+    quarantine.insert_or_ignore(backend, &mut tx).await?;
 
     let conflicts = if ledger_inserted < ledger_rows {
-        conflicting_lines(&mut tx, &ledger_sent).await?
+        conflicting_lines(backend, &mut tx, &ledger_sent).await?
     } else {
         Vec::new()
     };
@@ -343,6 +354,7 @@ pub async fn ingest(
 /// Record ids of `sent` stored with other content than sent (a second host using the
 /// same id): the stored line stays, the conflict is reported.
 async fn conflicting_lines(
+    backend: Backend,
     conn: &mut AnyConnection,
     sent: &[(String, String)],
 ) -> Result<Vec<String>, sqlx::Error> {
@@ -350,7 +362,7 @@ async fn conflicting_lines(
     for chunk in sent.chunks(500) {
         let sql = format!(
             "SELECT record_id, line FROM ledger_lines WHERE record_id IN ({})",
-            list(chunk.len())
+            list(backend, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for (id, _) in chunk {
