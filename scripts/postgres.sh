@@ -74,7 +74,7 @@ synchronous_commit = on
 CONF
     fi
     if ! running; then
-        as_pg "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null
+        as_pg "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 300 start >/dev/null
     fi
     if ! as_pg "$bin/psql" -h "$SOCK" -p "$PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DBNAME'" | grep -q 1; then
         as_pg "$bin/createdb" -h "$SOCK" -p "$PORT" -U postgres "$DBNAME"
@@ -84,7 +84,7 @@ CONF
 
 stop_mode() {
     if bindir >/dev/null && running; then
-        as_pg "$(bindir)/pg_ctl" -D "$DATA" -m "$1" -w -t 60 stop >/dev/null
+        as_pg "$(bindir)/pg_ctl" -D "$DATA" -m "$1" -w -t 120 stop >/dev/null
     fi
 }
 

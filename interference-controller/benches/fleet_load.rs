@@ -34,6 +34,8 @@ use interference_fleet_lab::sim::{Mix, Report, SimAgent};
 
 struct Target {
     db: Db,
+    pg: Option<Postgres>,
+    url: String,
     process: ControllerProcess,
     base: String,
     _dir: Option<tempfile::TempDir>,
@@ -59,7 +61,7 @@ async fn target(backend: &'static str) -> Result<Target> {
     let listen = format!("127.0.0.1:{port}");
     let process = ControllerProcess::start(ControllerSpec {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_interference-controller")),
-        database: url,
+        database: url.clone(),
         listen: listen.clone(),
         netns: None,
         log: dir.as_ref().map(|d| d.path().join("controller.log")),
@@ -67,6 +69,8 @@ async fn target(backend: &'static str) -> Result<Target> {
     .await?;
     Ok(Target {
         db,
+        pg,
+        url,
         process,
         base: format!("http://{listen}"),
         _dir: dir,
@@ -361,6 +365,10 @@ async fn run() -> Result<()> {
                 .get(0);
             eprintln!("({backend} {scenario}: {rows} rollup rows stored)");
             t.process.kill().await?;
+            if let Some(pg) = &t.pg {
+                t.db.close().await;
+                pg.drop_database(&t.url);
+            }
         }
     }
     Ok(())

@@ -51,6 +51,29 @@ impl Postgres {
         script("start").map(|_| ())
     }
 
+    /// Drops a database made by [`Self::fresh_database`] (best effort: connections
+    /// still open are ended).
+    pub fn drop_database(&self, url: &str) {
+        let Some((base, name)) = url.rsplit_once('/') else {
+            return;
+        };
+        let port = base.rsplit_once(':').map_or("55432", |(_, p)| p);
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qAtc",
+            ])
+            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .output();
+    }
+
     /// A new, empty database on the cluster; returns its URL.
     pub fn fresh_database(&self, prefix: &str) -> Result<String> {
         static N: AtomicU32 = AtomicU32::new(0);

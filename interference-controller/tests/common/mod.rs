@@ -88,6 +88,14 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(pg) = &self.pg {
+            pg.drop_database(&self.url);
+        }
+    }
+}
+
 /// Fast jobs and reloads, so tests do not wait for production periods.
 pub fn fast_config(url: &str) -> ServerConfig {
     let mut c = ServerConfig::new(url, "127.0.0.1:0".parse().expect("addr"));
