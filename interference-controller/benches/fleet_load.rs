@@ -42,17 +42,18 @@ struct Target {
 }
 
 async fn target(backend: &'static str) -> Result<Target> {
-    let (url, dir) = match backend {
+    let (url, dir, pg) = match backend {
         "sqlite" => {
             let dir = tempfile::Builder::new()
                 .prefix("ifbench")
                 .tempdir_in("/var/tmp")?;
-            (
-                format!("sqlite://{}/controller.db", dir.path().display()),
-                Some(dir),
-            )
+            let url = format!("sqlite://{}/controller.db", dir.path().display());
+            (url, Some(dir), None)
         }
-        _ => (Postgres::ensure()?.fresh_database("bench")?, None),
+        _ => {
+            let pg = Postgres::ensure()?;
+            (pg.fresh_database("bench")?, None, Some(pg))
+        }
     };
     let db = Db::connect_and_migrate(&url, &DbOptions::default()).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -57,6 +57,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub tokens: TokenCache,
+    /// SQLite only: batches stored in groups, one fsync per group.
+    pub group_commit: Option<crate::store::group_commit::GroupCommitter>,
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
     pub ingest_waiting: std::sync::atomic::AtomicUsize,
     pub settings: ServeSettings,
@@ -79,7 +81,10 @@ impl AppState {
         snapshot: watch::Receiver<Arc<Snapshot>>,
         settings: ServeSettings,
     ) -> Self {
+        let group_commit = (db.backend() == crate::db::Backend::Sqlite)
+            .then(|| crate::store::group_commit::GroupCommitter::spawn(db.clone()));
         Self(Arc::new(Inner {
+            group_commit,
             db,
             metrics,
             snapshot,

@@ -97,7 +97,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     metrics.set_generation(snapshot.generation);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
     let (leader_tx, leader_rx) = watch::channel(false);
-    let background = vec![
+    let mut background = vec![
         spawn_watcher(
             db.clone(),
             metrics.clone(),
@@ -112,6 +112,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
             config.jobs.clone(),
         ),
     ];
+    background.extend(db.spawn_sqlite_checkpointer());
     let state = AppState::new(
         db.clone(),
         metrics.clone(),

@@ -118,8 +118,10 @@ impl Db {
                         // WAL: readers never block the writer. synchronous=FULL: a
                         // committed batch (and so an acknowledged one) survives a power
                         // cut, not only a crash of this process.
+                        // Checkpoints run from a background task (see
+                        // `spawn_sqlite_checkpointer`), not inside a commit.
                         conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=15000;",
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=15000; PRAGMA wal_autocheckpoint=0;",
                         )
                         .await?;
                     }
@@ -180,6 +182,30 @@ impl Db {
             .await
             .map(|_| ())
             .map_err(DbError::from)
+    }
+
+    /// SQLite: copies the write-ahead log into the database file every second, in
+    /// PASSIVE mode (never waits for, nor blocks, the writer). Left to SQLite, the
+    /// checkpoint runs inside whichever commit crosses 1000 pages and that commit waits
+    /// for the database file's fsync: a stall of up to a second on a slow disk, for a
+    /// batch that had nothing to do with it.
+    pub fn spawn_sqlite_checkpointer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        let pool = self.pool.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if pool.is_closed() {
+                    return;
+                }
+                let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await;
+            }
+        }))
     }
 
     pub async fn close(&self) {

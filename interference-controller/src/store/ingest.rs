@@ -156,12 +156,26 @@ pub struct KindCounts {
     pub inserted: HashMap<ItemKind, u64>,
 }
 
-/// Stores one batch in one transaction and says what was new.
-pub async fn ingest(
-    db: &Db,
-    host: &str,
-    batch: &IngestBatch,
-) -> Result<(IngestAck, KindCounts), DbError> {
+/// A batch decoded into rows, ready to store (no database work yet).
+pub struct Prepared {
+    host: String,
+    seq: i64,
+    wire_seq: u64,
+    items: usize,
+    now: i64,
+    ledger: Table,
+    ledger_sent: Vec<(String, String)>,
+    phases: Table,
+    rollups: Table,
+    scores: Table,
+    capacity: Table,
+    quarantine: Table,
+    rejected: Vec<Rejected>,
+    counts: KindCounts,
+}
+
+/// Decodes a batch into rows (ledger columns extracted, unreadable items set aside).
+pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
     let now = now_ms();
     let seq = big(batch.seq);
     let mut ledger = Table::new("ledger_lines", LEDGER);
@@ -271,18 +285,70 @@ pub async fn ingest(
             ]),
         }
     }
-    let ledger_rows = ledger.rows.len() as u64;
+    Prepared {
+        host: host.to_owned(),
+        seq,
+        wire_seq: batch.seq,
+        items: batch.items.len(),
+        now,
+        ledger,
+        ledger_sent,
+        phases,
+        rollups,
+        scores,
+        capacity,
+        quarantine,
+        rejected,
+        counts,
+    }
+}
 
-    let backend = db.backend();
+/// Stores one batch in one transaction and says what was new.
+pub async fn ingest(
+    db: &Db,
+    host: &str,
+    batch: &IngestBatch,
+) -> Result<(IngestAck, KindCounts), DbError> {
+    let prepared = prepare(host, batch);
     let _gate = db.write_gate().await;
     let mut tx = db.pool().begin().await?;
+    let out = store(db.backend(), &mut tx, prepared).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Inserts a prepared batch inside the caller's transaction (which the caller
+/// commits before anyone is told).
+pub async fn store(
+    backend: Backend,
+    tx: &mut AnyConnection,
+    p: Prepared,
+) -> Result<(IngestAck, KindCounts), sqlx::Error> {
+    let Prepared {
+        host,
+        seq,
+        wire_seq,
+        items,
+        now,
+        ledger,
+        ledger_sent,
+        phases,
+        rollups,
+        scores,
+        capacity,
+        quarantine,
+        rejected,
+        mut counts,
+    } = p;
+    let host = host.as_str();
+    let ledger_rows = ledger.rows.len() as u64;
     let first_time = sqlx::query(
         "INSERT INTO ingest_batches (host_id, seq, items, inserted, received_ms) \
          VALUES ($1, $2, $3, 0, $4) ON CONFLICT DO NOTHING",
     )
     .bind(host)
     .bind(seq)
-    .bind(batch.items.len() as i64)
+    .bind(items as i64)
     .bind(now)
     .execute(&mut *tx)
     .await?
@@ -290,28 +356,28 @@ pub async fn ingest(
         == 1;
 
     let mut inserted_by_kind = HashMap::new();
-    let ledger_inserted = ledger.insert_or_ignore(backend, &mut tx).await?;
+    let ledger_inserted = ledger.insert_or_ignore(backend, &mut *tx).await?;
     inserted_by_kind.insert(ItemKind::Ledger, ledger_inserted);
     inserted_by_kind.insert(
         ItemKind::ActionPhase,
-        phases.insert_or_ignore(backend, &mut tx).await?,
+        phases.insert_or_ignore(backend, &mut *tx).await?,
     );
     inserted_by_kind.insert(
         ItemKind::Rollup,
-        rollups.insert_or_ignore(backend, &mut tx).await?,
+        rollups.insert_or_ignore(backend, &mut *tx).await?,
     );
     inserted_by_kind.insert(
         ItemKind::Score,
-        scores.insert_or_ignore(backend, &mut tx).await?,
+        scores.insert_or_ignore(backend, &mut *tx).await?,
     );
     inserted_by_kind.insert(
         ItemKind::Capacity,
-        capacity.insert_or_ignore(backend, &mut tx).await?,
+        capacity.insert_or_ignore(backend, &mut *tx).await?,
     );
-    quarantine.insert_or_ignore(backend, &mut tx).await?;
+    quarantine.insert_or_ignore(backend, &mut *tx).await?;
 
     let conflicts = if ledger_inserted < ledger_rows {
-        conflicting_lines(backend, &mut tx, &ledger_sent).await?
+        conflicting_lines(backend, &mut *tx, &ledger_sent).await?
     } else {
         Vec::new()
     };
@@ -333,14 +399,13 @@ pub async fn ingest(
     .bind(host)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
 
-    let accepted = batch.items.len() as u64 - rejected.len() as u64;
+    let accepted = items as u64 - rejected.len() as u64;
     counts.inserted = inserted_by_kind;
     Ok((
         IngestAck {
-            seq: batch.seq,
-            items: batch.items.len() as u32,
+            seq: wire_seq,
+            items: items as u32,
             inserted: inserted as u32,
             duplicates: accepted.saturating_sub(inserted) as u32,
             replayed_batch: !first_time,

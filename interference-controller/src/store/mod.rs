@@ -1,6 +1,7 @@
 //! The SQL, grouped by domain; one function per statement or transaction. Handlers and
 //! jobs call these; nothing else writes SQL.
 
+pub mod group_commit;
 pub mod hosts;
 pub mod ingest;
 pub mod models;

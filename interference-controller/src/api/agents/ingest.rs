@@ -62,7 +62,13 @@ pub async fn ingest(
         )));
     }
     let _slot = admit(&state).await?;
-    let (ack, counts) = ingest::ingest(&state.db, &host, &batch).await?;
+    let (ack, counts) = match &state.group_commit {
+        Some(group) => {
+            let items = batch.items.len();
+            group.submit(ingest::prepare(&host, &batch), items).await?
+        }
+        None => ingest::ingest(&state.db, &host, &batch).await?,
+    };
     // Only now, after the commit, is the batch acknowledged.
     for kind in ItemKind::ALL {
         let sent = counts.sent.get(&kind).copied().unwrap_or(0);
