@@ -1,0 +1,10 @@
+//! Pure decisions, no I/O: policy documents (check, layers), rollout stages and their
+//! rules, placement's filter and weights. Unit-tested here; the handlers and jobs feed
+//! them rows from the store.
+
+pub mod fleet_settings;
+pub mod locate;
+pub mod placement;
+pub mod policy_check;
+pub mod policy_layers;
+pub mod rollout;

@@ -1,0 +1,60 @@
+//! `interference-controller`: a thin edge over the library; errors are printed with
+//! their chain and exit with status 1 (2 for usage errors, from clap).
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let db = cli.database.clone();
+    let result = runtime.block_on(async move {
+        match &cli.command {
+            None => {
+                cli::serve::run(
+                    &db,
+                    &cli::serve::ServeArgs {
+                        listen: "127.0.0.1:7070".into(),
+                        max_connections: 16,
+                        heartbeat_every: None,
+                        max_batch_items: 5000,
+                        max_ingest_in_flight: 64,
+                    },
+                )
+                .await
+            }
+            Some(Command::Serve(args)) => cli::serve::run(&db, args).await,
+            Some(Command::Status(args)) => cli::status::run(&db, args).await,
+            Some(Command::Hosts { command }) => cli::hosts::run(&db, command).await,
+            Some(Command::Admin { command }) => cli::hosts::run_admin(&db, command).await,
+            Some(Command::Models { command }) => cli::models::run(&db, command).await,
+            Some(Command::Policy { command }) => cli::policy::run(&db, command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The SQL, grouped by domain; one function per statement or transaction. Handlers and
+//! jobs call these; nothing else writes SQL.
+
+pub mod group_commit;
+pub mod hosts;
+pub mod ingest;
+pub mod models;
+pub mod placement;
+pub mod policy;
+pub mod rollouts;
+pub mod status;
+pub mod tokens;
