@@ -26,6 +26,7 @@ packages=(
     qemu-system-x86 qemu-utils busybox-static cpio
     python3 python3-venv
     musl-tools
+    postgresql iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: set-up (idempotent, so CI on a fresh machine gets every
-# dependency), unit tests, then the privileged integration tests against this kernel,
-# real cgroups and real QEMU guests (the VM lab, scripts/lab.sh).
+# dependency), unit tests, the controller's tests on SQLite and PostgreSQL (a throwaway
+# cluster that scripts/postgres.sh starts) and in network namespaces, then the
+# privileged integration tests against this kernel, real cgroups and real QEMU guests
+# (the VM lab, scripts/lab.sh).
+#
+# Tests that need root, PostgreSQL or QEMU are #[ignore = "needs ..."]: plain
+# `cargo test` skips them visibly; here they run (--ignored / --include-ignored), and a
+# missing prerequisite fails them, it never passes them.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,6 +19,9 @@ echo "== unit tests"
 # Release profile, like the integration tests, so the dependencies build once.
 cargo test --release --workspace --exclude interference-tests
 
-echo "== integration tests (root, eBPF, cgroups)"
+echo "== controller: PostgreSQL, crashes, replicas, network namespaces (root)"
+cargo test --release -p interference-controller -p interference-fleet-lab -- --ignored
+
+echo "== integration tests (root, eBPF, cgroups, QEMU)"
 # One at a time: they oversubscribe the CPUs on purpose and measure latency.
-cargo test --release -p interference-tests -- --test-threads=1
+cargo test --release -p interference-tests -- --include-ignored --test-threads=1
