@@ -5,25 +5,21 @@
 //! cannot (unique names, cgroup paths inside a mounted cgroup filesystem, minimum
 //! interval). Every error names the file, line, column and field, e.g.
 //! `config.toml:7:12: vm[1].priority: unknown variant "urgent", expected one of low,
-//! normal, high`. Lines come from a second, generic pass over the text that records
-//! the span of every key and value (`Locator`), so serde errors (which carry a span)
-//! get their field path and validation problems (which carry a field path) get their
-//! line, without `Spanned` wrappers in the public types.
+//! normal, high` (`interference_core::toml_file`, shared with the controller's policy
+//! documents).
 //!
 //! Adding a table (`[policy]`, `[billing]`, `[model]`): a struct with
 //! `#[serde(deny_unknown_fields, default)]`, a field on [`Config`], and, if it needs
 //! checks, one call in [`Config::problems`].
 
 use std::collections::HashMap;
-use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+pub use interference_core::humantime_serde::{humantime_duration, humantime_opt};
+pub use interference_core::toml_file::{self, Problem, TomlError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use toml::Spanned;
 
 use crate::inventory::names::check_vm_name;
 use crate::inventory::{InventoryOptions, Mounts, MountsError, StaticVm};
@@ -190,30 +186,6 @@ impl ScoreConfig {
     }
 }
 
-/// One thing wrong with the file, located as precisely as known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: PathBuf,
-    /// 1-based line and column, when the offending text could be found.
-    pub position: Option<(usize, usize)>,
-    /// `vm[1].priority`, `collect.interval`; empty for a syntax error.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.position {
-            write!(f, ":{line}:{column}")?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -222,12 +194,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// Not valid TOML, or not the shape of a [`Config`].
-    #[error("{0}")]
-    Parse(Problem),
-    /// Valid shape, invalid content; one line per problem.
-    #[error("{}", .0.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<Problem>),
+    /// Not valid TOML, not the shape of a [`Config`], or invalid content: every
+    /// problem with its file, line, column and field.
+    #[error(transparent)]
+    Toml(#[from] TomlError),
     #[error("cannot check cgroup paths: {0}")]
     Mounts(#[from] MountsError),
 }
@@ -250,39 +220,7 @@ impl Config {
 
     /// Decode and validate `text`; `file` only names it in errors.
     pub fn parse(text: &str, file: &Path, mounts: &Mounts) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| {
-            let span = e.span();
-            let field = match (&span, Locator::new(text)) {
-                (Some(span), Some(locator)) => locator.field_at(span),
-                _ => String::new(),
-            };
-            ConfigError::Parse(Problem {
-                file: file.to_path_buf(),
-                position: span.map(|s| position(text, s.start)),
-                field,
-                message: plain_message(e.message()),
-            })
-        })?;
-        let problems = config.problems(mounts);
-        if problems.is_empty() {
-            return Ok(config);
-        }
-        let locator = Locator::new(text);
-        let mut problems: Vec<Problem> = problems
-            .into_iter()
-            .map(|(field, message)| Problem {
-                file: file.to_path_buf(),
-                position: locator
-                    .as_ref()
-                    .and_then(|l| l.span_of(&field))
-                    .map(|s| position(text, s.start)),
-                field,
-                message,
-            })
-            .collect();
-        // File order; problems without a position (none expected) last.
-        problems.sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
-        Err(ConfigError::Invalid(problems))
+        Ok(toml_file::parse(text, file, |c: &Self| c.problems(mounts))?)
     }
 
     /// What is wrong with the content, as (field path, message). Empty when valid;
@@ -395,207 +333,6 @@ fn check_vms(vms: &[StaticVm], mounts: &Mounts, out: &mut Vec<(String, String)>)
                 ));
             }
         }
-    }
-}
-
-/// Humantime strings ("5s", "250ms", "1m 30s") for `Duration` fields.
-/// humantime strings ("5s", "500ms") for `Duration` fields, shared by every section.
-pub(crate) mod humantime_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (write e.g. \"5s\" or \"500ms\")"
-            ))
-        })
-    }
-
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*value).to_string())
-    }
-}
-
-/// `Option<Duration>` in humantime syntax; absent means None.
-mod humantime_opt {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::humantime_duration::deserialize(d).map(Some)
-    }
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(v) => super::humantime_duration::serialize(v, s),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-/// serde's messages quote with backticks (``unknown variant `urgent`, expected one of
-/// `low`, `normal`, `high` ``). For people: the first quoted item is what they wrote,
-/// shown in double quotes; the rest is a list of what is allowed, shown bare.
-fn plain_message(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for (i, piece) in message.trim_end().split('`').enumerate() {
-        match i {
-            1 => {
-                out.push('"');
-                out.push_str(piece);
-                out.push('"');
-            }
-            _ => out.push_str(piece),
-        }
-    }
-    out
-}
-
-/// 1-based (line, column) of byte offset `at`; columns count characters.
-fn position(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// Spans of every key and value of a TOML document, by field path (`vm[1].name`).
-struct Locator {
-    entries: Vec<Entry>,
-}
-
-/// A field path, the span of its value and of its key (array items have none).
-type Entry = (String, Range<usize>, Option<Range<usize>>);
-
-/// A TOML value with the spans of its parts, and nothing else.
-enum Node {
-    Leaf,
-    Table(Vec<(Spanned<String>, Spanned<Node>)>),
-    Array(Vec<Spanned<Node>>),
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct NodeVisitor;
-        impl<'de> Visitor<'de> for NodeVisitor {
-            type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any TOML value")
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(Node::Array(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let mut items = Vec::new();
-                while let Some(key) = map.next_key()? {
-                    items.push((key, map.next_value()?));
-                }
-                Ok(Node::Table(items))
-            }
-        }
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-impl Locator {
-    /// None if `text` is not TOML at all (then serde's own error stands alone).
-    fn new(text: &str) -> Option<Self> {
-        let root: Node = toml::from_str(text).ok()?;
-        let mut entries = Vec::new();
-        Self::walk(&root, "", &mut entries);
-        Some(Self { entries })
-    }
-
-    fn walk(node: &Node, at: &str, out: &mut Vec<Entry>) {
-        match node {
-            Node::Leaf => {}
-            Node::Table(items) => {
-                for (key, value) in items {
-                    let path = if at.is_empty() {
-                        quote_key(key.get_ref())
-                    } else {
-                        format!("{at}.{}", quote_key(key.get_ref()))
-                    };
-                    out.push((path.clone(), value.span(), Some(key.span())));
-                    Self::walk(value.get_ref(), &path, out);
-                }
-            }
-            Node::Array(items) => {
-                for (i, value) in items.iter().enumerate() {
-                    let path = format!("{at}[{i}]");
-                    out.push((path.clone(), value.span(), None));
-                    Self::walk(value.get_ref(), &path, out);
-                }
-            }
-        }
-    }
-
-    /// The field whose key or value is the narrowest one around `span` (on a tie the
-    /// deeper one: a one-table `[[vm]]` array and its table share a span).
-    fn field_at(&self, span: &Range<usize>) -> String {
-        let around = |r: &Range<usize>| r.start <= span.start && span.end <= r.end.max(r.start + 1);
-        self.entries
-            .iter()
-            .flat_map(|(path, value, key)| {
-                [Some(value), key.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .map(move |r| (path, r))
-            })
-            .filter(|(_, r)| around(r))
-            .rev()
-            .min_by_key(|(_, r)| r.end - r.start)
-            .map(|(path, _)| path.clone())
-            .unwrap_or_default()
-    }
-
-    /// Span of `field`'s value, or of its nearest ancestor present in the file.
-    fn span_of(&self, field: &str) -> Option<Range<usize>> {
-        let mut field = field;
-        loop {
-            if let Some((_, value, _)) = self.entries.iter().find(|(path, _, _)| path == field) {
-                return Some(value.clone());
-            }
-            let cut = field.rfind(['.', '['])?;
-            field = &field[..cut];
-        }
-    }
-}
-
-/// Keys are shown bare when TOML allows it, quoted otherwise.
-fn quote_key(key: &str) -> String {
-    if !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        key.to_owned()
-    } else {
-        format!("{key:?}")
     }
 }
 
@@ -870,16 +607,5 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
             e.starts_with(&format!("cannot read config file {}: ", missing.display())),
             "{e}"
         );
-    }
-
-    #[test]
-    fn message_rewrite() {
-        assert_eq!(
-            plain_message("unknown variant `x`, expected `a` or `b`\n"),
-            r#"unknown variant "x", expected a or b"#
-        );
-        assert_eq!(plain_message("no quotes"), "no quotes");
-        assert_eq!(position("ab\ncdé\nx", 7), (2, 4));
-        assert_eq!(position("ab\ncdé\nx", 8), (3, 1));
     }
 }

@@ -15,10 +15,8 @@
 //! is the QEMU Machine Protocol client that `inventory` and `enforce` share.
 
 pub mod billing;
-pub mod clock;
 pub mod collect;
 pub mod config;
-pub mod durable;
 pub mod enforce;
 pub mod export;
 pub mod features;
@@ -27,3 +25,6 @@ pub mod policy;
 pub mod predict;
 pub mod qmp;
 pub mod telemetry;
+
+/// The shared crate's modules every stage uses, under their old names.
+pub use interference_core::{clock, durable};

@@ -60,11 +60,11 @@ fn write_ledger(dir: &Path) {
                 action_id: id.into(),
                 result: ActionResult::Applied,
                 at_ms: start,
-                effects: vec![Effect {
-                    target: "/sys/fs/cgroup/cpu/machine/batch-7/cpu.shares".into(),
-                    before: "1024".into(),
-                    after: "102".into(),
-                }],
+                effects: vec![Effect::from_texts(
+                    "/sys/fs/cgroup/cpu/machine/batch-7/cpu.shares".into(),
+                    "1024",
+                    "102",
+                )],
                 error: None,
             },
         );

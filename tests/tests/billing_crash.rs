@@ -20,6 +20,7 @@
 //! and no record id appears twice in the ledger. At the end, a clean stop restores
 //! every cgroup file.
 
+use interference_core::cpu_list::CpuList;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead as _, BufReader};
@@ -133,11 +134,11 @@ fn billing_child() {
             0 | 1 => Change::CpuWeight {
                 weight: 1 + rng.below(10_000),
             },
-            2 => Change::Cpuset { cpus: vec![0] },
-            3 => Change::Cpuset { cpus: vec![1] },
+            2 => Change::Cpuset { cpus: CpuList::new([0]) },
+            3 => Change::Cpuset { cpus: CpuList::new([1]) },
             _ => match in_effect.pop() {
                 Some(earlier) => Change::Rollback { action_id: earlier },
-                None => Change::Cpuset { cpus: vec![0, 1] },
+                None => Change::Cpuset { cpus: CpuList::new([0, 1]) },
             },
         };
         let is_rollback = matches!(change, Change::Rollback { .. });

@@ -15,6 +15,7 @@
 //! 3. The guard refuses a VM whose cgroup is outside cgroupfs, a hierarchy root, or a
 //!    `..` escape, and writes nothing.
 
+use interference_core::cpu_list::CpuList;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -220,8 +221,8 @@ fn weights_and_cpusets_on_cgroup_v1() {
     assert_eq!(out.effects[0].target, a_cpu.join("cpu.shares"));
     assert_eq!(
         (
-            out.effects[0].before.as_str(),
-            out.effects[0].after.as_str()
+            &*out.effects[0].before.to_string(),
+            &*out.effects[0].after.to_string()
         ),
         ("1024", "4096")
     );
@@ -253,7 +254,7 @@ fn weights_and_cpusets_on_cgroup_v1() {
 
     // 2. Cpusets.
     let out = enforcer.apply(
-        &action("p-a", &a.vm.name, Change::Cpuset { cpus: vec![1] }),
+        &action("p-a", &a.vm.name, Change::Cpuset { cpus: CpuList::new([1]) }),
         &a.vm,
     );
     applied(&out);

@@ -15,6 +15,7 @@
 //! After all runs, `interference::enforce::restore` puts every file back exactly and
 //! leaves nothing in effect.
 
+use interference_core::cpu_list::CpuList;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -81,11 +82,11 @@ fn crash_child() {
             0 | 1 => Change::CpuWeight {
                 weight: 1 + rng.below(10_000),
             },
-            2 => Change::Cpuset { cpus: vec![0] },
-            3 => Change::Cpuset { cpus: vec![1] },
+            2 => Change::Cpuset { cpus: CpuList::new([0]) },
+            3 => Change::Cpuset { cpus: CpuList::new([1]) },
             _ => match applied.pop() {
                 Some(earlier) => Change::Rollback { action_id: earlier },
-                None => Change::Cpuset { cpus: vec![0, 1] },
+                None => Change::Cpuset { cpus: CpuList::new([0, 1]) },
             },
         };
         let is_rollback = matches!(change, Change::Rollback { .. });

@@ -18,6 +18,7 @@
 //!    inherited (the kernel refuses to empty a populated v2 cpuset again: ENOSPC), and
 //!    the journal is left empty.
 
+use interference_core::cpu_list::CpuList;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -124,11 +125,11 @@ fn share_dir(probe: &Path) -> tempfile::TempDir {
     );
     write(
         "pbad.json",
-        serde_json::to_string(&action("pbad", Change::Cpuset { cpus: vec![1] })).unwrap(),
+        serde_json::to_string(&action("pbad", Change::Cpuset { cpus: CpuList::new([1]) })).unwrap(),
     );
     write(
         "p1.json",
-        serde_json::to_string(&action("p1", Change::Cpuset { cpus: vec![0] })).unwrap(),
+        serde_json::to_string(&action("p1", Change::Cpuset { cpus: CpuList::new([0]) })).unwrap(),
     );
     dir
 }

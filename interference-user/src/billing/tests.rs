@@ -74,11 +74,11 @@ fn applied(a: &Action, at_ms: u64, before: &str) -> Outcome {
         action_id: a.id.clone(),
         result: ActionResult::Applied,
         at_ms,
-        effects: vec![Effect {
-            target: PathBuf::from("/sys/fs/cgroup/cpu/machine/vm-batch/cpu.shares"),
-            before: before.into(),
-            after: "102".into(),
-        }],
+        effects: vec![Effect::from_texts(
+            PathBuf::from("/sys/fs/cgroup/cpu/machine/vm-batch/cpu.shares"),
+            before,
+            "102",
+        )],
         error: None,
     }
 }
@@ -111,7 +111,7 @@ fn arb_change() -> impl Strategy<Value = (Change, String)> {
                 Change::Cpuset {
                     cpus: after.into_iter().collect()
                 },
-                crate::policy::ladder::cpu_list(&before.into_iter().collect::<Vec<_>>())
+                interference_core::cpu_list::CpuList::new(before).to_string()
             )),
         (1u64..=64, 0u64..=64).prop_map(|(before_gib, cut)| (
             Change::Balloon {
@@ -160,15 +160,15 @@ proptest! {
         }
         let b = Billable {
             applied_ms: NOV_1_2026 + start_offset_s * 1000 + 123,
-            effects: vec![Effect {
-                target: PathBuf::from(match change {
+            effects: vec![Effect::from_texts(
+                PathBuf::from(match change {
                     Change::CpuWeight { .. } => "/x/cpu.shares",
                     Change::Cpuset { .. } => "/x/cpuset.cpus",
                     _ => "qmp:/x#balloon",
                 }),
-                before: before.clone(),
-                after: String::new(),
-            }],
+                &before,
+                "",
+            )],
             action: a.clone(),
         };
         let cfg = BillingConfig {
@@ -440,7 +440,7 @@ fn a_ledger_that_cannot_be_written_keeps_what_is_owed_and_holds_new_charges() {
     let mut b = Billing::open(cfg, "h", false).unwrap();
     b.set_tick_ms(1000);
     b.outcome(&a, &applied(&a, t0, "1024"));
-    b.ledger_mut().unwrap().fail_appends = true;
+    b.ledger_mut().unwrap().fail_appends(true);
     b.tick(t0 + 150_000, &[]);
     assert_eq!(b.backlog_lines(), 4, "two complete minutes wait");
     let why = b.holds_new_charges().expect("4 lines > 3");
@@ -464,7 +464,7 @@ fn a_ledger_that_cannot_be_written_keeps_what_is_owed_and_holds_new_charges() {
     assert!(lines_of(dir.path()).is_empty());
     assert!(b.take_settled().is_empty());
     // The disk comes back: the backlog goes in at the next attempt, in order, once.
-    b.ledger_mut().unwrap().fail_appends = false;
+    b.ledger_mut().unwrap().fail_appends(false);
     b.tick(t0 + 154_000, &[]);
     assert_eq!(b.backlog_lines(), 0);
     assert!(b.holds_new_charges().is_none());
@@ -491,7 +491,7 @@ fn a_failed_append_leaves_no_partial_line() {
     b.outcome(&a, &applied(&a, NOV_1_2026, "1024"));
     b.end(&a.id, NOV_1_2026 + 30_000);
     let before = fs::read(period_path(dir.path(), Period::containing(NOV_1_2026))).unwrap();
-    b.ledger_mut().unwrap().fail_appends = true;
+    b.ledger_mut().unwrap().fail_appends(true);
     let c = weight_cut("h-9-2-0");
     b.outcome(&c, &applied(&c, NOV_1_2026 + 40_000, "1024"));
     b.end(&c.id, NOV_1_2026 + 50_000);

@@ -21,13 +21,12 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::cgroup::{plan_cpuset, plan_weight, read_value, write_value, CgroupError, Plan};
-use super::cpuset::CpuSet;
 use super::guard::{GuardError, ManagedRoots};
 use super::journal::{Entry, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
 use super::restore::{by_action_newest_first, restore_entries, Restored};
 use crate::clock::now_ms;
 use crate::inventory::{Mounts, MountsError, Vm};
-use crate::policy::{Action, ActionResult, Change, Effect, Outcome};
+use crate::policy::{Action, ActionResult, Change, Effect, Outcome, Setting};
 use crate::qmp::{QmpClient, QmpError};
 
 /// Errors that stop the enforcement stage from starting (per-action failures are
@@ -183,7 +182,7 @@ impl Enforcer {
                     })
                 }
                 Change::Cpuset { cpus } => {
-                    let set = CpuSet::new(cpus.iter().copied());
+                    let set = cpus.clone();
                     self.apply_cgroup(action, vm, simulate, |g, name| plan_cpuset(g, name, &set))
                 }
                 Change::Balloon { target_bytes } => {
@@ -221,11 +220,7 @@ impl Enforcer {
         let effects: Vec<Effect> = plan
             .changes
             .iter()
-            .map(|c| Effect {
-                target: c.file.clone(),
-                before: c.before.clone(),
-                after: c.after.clone(),
-            })
+            .map(|c| Effect::from_texts(c.file.clone(), &c.before, &c.after))
             .collect();
         if simulate {
             return outcome(&action.id, ActionResult::Simulated, effects, None);
@@ -284,7 +279,7 @@ impl Enforcer {
             .into_iter()
             .map(|mut e| {
                 if let Ok(now) = read_value(&e.target) {
-                    e.after = now;
+                    e.after = Setting::from_text(&e.target, &now);
                 }
                 e
             })
@@ -367,8 +362,8 @@ impl Enforcer {
         };
         let effect = Effect {
             target: t.effect_target(),
-            before: actual.to_string(),
-            after: target.to_string(),
+            before: Setting::Bytes { bytes: actual },
+            after: Setting::Bytes { bytes: target },
         };
         if simulate {
             return outcome(&action.id, ActionResult::Simulated, vec![effect], None);
@@ -385,8 +380,12 @@ impl Enforcer {
         };
         let effect = Effect {
             target: t.effect_target(),
-            before: "running on this host".into(),
-            after: uri.to_owned(),
+            before: Setting::Text {
+                text: "running on this host".into(),
+            },
+            after: Setting::Uri {
+                uri: uri.to_owned(),
+            },
         };
         if simulate {
             return outcome(&action.id, ActionResult::Simulated, vec![effect], None);
@@ -408,11 +407,13 @@ impl Enforcer {
         command: impl FnOnce(&mut QmpClient) -> Result<(), QmpError>,
         qmp: &mut QmpClient,
     ) -> Outcome {
+        // The journal keeps each value as its file or property holds it (the text a
+        // restore writes back).
         let intent = (
             vm.name.clone(),
             target,
-            effect.before.clone(),
-            effect.after.clone(),
+            effect.before.to_string(),
+            effect.after.to_string(),
         );
         let id = match self.journal.write_intents(action, vec![intent], now_ms()) {
             Ok(ids) => ids[0],
@@ -446,10 +447,12 @@ impl Enforcer {
         if simulate {
             let effects = entries
                 .iter()
-                .map(|e| Effect {
-                    target: e.intent.target.effect_target(),
-                    before: e.intent.after.clone(),
-                    after: e.intent.before.clone(),
+                .map(|e| {
+                    Effect::from_texts(
+                        e.intent.target.effect_target(),
+                        &e.intent.after,
+                        &e.intent.before,
+                    )
                 })
                 .collect();
             return outcome(&action.id, ActionResult::Simulated, effects, None);
@@ -486,10 +489,12 @@ impl Enforcer {
             if self.options.dry_run {
                 let effects = entries
                     .iter()
-                    .map(|e| Effect {
-                        target: e.intent.target.effect_target(),
-                        before: e.intent.after.clone(),
-                        after: e.intent.before.clone(),
+                    .map(|e| {
+                        Effect::from_texts(
+                            e.intent.target.effect_target(),
+                            &e.intent.after,
+                            &e.intent.before,
+                        )
                     })
                     .collect();
                 outcomes.push(outcome(&id, ActionResult::Simulated, effects, None));

@@ -1,5 +1,5 @@
-//! CPU lists (`cpuset.cpus`, `0-3,8`) and the order in which a tree of cpusets can be
-//! rewritten without the kernel refusing a step.
+//! The order in which a tree of cpusets can be rewritten without the kernel refusing a
+//! step (the CPU lists themselves are `interference_core::cpu_list`).
 //!
 //! cgroup v1 insists that a child's `cpuset.cpus` is a subset of its parent's at every
 //! moment: writing a child outside its parent fails with EINVAL, shrinking a parent
@@ -13,108 +13,17 @@
 //!
 //! Everything here is pure; the files are read and written by `enforce::cgroup`.
 
-use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use thiserror::Error;
-
-/// A set of CPU numbers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CpuSet(BTreeSet<u32>);
-
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("not a CPU list: {text:?} ({why})")]
-pub struct CpuListError {
-    pub text: String,
-    pub why: &'static str,
-}
-
-impl CpuSet {
-    pub fn new(cpus: impl IntoIterator<Item = u32>) -> Self {
-        Self(cpus.into_iter().collect())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().copied()
-    }
-
-    pub fn union(&self, other: &Self) -> Self {
-        Self(self.0.union(&other.0).copied().collect())
-    }
-
-    pub fn intersection(&self, other: &Self) -> Self {
-        Self(self.0.intersection(&other.0).copied().collect())
-    }
-
-    pub fn is_subset(&self, other: &Self) -> bool {
-        self.0.is_subset(&other.0)
-    }
-}
-
-impl FromStr for CpuSet {
-    type Err = CpuListError;
-
-    /// The kernel's list format: comma-separated CPUs and `a-b` ranges; blank is the
-    /// empty set (a v1 cpuset nobody configured).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        // One parser for the format, shared with the telemetry that reads the same files.
-        crate::telemetry::cgroup::parse_cpu_list(text)
-            .map(Self::new)
-            .map_err(|e| CpuListError {
-                text: text.to_owned(),
-                why: e.reason,
-            })
-    }
-}
-
-impl fmt::Display for CpuSet {
-    /// Canonical form, as the kernel prints it: `0-3,8`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        let mut iter = self.0.iter().copied().peekable();
-        while let Some(start) = iter.next() {
-            let mut end = start;
-            while iter.peek() == Some(&(end + 1)) {
-                end += 1;
-                iter.next();
-            }
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            if end == start {
-                write!(f, "{start}")?;
-            } else {
-                write!(f, "{start}-{end}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl FromIterator<u32> for CpuSet {
-    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
-        Self::new(iter)
-    }
-}
+pub use interference_core::cpu_list::{CpuList, CpuListError};
 
 /// One cgroup of a tree: its directory, what `cpuset.cpus` holds now, what it should
 /// hold at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeNode {
     pub dir: PathBuf,
-    pub current: CpuSet,
-    pub target: CpuSet,
+    pub current: CpuList,
+    pub target: CpuList,
 }
 
 /// The writes that move every node from `current` to `target`, in an order the v1
@@ -122,7 +31,7 @@ pub struct TreeNode {
 /// the targets each form a valid tree. A node already at its target is not written; any
 /// other is written once or twice. Ancestry is by path, so the nodes may span several
 /// hierarchies.
-pub fn plan_tree(nodes: &[TreeNode]) -> Vec<(PathBuf, CpuSet)> {
+pub fn plan_tree(nodes: &[TreeNode]) -> Vec<(PathBuf, CpuList)> {
     let mut order: Vec<&TreeNode> = nodes.iter().collect();
     order.sort_by_key(|n| (depth(&n.dir), n.dir.clone()));
     let mut writes = Vec::new();
@@ -145,8 +54,8 @@ pub fn plan_tree(nodes: &[TreeNode]) -> Vec<(PathBuf, CpuSet)> {
 /// there when the VM is confined to 2-3) or, when nothing of it would remain, its
 /// parent's target. `nodes` holds (dir, current) with the root first; children are
 /// recognised by path.
-pub fn pin_targets(nodes: &[(PathBuf, CpuSet)], wanted: &CpuSet) -> Vec<TreeNode> {
-    let mut order: Vec<&(PathBuf, CpuSet)> = nodes.iter().collect();
+pub fn pin_targets(nodes: &[(PathBuf, CpuList)], wanted: &CpuList) -> Vec<TreeNode> {
+    let mut order: Vec<&(PathBuf, CpuList)> = nodes.iter().collect();
     order.sort_by_key(|(dir, _)| (depth(dir), dir.clone()));
     let mut out: Vec<TreeNode> = Vec::with_capacity(nodes.len());
     for (dir, current) in order {
@@ -185,7 +94,7 @@ mod tests {
 
     use super::*;
 
-    fn set(s: &str) -> CpuSet {
+    fn set(s: &str) -> CpuList {
         s.parse().unwrap()
     }
 
@@ -197,16 +106,16 @@ mod tests {
         assert!(set("\n").is_empty());
         assert_eq!(set("3,1").iter().collect::<Vec<_>>(), vec![1, 3]);
         for bad in ["a", "3-1", "1-", "0-99999999"] {
-            let e = bad.parse::<CpuSet>().unwrap_err();
+            let e = bad.parse::<CpuList>().unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
         }
     }
 
     /// A v1 cpuset hierarchy in memory: refuses exactly what the kernel refuses.
-    struct V1Sim(BTreeMap<PathBuf, CpuSet>);
+    struct V1Sim(BTreeMap<PathBuf, CpuList>);
 
     impl V1Sim {
-        fn write(&mut self, dir: &Path, cpus: &CpuSet) -> Result<(), String> {
+        fn write(&mut self, dir: &Path, cpus: &CpuList) -> Result<(), String> {
             if let Some(parent) = dir.parent().and_then(|p| self.0.get(p)) {
                 if !cpus.is_subset(parent) {
                     return Err(format!(
@@ -257,7 +166,7 @@ mod tests {
         ])
     }
 
-    fn nodes_of(sim: &V1Sim) -> Vec<(PathBuf, CpuSet)> {
+    fn nodes_of(sim: &V1Sim) -> Vec<(PathBuf, CpuList)> {
         sim.0
             .iter()
             .filter(|(d, _)| d.starts_with("/cs/vm"))

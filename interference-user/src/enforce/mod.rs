@@ -30,11 +30,11 @@ pub mod guard;
 pub mod journal;
 pub mod qmp;
 pub mod restore;
-pub mod weight;
+pub use interference_core::cpu_weight as weight;
 
 pub use crate::qmp::{QmpClient, QmpError};
 pub use apply::{EnforceError, Enforcer, EnforcerOptions};
-pub use cpuset::CpuSet;
+pub use cpuset::CpuList;
 pub use guard::{GuardError, ManagedRoots};
 pub use journal::{Entry, EntryState, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
 pub use restore::{restore, restore_with, RestoreReport};

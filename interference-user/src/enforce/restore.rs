@@ -30,7 +30,7 @@ use super::guard::{check_write_under, ManagedRoots};
 use super::journal::{Entry, Journal, Target};
 use crate::clock::now_ms;
 use crate::inventory::Mounts;
-use crate::policy::{ActionResult, Effect, Outcome};
+use crate::policy::{ActionResult, Effect, Outcome, Setting};
 use crate::qmp::QmpClient;
 
 /// What `interference restore` did.
@@ -277,11 +277,7 @@ fn write_cgroups(
                 .unwrap_or_else(|| (item.before.clone(), None));
             note(out, journal.rollback(id, by, why, now_ms()));
             info!(file = %item.file.display(), value = %after, "restored");
-            out.effects.push(Effect {
-                target: item.file,
-                before: item.current,
-                after,
-            });
+            out.effects.push(Effect::from_texts(item.file, &item.current, &after));
         }
     }
 }
@@ -312,8 +308,8 @@ fn restore_balloon(
             note(out, journal.rollback(id, by, None, now_ms()));
             out.effects.push(Effect {
                 target: entry.intent.target.effect_target(),
-                before: now.to_string(),
-                after: bytes.to_string(),
+                before: Setting::Bytes { bytes: now },
+                after: Setting::Bytes { bytes },
             });
         }
         Err(e) if e.vanished() => {

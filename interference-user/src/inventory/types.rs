@@ -96,14 +96,7 @@ pub enum Hierarchy {
     V1 { controllers: Vec<String> },
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    Low,
-    #[default]
-    Normal,
-    High,
-}
+pub use interference_core::vm::Priority;
 
 /// A VM declared in the config's `[[vm]]` table: its name and cgroups are given, its
 /// threads are whatever those cgroups hold.

@@ -16,6 +16,8 @@
 //! someone else (its cpuset is not the whole host and the policy did not set it) is not
 //! re-pinned.
 
+use interference_core::cpu_list::CpuList;
+
 use super::action::{Change, Rung};
 use super::config::PolicyConfig;
 use super::engine::VmInput;
@@ -125,31 +127,7 @@ fn weight(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
     ])
 }
 
-/// "0-3,6": the kernel's cpuset list syntax.
-pub fn cpu_list(cpus: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        let mut end = start;
-        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
-            i += 1;
-            end = cpus[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}-{end}"));
-        }
-        i += 1;
-    }
-    out
-}
-
-fn held_cpus(h: Option<&Holding>) -> Option<&[u32]> {
+fn held_cpus(h: Option<&Holding>) -> Option<&CpuList> {
     match h.map(|h| &h.action.change) {
         Some(Change::Cpuset { cpus }) => Some(cpus),
         _ => None,
@@ -181,16 +159,16 @@ fn pin(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
                     return Plan::NotApplicable(format!(
                         "pin: {} is restricted to CPUs {} by someone else; not overriding that",
                         vm.name,
-                        cpu_list(set)
+                        CpuList::from(&set[..])
                     ));
                 }
             }
         }
     }
-    let minus =
-        |set: &[u32]| -> Vec<u32> { host.iter().copied().filter(|c| !set.contains(c)).collect() };
-    let p_set: Vec<u32> = match (held_cpus(ph), held_cpus(rh)) {
-        (Some(set), _) => set.to_vec(),
+    let host_list = CpuList::from(host);
+    let minus = |set: &CpuList| -> CpuList { host_list.difference(set) };
+    let p_set: CpuList = match (held_cpus(ph), held_cpus(rh)) {
+        (Some(set), _) => set.clone(),
         (None, Some(other)) => minus(other),
         (None, None) => {
             let n = host.len();
@@ -199,23 +177,20 @@ fn pin(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
                 .protect_cpus
                 .map_or(n.div_ceil(2), |k| k as usize))
             .clamp(1, n - 1);
-            host[n - k..].to_vec()
+            CpuList::from(&host[n - k..])
         }
     };
-    let r_set: Vec<u32> = match held_cpus(rh) {
-        Some(set) => set.to_vec(),
+    let r_set: CpuList = match held_cpus(rh) {
+        Some(set) => set.clone(),
         None => minus(&p_set),
     };
-    if p_set.is_empty() || r_set.is_empty() || p_set.iter().any(|c| r_set.contains(c)) {
+    if p_set.is_empty() || r_set.is_empty() || !p_set.intersection(&r_set).is_empty() {
         return Plan::NotApplicable(format!(
-            "pin: {} (CPUs {}) and {} (CPUs {}) cannot be given disjoint CPUs",
-            p.name,
-            cpu_list(&p_set),
-            rd.name,
-            cpu_list(&r_set)
+            "pin: {} (CPUs {p_set}) and {} (CPUs {r_set}) cannot be given disjoint CPUs",
+            p.name, rd.name,
         ));
     }
-    let half = |vm: &VmInput, h: Option<&Holding>, set: Vec<u32>| match h {
+    let half = |vm: &VmInput, h: Option<&Holding>, set: CpuList| match h {
         Some(_) => Half::Share {
             vm: vm.name.clone(),
         },
@@ -223,11 +198,11 @@ fn pin(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
             let was = vm
                 .cpuset
                 .as_deref()
-                .map(|c| format!(" (was {})", cpu_list(c)))
+                .map(|c| format!(" (was {})", CpuList::from(c)))
                 .unwrap_or_default();
             Half::Act(Act {
                 vm: vm.name.clone(),
-                what: format!("pin {} to CPUs {}{was}", vm.name, cpu_list(&set)),
+                what: format!("pin {} to CPUs {set}{was}", vm.name),
                 change: Change::Cpuset { cpus: set },
             })
         }
@@ -432,13 +407,6 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists() {
-        assert_eq!(cpu_list(&[0, 1, 2, 3]), "0-3");
-        assert_eq!(cpu_list(&[0, 2, 3, 7]), "0,2-3,7");
-        assert_eq!(cpu_list(&[]), "");
-    }
-
-    #[test]
     fn weight_boosts_and_cuts_with_the_old_value_in_the_text() {
         let c = PolicyConfig::default();
         let s = PolicyState::default();
@@ -526,10 +494,10 @@ mod tests {
                 (
                     "web".into(),
                     Change::Cpuset {
-                        cpus: vec![2, 3, 4]
+                        cpus: CpuList::new([2, 3, 4])
                     }
                 ),
-                ("batch".into(), Change::Cpuset { cpus: vec![0, 1] })
+                ("batch".into(), Change::Cpuset { cpus: CpuList::new([0, 1]) })
             ]
         );
         let c = PolicyConfig {
@@ -537,9 +505,9 @@ mod tests {
             ..Default::default()
         };
         let plan = plan_for(&c, &s, &host, Rung::Pin, &vm("web"), &vm("batch"));
-        assert_eq!(acts(&plan)[1].1, Change::Cpuset { cpus: vec![0] });
+        assert_eq!(acts(&plan)[1].1, Change::Cpuset { cpus: CpuList::new([0]) });
         let plan = plan_for(&c, &s, &[0, 1], Rung::Pin, &vm("web"), &vm("batch"));
-        assert_eq!(acts(&plan)[0].1, Change::Cpuset { cpus: vec![1] });
+        assert_eq!(acts(&plan)[0].1, Change::Cpuset { cpus: CpuList::new([1]) });
     }
 
     #[test]
@@ -569,14 +537,14 @@ mod tests {
             &mut s,
             "batch",
             Rung::Pin,
-            Change::Cpuset { cpus: vec![0] },
+            Change::Cpuset { cpus: CpuList::new([0]) },
             &["batch/x"],
         );
         let Plan::Halves(h) = plan_for(&c, &s, &[0, 1, 2, 3], Rung::Pin, &vm("web"), &batch) else {
             panic!()
         };
         assert!(
-            matches!(&h[0], Half::Act(a) if a.change == Change::Cpuset { cpus: vec![1, 2, 3] })
+            matches!(&h[0], Half::Act(a) if a.change == Change::Cpuset { cpus: CpuList::new([1, 2, 3]) })
         );
         assert_eq!(h[1], Half::Share { vm: "batch".into() });
         // Both pinned elsewhere to overlapping sets: no split possible.
@@ -584,7 +552,7 @@ mod tests {
             &mut s,
             "web",
             Rung::Pin,
-            Change::Cpuset { cpus: vec![0, 1] },
+            Change::Cpuset { cpus: CpuList::new([0, 1]) },
             &["web/y"],
         );
         let plan = plan_for(&c, &s, &[0, 1, 2, 3], Rung::Pin, &vm("web"), &batch);

@@ -18,8 +18,8 @@
 //! [`Policy::state`] with the journal; [`PolicyState::replay`] rebuilds it from the
 //! journal if it is lost.
 
-pub mod action;
-pub mod config;
+pub use interference_core::action;
+pub use interference_core::policy::config;
 pub mod engine;
 pub mod ladder;
 pub mod state;

@@ -555,6 +555,7 @@ pub(crate) fn reason_tail(action: &Action) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use interference_core::cpu_list::CpuList;
 
     fn action(id: &str, vm: &str, rung: Rung, change: Change) -> Action {
         Action {
@@ -787,7 +788,7 @@ mod tests {
                     "h-1-0",
                     "web",
                     Rung::Pin,
-                    Change::Cpuset { cpus: vec![2, 3] },
+                    Change::Cpuset { cpus: CpuList::new([2, 3]) },
                 ),
                 tick: 1,
                 seq: 0,
@@ -815,12 +816,12 @@ mod tests {
             Rung::Weight,
             Change::CpuWeight { weight: 10 },
         );
-        let pin = action("h-4-0", "web", Rung::Pin, Change::Cpuset { cpus: vec![1] });
+        let pin = action("h-4-0", "web", Rung::Pin, Change::Cpuset { cpus: CpuList::new([1]) });
         let failed = action(
             "h-4-1",
             "batch",
             Rung::Pin,
-            Change::Cpuset { cpus: vec![0] },
+            Change::Cpuset { cpus: CpuList::new([0]) },
         );
         let undo_cut = action(
             "h-9-0",

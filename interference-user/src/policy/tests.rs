@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::*;
+use interference_core::cpu_list::CpuList;
 use crate::inventory::Priority;
 use crate::predict::{ContentionScore, DirectedScore};
 
@@ -224,7 +225,7 @@ fn escalation_messages_name_the_previous_rung() {
         d.actions[0].reason,
         "score 70 >= 40 for 2 ticks after weight: web (victim) slowed by batch; pin web to CPUs 2-3 (was 0-3)"
     );
-    assert_eq!(d.actions[1].change, Change::Cpuset { cpus: vec![0, 1] });
+    assert_eq!(d.actions[1].change, Change::Cpuset { cpus: CpuList::new([0, 1]) });
 }
 
 #[test]

@@ -6,44 +6,7 @@ use std::io;
 
 use thiserror::Error;
 
-/// A model sidecar (`models/<name>.json`) that cannot be read or does not hold together.
-#[derive(Debug, Error)]
-pub enum SidecarError {
-    #[error("cannot read model sidecar {origin}: {source}")]
-    Read {
-        origin: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("model sidecar {origin} is not valid sidecar JSON: {source}")]
-    Parse {
-        origin: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("model sidecar {origin}: {what}")]
-    Invalid { origin: String, what: String },
-    #[error(
-        "model sidecar {origin} lists {sidecar} features but the agent computes {computed}: \
-         the model was trained on a different feature set"
-    )]
-    FeatureCount {
-        origin: String,
-        sidecar: usize,
-        computed: usize,
-    },
-    #[error(
-        "model sidecar {origin}: feature {position} is {sidecar:?} but the agent computes \
-         {computed:?} there: the model was trained on a different feature set"
-    )]
-    FeatureMismatch {
-        origin: String,
-        /// 0-based position in the feature vector.
-        position: usize,
-        sidecar: String,
-        computed: String,
-    },
-}
+pub use interference_core::sidecar::SidecarError;
 
 /// An ONNX file that is not the model its sidecar describes, or that tract cannot run.
 #[derive(Debug, Error)]

@@ -9,7 +9,7 @@
 //!
 //! | module      | job                                                              |
 //! |-------------|------------------------------------------------------------------|
-//! | `sidecar`   | the model's JSON sidecar: parse, validate, compare feature lists |
+//! | (core)      | the model's JSON sidecar (`interference_core::sidecar`)          |
 //! | `graph`     | checks on the ONNX graph; zero initial states for tract          |
 //! | `lstm`      | load the ONNX model once with tract, score batches of windows    |
 //! | `nowcast`   | the default score: the share of runnable time a neighbour took   |
@@ -24,7 +24,6 @@ mod heuristic;
 mod lstm;
 mod nowcast;
 mod score;
-mod sidecar;
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,7 +33,9 @@ pub use heuristic::HeuristicScorer;
 pub use lstm::{LstmScorer, DEFAULT_MAX_BATCH};
 pub use nowcast::{share_taken, Nowcast, NowcastScore, DEFAULT_SMOOTHING, WITHOUT_PMU};
 pub use score::{contention_scores, directed_scores, ContentionScore, DirectedScore};
-pub use sidecar::{Architecture, Dim, Normalisation, Sidecar, TensorSpec, SIDECAR_FORMAT};
+pub use interference_core::sidecar::{
+    self, Architecture, Dim, Normalisation, Sidecar, TensorSpec, SIDECAR_FORMAT,
+};
 
 /// The seam between the pipeline and whatever predicts: the two scorers implement it,
 /// and tests of later stages can fake it.

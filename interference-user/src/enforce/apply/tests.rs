@@ -10,7 +10,8 @@ use serde_json::json;
 use super::*;
 use crate::enforce::cgroup::tests::FakeHost;
 use crate::enforce::journal::EntryState;
-use crate::policy::Rung;
+use crate::policy::{Rung, Setting};
+use interference_core::cpu_list::CpuList;
 use crate::qmp::testutil::{FakeQmp, RealQemu};
 
 struct Fixture {
@@ -121,8 +122,8 @@ fn weight_is_journalled_applied_and_rolled_back() {
     assert_eq!(out.effects.len(), 1);
     assert_eq!(
         (
-            out.effects[0].before.as_str(),
-            out.effects[0].after.as_str()
+            &*out.effects[0].before.to_string(),
+            &*out.effects[0].after.to_string()
         ),
         ("1024", "512")
     );
@@ -158,8 +159,8 @@ fn weight_is_journalled_applied_and_rolled_back() {
     assert_eq!(out.result, ActionResult::Applied, "{out:?}");
     assert_eq!(
         (
-            out.effects[0].before.as_str(),
-            out.effects[0].after.as_str()
+            &*out.effects[0].before.to_string(),
+            &*out.effects[0].after.to_string()
         ),
         ("512", "1024")
     );
@@ -190,7 +191,7 @@ fn dry_run_writes_nothing_not_even_the_journal() {
     let original = f.snapshot();
     let mut e = f.enforcer(true);
     let out = e.apply(
-        &action("a1", "web", Change::Cpuset { cpus: vec![2, 3] }),
+        &action("a1", "web", Change::Cpuset { cpus: CpuList::new([2, 3]) }),
         &f.vm,
     );
     assert_eq!(out.result, ActionResult::Simulated, "{out:?}");
@@ -201,7 +202,7 @@ fn dry_run_writes_nothing_not_even_the_journal() {
     simulated.simulated = true;
     let out = e.apply(&simulated, &f.vm);
     assert_eq!(out.result, ActionResult::Simulated);
-    assert_eq!(out.effects[0].after, "4096");
+    assert_eq!(out.effects[0].after, Setting::CpuShares { shares: 4096 });
     assert_eq!(f.snapshot(), original);
     assert_eq!(fs::metadata(&f.journal).map(|m| m.len()).unwrap_or(0), 0);
 }
@@ -212,7 +213,7 @@ fn cpuset_pin_and_restore_all_put_every_file_back() {
     let original = f.snapshot();
     let mut e = f.enforcer(false);
     let out = e.apply(
-        &action("a1", "web", Change::Cpuset { cpus: vec![2, 3] }),
+        &action("a1", "web", Change::Cpuset { cpus: CpuList::new([2, 3]) }),
         &f.vm,
     );
     assert_eq!(out.result, ActionResult::Applied, "{out:?}");
@@ -278,7 +279,7 @@ fn rolling_back_an_older_change_hands_its_original_to_the_newer() {
         ),
         &f.vm,
     );
-    assert_eq!(out.effects[0].after, "1024", "{out:?}");
+    assert_eq!(out.effects[0].after, Setting::CpuShares { shares: 1024 }, "{out:?}");
     assert_eq!(f.read(SCOPE_SHARES), "1024");
 }
 
@@ -310,7 +311,7 @@ fn a_failed_write_undoes_the_rest_and_is_reported() {
     let original = f.snapshot();
     let mut e = f.enforcer(false);
     let out = e.apply(
-        &action("a1", "web", Change::Cpuset { cpus: vec![2] }),
+        &action("a1", "web", Change::Cpuset { cpus: CpuList::new([2]) }),
         &f.vm,
     );
     assert_eq!(out.result, ActionResult::Failed, "{out:?}");
@@ -550,14 +551,14 @@ fn balloon_on_a_real_qemu_is_journalled_and_restored() {
         &vm,
     );
     assert_eq!(out.result, ActionResult::Applied, "{out:?}");
-    assert_eq!(out.effects[0].before, (64u64 << 20).to_string());
+    assert_eq!(out.effects[0].before, Setting::Bytes { bytes: 64 << 20 });
     assert!(out.effects[0]
         .target
         .to_string_lossy()
         .ends_with("#balloon"));
     let outs = e.restore_all();
     assert_eq!(outs[0].result, ActionResult::Applied, "{outs:?}");
-    assert_eq!(outs[0].effects[0].after, (64u64 << 20).to_string());
+    assert_eq!(outs[0].effects[0].after, Setting::Bytes { bytes: 64 << 20 });
     assert!(e.in_effect().is_empty());
     let mut q = QmpClient::connect(&qemu.qmp, Duration::from_secs(5)).unwrap();
     assert_eq!(q.query_balloon().unwrap(), 64 << 20);

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use tracing::warn;
 
-use super::cpuset::{pin_targets, plan_tree, CpuListError, CpuSet, TreeNode};
+use super::cpuset::{pin_targets, plan_tree, CpuListError, CpuList, TreeNode};
 use super::guard::{GuardError, ManagedRoots, VmRoot};
 use super::weight::{WEIGHT_MAX, WEIGHT_MIN};
 use crate::inventory::error::is_vanished;
@@ -164,7 +164,7 @@ pub fn plan_weight(guard: &ManagedRoots, vm: &str, weight: u64) -> Result<Plan, 
 }
 
 /// Confine `vm`'s cgroups to `wanted` (see the module doc).
-pub fn plan_cpuset(guard: &ManagedRoots, vm: &str, wanted: &CpuSet) -> Result<Plan, CgroupError> {
+pub fn plan_cpuset(guard: &ManagedRoots, vm: &str, wanted: &CpuList) -> Result<Plan, CgroupError> {
     if wanted.is_empty() {
         return Err(CgroupError::NoCpus { vm: vm.to_owned() });
     }
@@ -198,7 +198,7 @@ pub fn plan_cpuset(guard: &ManagedRoots, vm: &str, wanted: &CpuSet) -> Result<Pl
             warn!(vm, cgroup = %root.dir.display(), wanted = %wanted, granted = %granted,
                 "only part of the requested CPUs is available under the parent cgroup");
         }
-        let mut current: Vec<(PathBuf, CpuSet)> = Vec::new();
+        let mut current: Vec<(PathBuf, CpuList)> = Vec::new();
         for dir in subtree(&root.dir)? {
             let file = guard.check_write(vm, &dir, "cpuset.cpus")?;
             let cpus = parse_cpus(&file, &read_value(&file)?)?;
@@ -272,9 +272,9 @@ pub fn plan_restore(items: &[RestoreItem]) -> Result<Vec<(PathBuf, String)>, Cgr
 pub fn plausibly_ours(file: &Path, current: &str, before: &str, after: &str) -> bool {
     if is_cpuset(file) {
         let (Ok(c), Ok(b), Ok(a)) = (
-            current.parse::<CpuSet>(),
-            before.parse::<CpuSet>(),
-            after.parse::<CpuSet>(),
+            current.parse::<CpuList>(),
+            before.parse::<CpuList>(),
+            after.parse::<CpuList>(),
         ) else {
             return false;
         };
@@ -287,7 +287,7 @@ pub fn plausibly_ours(file: &Path, current: &str, before: &str, after: &str) -> 
 /// Equal as the kernel means them: CPU lists as sets, numbers as numbers.
 pub fn same_value(file: &Path, a: &str, b: &str) -> bool {
     if is_cpuset(file) {
-        return match (a.parse::<CpuSet>(), b.parse::<CpuSet>()) {
+        return match (a.parse::<CpuList>(), b.parse::<CpuList>()) {
             (Ok(x), Ok(y)) => x == y,
             _ => a.trim() == b.trim(),
         };
@@ -367,7 +367,7 @@ pub fn restore_value(path: &Path, value: &str) -> Result<(String, Option<String>
     }
 }
 
-fn parse_cpus(file: &Path, text: &str) -> Result<CpuSet, CgroupError> {
+fn parse_cpus(file: &Path, text: &str) -> Result<CpuList, CgroupError> {
     text.parse().map_err(|source| CgroupError::CpuList {
         path: file.to_path_buf(),
         source,

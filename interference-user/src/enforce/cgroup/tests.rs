@@ -245,7 +245,7 @@ fn cpuset_is_clipped_to_the_parent_and_refused_when_empty() {
         msg.contains("2-3") && msg.contains("\"0-1\"") && msg.contains("web.scope"),
         "{msg}"
     );
-    assert!(plan_cpuset(&g, "web", &CpuSet::default()).is_err());
+    assert!(plan_cpuset(&g, "web", &CpuList::default()).is_err());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{read_value, CgroupError};
-use crate::enforce::cpuset::CpuSet;
+use crate::enforce::cpuset::CpuList;
 use crate::enforce::weight::weight_to_shares;
 
 /// The weight file and the text to write for a v2-scale `weight`.
@@ -19,7 +19,7 @@ pub fn has(controllers: &[String], controller: &str) -> bool {
 
 /// The CPUs the cgroup at `dir` may hand to its children: `cpuset.effective_cpus`
 /// (what is online of `cpuset.cpus`), or `cpuset.cpus` on kernels without it.
-pub fn effective_cpus(dir: &Path) -> Result<CpuSet, CgroupError> {
+pub fn effective_cpus(dir: &Path) -> Result<CpuList, CgroupError> {
     let effective = dir.join("cpuset.effective_cpus");
     let file = if effective.exists() {
         effective

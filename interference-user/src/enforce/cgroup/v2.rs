@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{read_value, CgroupError};
-use crate::enforce::cpuset::CpuSet;
+use crate::enforce::cpuset::CpuList;
 
 /// The weight file and the text to write for `weight`.
 pub fn weight_file(weight: u64) -> (&'static str, String) {
@@ -20,7 +20,7 @@ pub fn enabled(dir: &Path, controller: &str) -> Result<bool, CgroupError> {
 }
 
 /// `cpuset.cpus.effective` of the cgroup at `dir`.
-pub fn effective_cpus(dir: &Path) -> Result<CpuSet, CgroupError> {
+pub fn effective_cpus(dir: &Path) -> Result<CpuList, CgroupError> {
     let file = dir.join("cpuset.cpus.effective");
     super::parse_cpus(&file, &read_value(&file)?)
 }

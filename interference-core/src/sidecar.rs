@@ -10,7 +10,49 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::SidecarError;
+use std::io;
+
+use thiserror::Error;
+
+/// A model sidecar (`models/<name>.json`) that cannot be read or does not hold together.
+#[derive(Debug, Error)]
+pub enum SidecarError {
+    #[error("cannot read model sidecar {origin}: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("model sidecar {origin} is not valid sidecar JSON: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("model sidecar {origin}: {what}")]
+    Invalid { origin: String, what: String },
+    #[error(
+        "model sidecar {origin} lists {sidecar} features but the agent computes {computed}: \
+         the model was trained on a different feature set"
+    )]
+    FeatureCount {
+        origin: String,
+        sidecar: usize,
+        computed: usize,
+    },
+    #[error(
+        "model sidecar {origin}: feature {position} is {sidecar:?} but the agent computes \
+         {computed:?} there: the model was trained on a different feature set"
+    )]
+    FeatureMismatch {
+        origin: String,
+        /// 0-based position in the feature vector.
+        position: usize,
+        sidecar: String,
+        computed: String,
+    },
+}
+
 
 /// The sidecar format this agent reads.
 pub const SIDECAR_FORMAT: u32 = 1;
@@ -273,7 +315,8 @@ impl Sidecar {
 mod tests {
     use super::*;
 
-    const FIXTURE: &[u8] = include_bytes!("testdata/lstm.json");
+    /// The shipped contention model's sidecar (the one the agent embeds).
+    const FIXTURE: &[u8] = include_bytes!("../../models/contention-lstm.json");
 
     fn fixture_value() -> serde_json::Value {
         serde_json::from_slice(FIXTURE).expect("fixture sidecar is JSON")

@@ -70,10 +70,10 @@ pub struct Ledger {
     _lock: File,
     aliases: Aliases,
     files: HashMap<Period, PeriodFile>,
-    /// Unit tests only: every append fails as on a full disk (the privileged tests
-    /// fill a real filesystem).
-    #[cfg(test)]
-    pub(crate) fail_appends: bool,
+    /// Tests only (`testing` feature): every append fails as on a full disk (the
+    /// privileged tests fill a real filesystem).
+    #[cfg(any(test, feature = "testing"))]
+    fail_appends: bool,
 }
 
 impl Ledger {
@@ -108,9 +108,15 @@ impl Ledger {
             _lock: lock,
             aliases,
             files: HashMap::new(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "testing"))]
             fail_appends: false,
         })
+    }
+
+    /// Tests only: make every append fail (`ENOSPC`) until switched back.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_appends(&mut self, fail: bool) {
+        self.fail_appends = fail;
     }
 
     pub fn dir(&self) -> &Path {
@@ -168,7 +174,7 @@ impl Ledger {
     /// A failed write leaves the file as it was (a partly written batch is cut off
     /// again), so the batch can be retried whole.
     pub fn append(&mut self, records: &[LedgerRecord]) -> Result<Vec<LedgerRecord>, LedgerError> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testing"))]
         if self.fail_appends {
             return Err(LedgerError::Append {
                 path: self.dir.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::money::Money;
-use crate::config::humantime_duration;
+use crate::humantime_serde::humantime_duration;
 
 /// Where the agent writes the ledger unless `--ledger` or `[billing] ledger_dir` says.
 pub const DEFAULT_LEDGER_DIR: &str = "/var/lib/interference/ledger";

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::action::Rung;
+use crate::action::Rung;
+use crate::vm::Priority;
 
 /// The whole `[policy]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +39,7 @@ pub struct PolicyConfig {
     pub customer_tiers: BTreeMap<String, String>,
     /// Least time between two changes to one VM (humantime: "30s"). Rollbacks are not
     /// held back by it, but they do restart it.
-    #[serde(with = "crate::config::humantime_duration")]
+    #[serde(with = "crate::humantime_serde::humantime_duration")]
     pub cooldown: Duration,
     /// At most this many actions (rollbacks included) per tick.
     pub max_actions_per_tick: usize,
@@ -146,7 +147,7 @@ pub struct PairThresholds {
 ///
 /// The rung moves a VM to the first target (in this order) that still has room for
 /// its vCPUs and memory: the declared free capacity minus what this agent has migrated
-/// there already (kept in [`PolicyState`](super::PolicyState), rebuilt from the journal).
+/// there already (kept in the agent's policy state).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MigrationConfig {
@@ -243,8 +244,8 @@ impl PolicyConfig {
     }
 
     /// Whether a VM with this priority and SLA tier is a priority VM.
-    pub fn is_priority(&self, priority: crate::inventory::Priority, tier: Option<&str>) -> bool {
-        priority == crate::inventory::Priority::High
+    pub fn is_priority(&self, priority: Priority, tier: Option<&str>) -> bool {
+        priority == Priority::High
             || tier.is_some_and(|t| self.priority_tiers.iter().any(|p| p == t))
     }
 
@@ -559,7 +560,7 @@ fn check_migration(m: &MigrationConfig, push: &mut impl FnMut(String, String)) {
     }
 }
 
-pub(crate) fn rung_name(r: Rung) -> &'static str {
+pub fn rung_name(r: Rung) -> &'static str {
     match r {
         Rung::Weight => "weight",
         Rung::Pin => "pin",

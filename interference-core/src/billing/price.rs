@@ -19,10 +19,8 @@ use super::describe::{self, Subject};
 use super::money::Money;
 use super::period::{rfc3339, Segment};
 use super::record::{ChargeCategory, LedgerRecord, LineKind, ResourceDelta, Role};
-use crate::enforce::weight::shares_to_weight;
-use crate::policy::ladder::cpu_list;
-use crate::policy::{Action, Change, Effect};
-use crate::telemetry::cgroup::parse_cpu_list;
+use crate::action::{Action, Change, Effect};
+use crate::cpu_list::CpuList;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const PROVIDER: &str = "interference";
@@ -384,7 +382,10 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
     let own = a.vm == a.protects;
     match &a.change {
         Change::CpuWeight { weight } => {
-            let before = effects.iter().find_map(effect_weight).unwrap_or(100);
+            let before = effects
+                .iter()
+                .find_map(|e| e.before.weight())
+                .unwrap_or(crate::cpu_weight::WEIGHT_DEFAULT);
             let (lo, hi) = (before.min(*weight), before.max(*weight));
             let moved = if hi == 0 {
                 0.0
@@ -409,26 +410,24 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
             }
         }
         Change::Cpuset { cpus } => {
-            let mut before: Vec<u32> = effects
+            let before: CpuList = effects
                 .iter()
-                .filter_map(|e| parse_cpu_list(e.before.trim()).ok())
-                .flatten()
+                .filter_map(|e| e.before.cpus())
+                .flat_map(CpuList::iter)
                 .collect();
-            before.sort_unstable();
-            before.dedup();
             let (n, basis) = if own {
                 (
                     cpus.len(),
                     format!("{} CPU(s) reserved for the protected VM", cpus.len()),
                 )
             } else {
-                let lost = before.iter().filter(|c| !cpus.contains(c)).count();
+                let lost = before.difference(cpus).len();
                 (lost, format!("{lost} CPU(s) taken away"))
             };
             ResourceDelta {
                 what: "CPUs".into(),
-                before: cpu_list(&before),
-                after: cpu_list(cpus),
+                before: before.to_string(),
+                after: cpus.to_string(),
                 per_hour: n as f64,
                 basis,
             }
@@ -436,7 +435,7 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
         Change::Balloon { target_bytes } => {
             let before = effects
                 .iter()
-                .find_map(|e| e.before.trim().parse::<u64>().ok())
+                .find_map(|e| e.before.bytes())
                 .unwrap_or(*target_bytes);
             let gib = before.saturating_sub(*target_bytes) as f64 / GIB;
             ResourceDelta {
@@ -466,16 +465,6 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
 
 /// The weight (v2 scale) an effect's `before` held: cpu.weight as is, cpu.shares
 /// converted as systemd does.
-fn effect_weight(e: &Effect) -> Option<u64> {
-    let name = e.target.file_name()?.to_str()?;
-    let v: u64 = e.before.trim().parse().ok()?;
-    match name {
-        "cpu.weight" => Some(v),
-        "cpu.shares" => Some(shares_to_weight(v)),
-        _ => None,
-    }
-}
-
 fn money(units: f64) -> Money {
     Money::from_units(units).unwrap_or(Money::ZERO)
 }
