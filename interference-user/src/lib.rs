@@ -20,6 +20,7 @@ pub mod config;
 pub mod enforce;
 pub mod export;
 pub mod features;
+pub mod host;
 pub mod inventory;
 pub mod policy;
 pub mod predict;

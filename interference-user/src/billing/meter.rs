@@ -40,7 +40,6 @@ use super::money::Money;
 use super::period::{segments, Period, Segment};
 use super::price::{Billable, Pricer, VmUsage};
 use super::record::{LedgerRecord, LineKind};
-use crate::export::prometheus::TextWriter;
 use crate::policy::{Action, ActionResult, Change, Outcome};
 
 /// An action in effect (or simulated as if it were).
@@ -500,31 +499,41 @@ impl Billing {
         }
     }
 
-    /// `interference_imc_currency_total{customer,kind}`.
-    pub fn render_into(&self, w: &mut TextWriter) {
-        let help = format!(
-            "Interference Mitigation Cost posted to the ledger since start, in {}, by customer and kind (charge, credit as a positive amount; simulated_charge, simulated_credit in a dry run).",
-            self.config.currency
-        );
-        {
-            let mut f = w.counter("interference_imc_currency_total", &help);
-            for ((customer, kind), m) in &self.totals {
-                f.sample(&[("customer", customer), ("kind", kind)], m.abs().units());
-            }
-        }
-        if self.ledger.is_some() {
-            w.counter(
-                "interference_ledger_write_errors_total",
-                "Attempts to append to the ledger that failed (disk full, read-only, ...) since start.",
-            )
-            .sample(&[], self.write_errors);
-            w.gauge(
-                "interference_ledger_backlog_lines",
-                "Ledger lines waiting to be written because the ledger could not take them.",
-            )
-            .sample(&[], self.unposted.len() as u64);
+    /// What the metrics file shows of billing (`export::prometheus::billing`).
+    pub fn metrics(&self) -> BillingMetrics {
+        BillingMetrics {
+            currency: self.config.currency.clone(),
+            imc: self
+                .totals
+                .iter()
+                .map(|((customer, kind), m)| (customer.clone(), *kind, *m))
+                .collect(),
+            ledger: self.ledger.is_some().then_some(LedgerHealth {
+                write_errors: self.write_errors,
+                backlog_lines: self.unposted.len() as u64,
+            }),
         }
     }
+}
+
+/// Billing as the metrics file shows it: plain data, rendered by the export stage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BillingMetrics {
+    pub currency: String,
+    /// IMC posted since start: (customer, kind, amount); kinds charge and credit, or
+    /// simulated_charge and simulated_credit in a dry run.
+    pub imc: Vec<(String, &'static str, Money)>,
+    /// None in a dry run (no ledger).
+    pub ledger: Option<LedgerHealth>,
+}
+
+/// Whether the ledger takes its lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerHealth {
+    /// Appends that failed since start.
+    pub write_errors: u64,
+    /// Lines waiting to be written.
+    pub backlog_lines: u64,
 }
 
 fn slot(ms: u64, interval: u64) -> u64 {

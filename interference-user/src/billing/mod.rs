@@ -6,7 +6,7 @@
 pub mod meter;
 
 pub use interference_core::billing::*;
-pub use meter::Billing;
+pub use meter::{Billing, BillingMetrics, LedgerHealth};
 
 #[cfg(test)]
 mod tests;

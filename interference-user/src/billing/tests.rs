@@ -450,7 +450,7 @@ fn a_ledger_that_cannot_be_written_keeps_what_is_owed_and_holds_new_charges() {
     b.tick(t0 + 150_500, &[]);
     let metrics = |b: &Billing| {
         let mut w = crate::export::prometheus::TextWriter::new();
-        b.render_into(&mut w);
+        crate::export::prometheus::render_billing(&mut w, &b.metrics());
         w.finish()
     };
     let text = metrics(&b);
@@ -535,7 +535,7 @@ fn failed_and_simulated_actions_are_never_written() {
     b.end(&sim.id, NOV_1_2026 + 310_000);
     assert!(lines_of(dir.path()).is_empty());
     let mut w = crate::export::prometheus::TextWriter::new();
-    b.render_into(&mut w);
+    crate::export::prometheus::render_billing(&mut w, &b.metrics());
     let text = w.finish();
     assert!(
         text.contains(

@@ -249,7 +249,7 @@ impl Mitigation {
             }
         }
         if let Some(b) = &self.billing {
-            b.render_into(w);
+            crate::export::prometheus::render_billing(w, &b.metrics());
         }
     }
 }

@@ -116,7 +116,8 @@ impl Enforcer {
     /// The managed set is this tick's inventory; VMs the guard refuses are returned
     /// (and any action on them fails).
     pub fn set_vms(&mut self, vms: &[Vm]) -> Vec<GuardError> {
-        self.guard.set_vms(vms)
+        self.guard
+            .set_vms(vms.iter().map(|v| (v.name.as_str(), v.cgroups.as_slice())))
     }
 
     /// Changes that may be in effect, oldest first.
@@ -210,7 +211,7 @@ impl Enforcer {
         simulate: bool,
         plan: impl FnOnce(&ManagedRoots, &str) -> Result<Plan, CgroupError>,
     ) -> Outcome {
-        if let Err(e) = self.guard.admit(vm) {
+        if let Err(e) = self.guard.admit(&vm.name, &vm.cgroups) {
             return failed(&action.id, error_chain(&e));
         }
         let plan = match plan(&self.guard, &vm.name) {

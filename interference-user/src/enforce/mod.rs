@@ -26,7 +26,6 @@
 pub mod apply;
 pub mod cgroup;
 pub mod cpuset;
-pub mod guard;
 pub mod journal;
 pub mod qmp;
 pub mod restore;
@@ -35,6 +34,6 @@ pub use interference_core::cpu_weight as weight;
 pub use crate::qmp::{QmpClient, QmpError};
 pub use apply::{EnforceError, Enforcer, EnforcerOptions};
 pub use cpuset::CpuList;
-pub use guard::{GuardError, ManagedRoots};
+pub use crate::host::guard::{self, GuardError, ManagedRoots};
 pub use journal::{Entry, EntryState, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
 pub use restore::{restore, restore_with, RestoreReport};

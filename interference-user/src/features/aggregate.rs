@@ -6,7 +6,7 @@
 use std::f64::consts::PI;
 use std::sync::Arc;
 
-use super::cpuset::CpuSet;
+use super::cpumask::CpuMask;
 use super::extract::{Preempted, SampleExtract, VmId};
 use super::names::{WorkloadClass, PAIR, PER_VM, TIME};
 
@@ -34,7 +34,7 @@ pub struct Aggregate {
     pub major_faults: f64,
     /// Of the last sample.
     pub memory_bytes: f64,
-    pub cpus: Option<Arc<CpuSet>>,
+    pub cpus: Option<Arc<CpuMask>>,
     pub class: WorkloadClass,
     pub timestamp_ms: u64,
 }
@@ -162,7 +162,7 @@ pub fn vm_features(a: &Aggregate) -> [f64; PER_VM] {
 /// `|cpus_v ∩ cpus_a| / |cpus_v|`: how much of the victim's CPUs the aggressor can
 /// reach. 1 when either is unknown or the victim's set is empty: without a cpuset, any
 /// VM may run anywhere.
-pub fn shared_cpus(victim: Option<&CpuSet>, aggressor: Option<&CpuSet>) -> f64 {
+pub fn shared_cpus(victim: Option<&CpuMask>, aggressor: Option<&CpuMask>) -> f64 {
     match (victim, aggressor) {
         (Some(v), Some(a)) if !v.is_empty() => v.intersection_len(a) as f64 / v.len() as f64,
         _ => 1.0,
@@ -254,7 +254,7 @@ mod tests {
             e.io_lat_s = 0.003;
             e.major_faults = 2.0;
             e.memory_bytes = 1e9;
-            e.cpus = CpuSet::from_ids(&[0]).map(Arc::new);
+            e.cpus = CpuMask::from_ids(&[0]).map(Arc::new);
             e.class = WorkloadClass::Io;
         });
         let b = extract(1.5, |e| {
@@ -274,7 +274,7 @@ mod tests {
             e.io_bytes = 4096.0;
             e.io_lat_s = 0.002;
             e.memory_bytes = 2f64.powi(31);
-            e.cpus = CpuSet::from_ids(&[0, 1, 2, 3]).map(Arc::new);
+            e.cpus = CpuMask::from_ids(&[0, 1, 2, 3]).map(Arc::new);
             e.class = WorkloadClass::Memory;
         });
         [a, b]
@@ -303,7 +303,7 @@ mod tests {
         );
         // last sample: memory, cpus, class, timestamp
         assert_eq!(a.memory_bytes, 2f64.powi(31));
-        assert_eq!(a.cpus.as_deref().map(CpuSet::len), Some(4));
+        assert_eq!(a.cpus.as_deref().map(CpuMask::len), Some(4));
         assert_eq!(a.class, WorkloadClass::Memory);
         assert_eq!(a.timestamp_ms, 2500);
         // by aggressor, sorted, summed over entries and samples
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn shared_cpus_rule() {
-        let set = |ids: &[u32]| CpuSet::from_ids(ids).expect("small ids");
+        let set = |ids: &[u32]| CpuMask::from_ids(ids).expect("small ids");
         let (v, a) = (set(&[0, 1, 2, 3]), set(&[2, 3, 4]));
         assert_eq!(shared_cpus(Some(&v), Some(&a)), 0.5);
         assert_eq!(shared_cpus(Some(&a), Some(&v)), 2.0 / 3.0);
@@ -417,7 +417,7 @@ mod tests {
                         seconds: 1.0,
                     },
                 ];
-                e.cpus = CpuSet::from_ids(&[3, 4]).map(Arc::new);
+                e.cpus = CpuMask::from_ids(&[3, 4]).map(Arc::new);
             })],
         );
         let p = pair_features(&v, &a);

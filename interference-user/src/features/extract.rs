@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::telemetry::VmSample;
 
-use super::cpuset::CpuSet;
+use super::cpumask::CpuMask;
 use super::names::WorkloadClass;
 
 /// The identity of one VM in the windows, for as long as it stays in them: a VM that
@@ -55,7 +55,7 @@ pub struct SampleExtract {
     pub io_lat_s: f64,
     pub major_faults: f64,
     pub memory_bytes: f64,
-    pub cpus: Option<Arc<CpuSet>>,
+    pub cpus: Option<Arc<CpuMask>>,
     pub class: WorkloadClass,
 }
 
@@ -72,7 +72,7 @@ impl SampleExtract {
     pub fn fill(
         &mut self,
         s: &VmSample,
-        prev_cpus: Option<&Arc<CpuSet>>,
+        prev_cpus: Option<&Arc<CpuMask>>,
         mut resolve: impl FnMut(&str) -> Option<VmId>,
     ) {
         let rq = &s.runqueue;
@@ -123,7 +123,7 @@ impl SampleExtract {
         self.cpus = match (&s.cpus, prev_cpus) {
             (None, _) => None,
             (Some(ids), Some(prev)) if prev.is_exactly(ids) => Some(Arc::clone(prev)),
-            (Some(ids), _) => CpuSet::from_ids(ids).map(Arc::new),
+            (Some(ids), _) => CpuMask::from_ids(ids).map(Arc::new),
         };
         self.class = WorkloadClass::of_label(s.workload.as_deref());
     }
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!((e.psi_cpu_s, e.psi_memory_s, e.psi_io_s), (0.2, 0.03, 0.04));
         assert_eq!((e.io_ops, e.io_bytes, e.io_lat_s), (10.0, 12288.0, 0.001));
         assert_eq!((e.major_faults, e.memory_bytes), (4.0, (1u64 << 30) as f64));
-        assert_eq!(e.cpus.as_deref(), CpuSet::from_ids(&[0, 1]).as_ref());
+        assert_eq!(e.cpus.as_deref(), CpuMask::from_ids(&[0, 1]).as_ref());
         assert_eq!(e.class, WorkloadClass::Cpu);
     }
 
@@ -302,6 +302,6 @@ mod tests {
         let mut moved = s.clone();
         moved.cpus = Some(vec![2]);
         e.fill(&moved, Some(&prev), ids);
-        assert_eq!(e.cpus.as_deref(), CpuSet::from_ids(&[2]).as_ref());
+        assert_eq!(e.cpus.as_deref(), CpuMask::from_ids(&[2]).as_ref());
     }
 }

@@ -13,7 +13,7 @@
 //! |-------------|--------------------------------------------------------------------|
 //! | `names`     | feature names and layout, workload label -> class                  |
 //! | `extract`   | the fields of one `VmSample` the features read                     |
-//! | `cpuset`    | CPU sets as bitsets, for `pair_shared_cpus`                        |
+//! | `cpumask`   | CPU sets as bitsets, for `pair_shared_cpus` (fast intersections)   |
 //! | `aggregate` | k samples -> one model tick; per-VM, pair and time features (pure) |
 //! | `window`    | per-VM rings of the last `T * k` samples, fed one tick at a time   |
 //! | `pairs`     | all ordered pairs' `[n, T, F]` windows in one reused buffer        |
@@ -22,7 +22,7 @@
 
 mod accounts;
 pub mod aggregate;
-mod cpuset;
+mod cpumask;
 mod error;
 pub mod extract;
 pub mod names;
@@ -32,7 +32,7 @@ mod window;
 #[cfg(test)]
 pub(crate) use accounts::testing as accounts_testing;
 pub use accounts::{Account, CpuAccounts};
-pub use cpuset::{CpuSet, MAX_CPU_ID};
+pub use cpumask::{CpuMask, MAX_CPU_ID};
 pub use error::FeatureError;
 pub use names::{WorkloadClass, FEATURES, FEATURE_NAMES, PER_VM};
 pub use pairs::PairWindows;

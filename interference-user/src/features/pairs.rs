@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::aggregate::{
     aggregate_into, per_dt, rate_log, shared_cpus, time_features, vm_features, Aggregate,
 };
-use super::cpuset::CpuSet;
+use super::cpumask::CpuMask;
 use super::extract::VmId;
 use super::names::{AGGRESSOR_AT, FEATURES, PAIR_AT, PER_VM, TIME, TIME_AT, VICTIM_AT};
 use super::window::FeatureWindows;
@@ -56,7 +56,7 @@ struct VmTick {
     own: [f32; PER_VM],
     time: [f32; TIME],
     host: f32,
-    cpus: Option<Arc<CpuSet>>,
+    cpus: Option<Arc<CpuMask>>,
 }
 
 impl FeatureWindows {

@@ -48,9 +48,4 @@ impl InventoryError {
     }
 }
 
-/// ENOENT (path gone), ESRCH (process gone while reading its files), ENODEV (cgroup
-/// removed while its file was open).
-pub fn is_vanished(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
-        || matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV))
-}
+pub use crate::host::vanished::is_vanished;

@@ -15,7 +15,6 @@
 //! | `static_inv`   | the config's `[[vm]]` entries                         |
 //! | `merge`        | one list out of the three (pure)                      |
 
-pub mod cgroupfs;
 pub mod error;
 pub mod libvirt;
 pub mod merge;
@@ -27,12 +26,12 @@ pub mod threads;
 pub mod types;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-pub use cgroupfs::{CgroupMount, CgroupPathError, Mounts, MountsError};
+pub use crate::host::mounts::{self as cgroupfs, CgroupMount, CgroupPathError, Mounts, MountsError};
 pub use error::InventoryError;
 pub use types::*;
 

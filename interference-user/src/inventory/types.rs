@@ -78,24 +78,7 @@ pub struct VmThread {
     pub vcpu: Option<u32>,
 }
 
-/// A cgroup directory and the hierarchy it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VmCgroup {
-    /// Absolute path of the cgroup directory, e.g. /sys/fs/cgroup/cpu/lab/web-1.
-    pub path: PathBuf,
-    pub hierarchy: Hierarchy,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "version")]
-pub enum Hierarchy {
-    /// The cgroup v2 (unified) hierarchy; its controllers may be none on a hybrid host.
-    V2,
-    /// A cgroup v1 hierarchy with the controllers mounted on it (e.g. ["cpu"],
-    /// ["cpu", "cpuacct"]); named hierarchies such as name=systemd have none.
-    V1 { controllers: Vec<String> },
-}
-
+pub use crate::host::{Hierarchy, VmCgroup};
 pub use interference_core::vm::Priority;
 
 /// A VM declared in the config's `[[vm]]` table: its name and cgroups are given, its

@@ -37,7 +37,7 @@ use thiserror::Error;
 use tracing::warn;
 
 use super::cpuset::{pin_targets, plan_tree, CpuListError, CpuList, TreeNode};
-use super::guard::{GuardError, ManagedRoots, VmRoot};
+use crate::host::guard::{GuardError, ManagedRoots, VmRoot};
 use super::weight::{WEIGHT_MAX, WEIGHT_MIN};
 use crate::inventory::error::is_vanished;
 use crate::inventory::Hierarchy;

@@ -144,7 +144,7 @@ fn weight_goes_to_the_vm_cgroup_as_converted_shares_on_v1() {
     let host = FakeHost::new();
     let vm = host.libvirt_vm("web");
     let mut g = host.guard();
-    g.admit(&vm).unwrap();
+    g.admit(&vm.name, &vm.cgroups).unwrap();
     let plan = plan_weight(&g, "web", 400).unwrap();
     assert_eq!(plan.changes.len(), 1, "{plan:?}");
     let c = &plan.changes[0];
@@ -172,8 +172,8 @@ fn weight_on_v2_needs_the_cpu_controller() {
     );
     let off = host.mk("unified/b.scope", &[("cgroup.controllers", "io")]);
     let mut g = host.guard();
-    g.admit(&vm("a", &[(on.clone(), Hierarchy::V2)])).unwrap();
-    g.admit(&vm("b", &[(off.clone(), Hierarchy::V2)])).unwrap();
+    g.admit("a", &vm("a", &[(on.clone(), Hierarchy::V2)]).cgroups).unwrap();
+    g.admit("b", &vm("b", &[(off.clone(), Hierarchy::V2)]).cgroups).unwrap();
     let plan = plan_weight(&g, "a", 250).unwrap();
     assert_eq!(
         plan.writes,
@@ -192,7 +192,7 @@ fn cpuset_v1_plans_the_whole_subtree_in_a_valid_order() {
     let host = FakeHost::new();
     let vm = host.libvirt_vm("web");
     let mut g = host.guard();
-    g.admit(&vm).unwrap();
+    g.admit(&vm.name, &vm.cgroups).unwrap();
     let plan = plan_cpuset(&g, "web", &"2-3".parse().unwrap()).unwrap();
     let scope = host.mk("cpuset/machine.slice/web.scope", &[]);
     let after = |rel: &str| {
@@ -236,7 +236,7 @@ fn cpuset_is_clipped_to_the_parent_and_refused_when_empty() {
         &[("cpuset.cpus", "0-1"), ("cpuset.effective_cpus", "0-1")],
     );
     let mut g = host.guard();
-    g.admit(&vm).unwrap();
+    g.admit(&vm.name, &vm.cgroups).unwrap();
     let plan = plan_cpuset(&g, "web", &"1-2".parse().unwrap()).unwrap();
     assert!(plan.changes.iter().all(|c| c.after == "1"), "{plan:?}");
     let e = plan_cpuset(&g, "web", &"2-3".parse().unwrap()).unwrap_err();
@@ -264,7 +264,7 @@ fn cpuset_v2_rewrites_only_children_with_their_own_cpus() {
         &[("cgroup.controllers", "cpu cpuset"), ("cpuset.cpus", "")],
     );
     let mut g = host.guard();
-    g.admit(&vm("web", &[(scope.clone(), Hierarchy::V2)]))
+    g.admit("web", &vm("web", &[(scope.clone(), Hierarchy::V2)]).cgroups)
         .unwrap();
     let plan = plan_cpuset(&g, "web", &"0-1".parse().unwrap()).unwrap();
     let files: Vec<String> = plan

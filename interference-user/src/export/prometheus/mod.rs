@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+mod billing;
 mod exporter;
 mod scores;
 mod text;
@@ -27,6 +28,7 @@ mod check;
 #[cfg(test)]
 mod tests;
 
+pub use billing::render_billing;
 pub use exporter::MetricsExporter;
 pub use scores::ScoreMetrics;
 pub use text::{

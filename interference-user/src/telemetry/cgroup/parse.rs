@@ -53,31 +53,12 @@ pub fn parse_limit(text: &str) -> Result<Option<u64>, ParseError> {
     Ok((v < V1_UNLIMITED).then_some(v))
 }
 
-/// A CPU list ("0-3,8,10-11", as in cpuset.cpus): sorted, without duplicates. An empty
-/// file is an empty set (a v1 cpuset not yet configured).
+/// A CPU list (`0-3,8`), ascending: the one parser, `CpuList`'s, with this module's
+/// error type.
 pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, ParseError> {
-    let t = text.trim();
-    let mut cpus = Vec::new();
-    if t.is_empty() {
-        return Ok(cpus);
-    }
-    let bad = || ParseError::new(1, t, "not a CPU list");
-    for part in t.split(',') {
-        let (lo, hi) = match part.split_once('-') {
-            Some((lo, hi)) => (lo, hi),
-            None => (part, part),
-        };
-        let lo: u32 = lo.trim().parse().map_err(|_| bad())?;
-        let hi: u32 = hi.trim().parse().map_err(|_| bad())?;
-        // No real machine has 65536 CPUs; a range that large is a misread, not a set.
-        if lo > hi || hi >= 1 << 16 {
-            return Err(bad());
-        }
-        cpus.extend(lo..=hi);
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
+    text.parse::<crate::host::CpuList>()
+        .map(|l| l.to_vec())
+        .map_err(|e| ParseError::new(1, text.trim(), e.why))
 }
 
 /// A flat keyed file ("key value" per line): cpu.stat, memory.stat, cpuacct.stat.

@@ -8,12 +8,12 @@ pub const MAX_CPU_ID: u32 = 65_535;
 
 /// A set of CPU ids (duplicates in the input count once, as in the trainer's `set`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CpuSet {
+pub struct CpuMask {
     words: Box<[u64]>,
     len: usize,
 }
 
-impl CpuSet {
+impl CpuMask {
     /// The set of `ids`, or None when one is above [`MAX_CPU_ID`] (treated as unknown).
     pub fn from_ids(ids: &[u32]) -> Option<Self> {
         let max = ids.iter().copied().max();
@@ -44,7 +44,7 @@ impl CpuSet {
     }
 
     /// `|self ∩ other|`.
-    pub fn intersection_len(&self, other: &CpuSet) -> usize {
+    pub fn intersection_len(&self, other: &CpuMask) -> usize {
         self.words
             .iter()
             .zip(other.words.iter())
@@ -68,20 +68,20 @@ mod tests {
 
     #[test]
     fn builds_counts_and_intersects() {
-        let a = CpuSet::from_ids(&[0, 1, 2, 64, 130]).expect("small ids");
-        let b = CpuSet::from_ids(&[1, 2, 3, 130]).expect("small ids");
+        let a = CpuMask::from_ids(&[0, 1, 2, 64, 130]).expect("small ids");
+        let b = CpuMask::from_ids(&[1, 2, 3, 130]).expect("small ids");
         assert_eq!(a.len(), 5);
         assert!(a.contains(64) && a.contains(130) && !a.contains(3) && !a.contains(10_000));
         assert_eq!(a.intersection_len(&b), 3);
         assert_eq!(b.intersection_len(&a), 3);
-        let empty = CpuSet::from_ids(&[]).expect("empty");
+        let empty = CpuMask::from_ids(&[]).expect("empty");
         assert!(empty.is_empty());
         assert_eq!(a.intersection_len(&empty), 0);
     }
 
     #[test]
     fn duplicates_count_once() {
-        let a = CpuSet::from_ids(&[3, 3, 1]).expect("small ids");
+        let a = CpuMask::from_ids(&[3, 3, 1]).expect("small ids");
         assert_eq!(a.len(), 2);
         assert!(!a.is_exactly(&[3, 3, 1]));
         assert!(a.is_exactly(&[1, 3]));
@@ -91,8 +91,8 @@ mod tests {
 
     #[test]
     fn absurd_ids_are_unknown() {
-        assert!(CpuSet::from_ids(&[MAX_CPU_ID]).is_some());
-        assert!(CpuSet::from_ids(&[0, MAX_CPU_ID + 1]).is_none());
-        assert!(CpuSet::from_ids(&[u32::MAX]).is_none());
+        assert!(CpuMask::from_ids(&[MAX_CPU_ID]).is_some());
+        assert!(CpuMask::from_ids(&[0, MAX_CPU_ID + 1]).is_none());
+        assert!(CpuMask::from_ids(&[u32::MAX]).is_none());
     }
 }

@@ -13,7 +13,25 @@ use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
 
-use super::types::{Hierarchy, VmCgroup};
+use serde::{Deserialize, Serialize};
+
+/// A cgroup directory and the hierarchy it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VmCgroup {
+    /// Absolute path of the cgroup directory, e.g. /sys/fs/cgroup/cpu/lab/web-1.
+    pub path: PathBuf,
+    pub hierarchy: Hierarchy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "version")]
+pub enum Hierarchy {
+    /// The cgroup v2 (unified) hierarchy; its controllers may be none on a hybrid host.
+    V2,
+    /// A cgroup v1 hierarchy with the controllers mounted on it (e.g. ["cpu"],
+    /// ["cpu", "cpuacct"]); named hierarchies such as name=systemd have none.
+    V1 { controllers: Vec<String> },
+}
 
 /// Reading or decoding the mount table failed.
 #[derive(Debug, Error)]

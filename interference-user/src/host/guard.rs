@@ -23,7 +23,8 @@ use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::inventory::{CgroupPathError, Hierarchy, Mounts, Vm};
+use super::mounts::{CgroupPathError, Hierarchy, Mounts, VmCgroup};
+use super::vanished::is_vanished;
 
 /// The only cgroup files the enforcement stage ever writes.
 pub const WRITABLE: [&str; 3] = ["cpu.weight", "cpu.shares", "cpuset.cpus"];
@@ -85,7 +86,7 @@ pub enum GuardError {
 impl GuardError {
     /// True when the refusal only says a cgroup is gone (the VM stopped).
     pub fn vanished(&self) -> bool {
-        matches!(self, Self::Unresolvable { source, .. } if crate::inventory::error::is_vanished(source))
+        matches!(self, Self::Unresolvable { source, .. } if is_vanished(source))
     }
 }
 
@@ -135,30 +136,33 @@ impl ManagedRoots {
     /// Replace the managed set with `vms` (one tick's inventory). Refused VMs are left
     /// out and returned with the reason; a VM that overlaps another is refused with
     /// it.
-    pub fn set_vms(&mut self, vms: &[Vm]) -> Vec<GuardError> {
+    pub fn set_vms<'a>(
+        &mut self,
+        vms: impl IntoIterator<Item = (&'a str, &'a [VmCgroup])>,
+    ) -> Vec<GuardError> {
         self.vms.clear();
         let mut errors = Vec::new();
-        for vm in vms {
-            if let Err(e) = self.admit(vm) {
+        for (name, cgroups) in vms {
+            if let Err(e) = self.admit(name, cgroups) {
                 errors.push(e);
             }
         }
         errors
     }
 
-    /// Check `vm`'s cgroups and add (or update) it; its admitted roots.
-    pub fn admit(&mut self, vm: &Vm) -> Result<&[VmRoot], GuardError> {
-        if vm.cgroups.is_empty() {
+    /// Check the cgroups of the VM `name` and add (or update) it; its admitted roots.
+    pub fn admit(&mut self, name: &str, cgroups: &[VmCgroup]) -> Result<&[VmRoot], GuardError> {
+        if cgroups.is_empty() {
             return Err(GuardError::NoCgroups {
-                vm: vm.name.clone(),
+                vm: name.to_owned(),
             });
         }
-        let mut roots = Vec::with_capacity(vm.cgroups.len());
-        for cg in &vm.cgroups {
-            roots.push(self.check_root(&vm.name, &cg.path)?);
+        let mut roots = Vec::with_capacity(cgroups.len());
+        for cg in cgroups {
+            roots.push(self.check_root(name, &cg.path)?);
         }
         for (other, their) in &self.vms {
-            if other == &vm.name {
+            if other == name {
                 continue;
             }
             for mine in &roots {
@@ -167,7 +171,7 @@ impl ManagedRoots {
                     .find(|t| t.dir.starts_with(&mine.dir) || mine.dir.starts_with(&t.dir))
                 {
                     return Err(GuardError::Overlap {
-                        vm: vm.name.clone(),
+                        vm: name.to_owned(),
                         path: mine.declared.clone(),
                         other: other.clone(),
                         other_path: t.declared.clone(),
@@ -175,8 +179,8 @@ impl ManagedRoots {
                 }
             }
         }
-        self.vms.insert(vm.name.clone(), roots);
-        Ok(&self.vms[&vm.name])
+        self.vms.insert(name.to_owned(), roots);
+        Ok(&self.vms[name])
     }
 
     /// The admitted roots of `vm`.
@@ -329,14 +333,25 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::enforce::cgroup::tests::{v1, vm as vm_with, FakeHost};
+    use crate::enforce::cgroup::tests::{v1, FakeHost};
 
-    fn vm(name: &str, dirs: &[&Path]) -> Vm {
-        let cgroups: Vec<(PathBuf, Hierarchy)> = dirs
+    /// A VM's name and its cgroup directories on the v1 cpu hierarchy.
+    fn vm(name: &str, dirs: &[&Path]) -> (String, Vec<VmCgroup>) {
+        let cgroups = dirs
             .iter()
-            .map(|d| (d.to_path_buf(), v1(&["cpu"])))
+            .map(|d| VmCgroup {
+                path: d.to_path_buf(),
+                hierarchy: v1(&["cpu"]),
+            })
             .collect();
-        vm_with(name, &cgroups)
+        (name.to_owned(), cgroups)
+    }
+
+    fn admit<'g>(
+        g: &'g mut ManagedRoots,
+        (name, cgroups): (String, Vec<VmCgroup>),
+    ) -> Result<&'g [VmRoot], GuardError> {
+        g.admit(&name, &cgroups)
     }
 
     #[test]
@@ -345,7 +360,7 @@ mod tests {
         let scope = host.mk("cpu/machine.slice/web.scope", &[]);
         let vcpu = host.mk("cpu/machine.slice/web.scope/libvirt/vcpu0", &[]);
         let mut g = host.guard();
-        g.admit(&vm("web", &[&scope])).unwrap();
+        admit(&mut g, vm("web", &[&scope])).unwrap();
         assert_eq!(
             g.check_write("web", &scope, "cpu.shares").unwrap(),
             scope.join("cpu.shares")
@@ -364,7 +379,7 @@ mod tests {
         let host = FakeHost::new();
         let scope = host.mk("cpu/machine.slice/web.scope", &[]);
         let mut g = host.guard();
-        g.admit(&vm("web", &[&scope])).unwrap();
+        admit(&mut g, vm("web", &[&scope])).unwrap();
         for name in [
             "cgroup.procs",
             "tasks",
@@ -385,14 +400,14 @@ mod tests {
         let scope = host.mk("cpu/machine.slice/web.scope", &[]);
         let other = host.mk("cpu/machine.slice/db.scope", &[]);
         let mut g = host.guard();
-        g.admit(&vm("web", &[&scope])).unwrap();
+        admit(&mut g, vm("web", &[&scope])).unwrap();
         let escape = scope.join("../db.scope");
         let e = g.check_write("web", &escape, "cpu.shares").unwrap_err();
         assert!(matches!(e, GuardError::Outside { .. }), "{e}");
         assert!(e.to_string().contains("db.scope"), "{e}");
         assert!(other.exists());
         // A VM declared with `..` is refused before resolution.
-        let e = g.admit(&vm("sneaky", &[&escape])).unwrap_err();
+        let e = admit(&mut g, vm("sneaky", &[&escape])).unwrap_err();
         assert!(matches!(e, GuardError::NotCgroup { .. }), "{e}");
         assert!(e.to_string().contains(".."), "{e}");
     }
@@ -404,7 +419,7 @@ mod tests {
         let other = host.mk("cpu/machine.slice/db.scope", &[]);
         std::os::unix::fs::symlink(&other, scope.join("vcpu9")).unwrap();
         let mut g = host.guard();
-        g.admit(&vm("web", &[&scope])).unwrap();
+        admit(&mut g, vm("web", &[&scope])).unwrap();
         let e = g
             .check_write("web", &scope.join("vcpu9"), "cpu.shares")
             .unwrap_err();
@@ -416,7 +431,7 @@ mod tests {
         fs::create_dir_all(&outside).unwrap();
         let link = host.mk("cpu/machine.slice", &[]).join("evil.scope");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        let e = g.admit(&vm("evil", &[&link])).unwrap_err();
+        let e = admit(&mut g, vm("evil", &[&link])).unwrap_err();
         assert!(matches!(e, GuardError::NotCgroup { .. }), "{e}");
     }
 
@@ -424,17 +439,17 @@ mod tests {
     fn refuses_paths_outside_cgroupfs_and_hierarchy_roots() {
         let host = FakeHost::new();
         let mut g = host.guard();
-        let e = g.admit(&vm("etc", &[Path::new("/etc")])).unwrap_err();
+        let e = admit(&mut g, vm("etc", &[Path::new("/etc")])).unwrap_err();
         assert!(matches!(e, GuardError::NotCgroup { .. }), "{e}");
         assert!(e.to_string().contains("/etc"), "{e}");
         // The tmpfs holding the mounts is not a cgroup hierarchy either.
         let tmpfs_child = host.mk("stray", &[]);
-        assert!(g.admit(&vm("stray", &[&tmpfs_child])).is_err());
+        assert!(admit(&mut g, vm("stray", &[&tmpfs_child])).is_err());
         // The root of a hierarchy would be the whole host.
         let root = host.mk("cpu", &[]);
-        let e = g.admit(&vm("host", &[&root])).unwrap_err();
+        let e = admit(&mut g, vm("host", &[&root])).unwrap_err();
         assert!(matches!(e, GuardError::HierarchyRoot { .. }), "{e}");
-        let e = g.admit(&vm("rel", &[Path::new("cpu/x")])).unwrap_err();
+        let e = admit(&mut g, vm("rel", &[Path::new("cpu/x")])).unwrap_err();
         assert!(matches!(e, GuardError::NotCgroup { .. }), "{e}");
     }
 
@@ -444,16 +459,17 @@ mod tests {
         let slice = host.mk("cpu/machine.slice", &[]);
         let scope = host.mk("cpu/machine.slice/web.scope", &[]);
         let mut g = host.guard();
-        g.admit(&vm("web", &[&scope])).unwrap();
-        let e = g.admit(&vm("greedy", &[&slice])).unwrap_err();
+        admit(&mut g, vm("web", &[&scope])).unwrap();
+        let e = admit(&mut g, vm("greedy", &[&slice])).unwrap_err();
         assert!(matches!(e, GuardError::Overlap { .. }), "{e}");
         assert!(matches!(
             g.check_write("db", &scope, "cpu.shares"),
             Err(GuardError::Unmanaged { .. })
         ));
         // Re-admitting the same VM is not an overlap with itself.
-        g.admit(&vm("web", &[&scope])).unwrap();
-        let errors = g.set_vms(&[vm("web", &[&scope]), vm("greedy", &[&slice])]);
+        admit(&mut g, vm("web", &[&scope])).unwrap();
+        let vms = [vm("web", &[&scope]), vm("greedy", &[&slice])];
+        let errors = g.set_vms(vms.iter().map(|(n, c)| (n.as_str(), c.as_slice())));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(g.roots("web").is_ok());
     }
@@ -463,11 +479,11 @@ mod tests {
         let host = FakeHost::new();
         let scope = host.mk("cpu/machine.slice/web.scope", &[]);
         let mut g = host.guard();
-        g.admit(&vm("web", &[&scope])).unwrap();
+        admit(&mut g, vm("web", &[&scope])).unwrap();
         fs::remove_dir(&scope).unwrap();
         let e = g.check_write("web", &scope, "cpu.shares").unwrap_err();
         assert!(e.vanished(), "{e}");
-        let e = g.admit(&vm("web", &[&scope])).unwrap_err();
+        let e = admit(&mut g, vm("web", &[&scope])).unwrap_err();
         assert!(e.vanished(), "{e}");
     }
 
@@ -477,7 +493,7 @@ mod tests {
         let host = FakeHost::new();
         let scope = host.mk("cpu/machine.slice/web.scope", &[]);
         let mut g = ManagedRoots::new(host.mounts.clone());
-        let e = g.admit(&vm("web", &[&scope])).unwrap_err();
+        let e = admit(&mut g, vm("web", &[&scope])).unwrap_err();
         assert!(matches!(e, GuardError::NotCgroupfs { .. }), "{e}");
     }
 }
