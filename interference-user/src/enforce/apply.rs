@@ -8,7 +8,7 @@
 //! nothing to restore. In dry-run mode (or for an action marked simulated) the plan is
 //! returned as a Simulated outcome and nothing is written, not even the journal.
 //!
-//! Balloon targets go through [`crate::enforce::qmp`] after reading the guest's own
+//! Balloon targets go through [`crate::qmp`] after reading the guest's own
 //! memory statistics: a target below the configured floor, or one that would take
 //! more than the guest reports available, is refused. Migrations are started through
 //! the same client and journalled as not restorable.

@@ -10,7 +10,6 @@
 //! | `cgroup`  | v1/v2 backends: which files, current values, write order                 |
 //! | `cpuset`  | CPU lists, and the order that keeps v1's subset rule at every step       |
 //! | `weight`  | `cpu.weight` <-> `cpu.shares` as systemd and runc convert                |
-//! | `qmp`     | QMP commands that change a VM: balloon target, stats polling, migration  |
 //!
 //! Life of a change: the policy hands an [`Action`](crate::policy::Action) and the VM
 //! to [`Enforcer::apply`]; the guard admits the VM's cgroups; the backend reads every
@@ -27,7 +26,6 @@ pub mod apply;
 pub mod cgroup;
 pub mod cpuset;
 pub mod journal;
-pub mod qmp;
 pub mod restore;
 pub use interference_core::cpu_weight as weight;
 

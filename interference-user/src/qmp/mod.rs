@@ -1,9 +1,9 @@
 //! A client for the QEMU Machine Protocol (QMP) over a VM's unix socket.
 //!
-//! Not a pipeline stage: a transport that two stages share. The inventory asks it
-//! which host thread runs each vCPU; the enforcement stage inflates the balloon and
-//! migrates. It lives apart from both so that the inventory does not depend on a
-//! later stage (DESIGN.md, "Layout").
+//! Not a pipeline stage: a transport that three stages share, beside the `host` layer.
+//! The inventory asks it which host thread runs each vCPU; the telemetry reads the
+//! guests' memory; the enforcement stage inflates the balloon and migrates. Every QMP
+//! command is here, so that no stage depends on another's (DESIGN.md, "Layout").
 //!
 //! Blocking, with every call bounded by one deadline (see `framing`): the agent asks
 //! a few questions per VM per tick, and a QEMU whose monitor hangs must cost a tick
@@ -16,9 +16,11 @@
 //! | `client`    | greeting, capabilities, `execute`, ids, events            |
 //! | `types`     | replies decoded into plain types (pure)                   |
 //! | `queries`   | typed read-only commands, and `quit`                      |
+//! | `commands`  | commands that change a VM: balloon, stats polling, migrate |
 //! | `error`     | `QmpError`                                                |
 
 mod client;
+mod commands;
 mod connect;
 mod error;
 mod framing;

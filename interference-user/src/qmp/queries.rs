@@ -1,6 +1,5 @@
 //! Typed commands that only read a VM's state (and `quit`, which tools and tests need
-//! to end a QEMU cleanly). Commands that change a running VM for mitigation live with
-//! the enforcement stage (`enforce::qmp`).
+//! to end a QEMU cleanly). Commands that change a running VM are in `commands`.
 
 use serde_json::{json, Value};
 

@@ -1,12 +1,11 @@
-//! QMP commands that change a running VM, as the enforcement stage uses them:
-//! virtio-balloon targets, the guest statistics polling that reports what the guest
-//! can spare, and live migration. They extend [`QmpClient`] so that a caller holds
-//! one connection per VM for reads and writes alike; read-only commands are in
-//! [`crate::qmp`].
+//! QMP commands that change a running VM: virtio-balloon targets, the guest
+//! statistics polling that reports what the guest can spare, and live migration. The
+//! enforcement stage changes VMs with them; the telemetry's balloon probe turns the
+//! statistics polling on. Read-only commands are in `queries`.
 
 use serde_json::json;
 
-use crate::qmp::{QmpClient, QmpError};
+use super::{QmpClient, QmpError};
 
 impl QmpClient {
     /// `balloon`: ask the guest to shrink to (or grow back to) `target_bytes` of RAM.
