@@ -27,6 +27,7 @@ packages=(
     python3 python3-venv
     musl-tools
     postgresql iproute2
+    prometheus # promtool: the metrics textfile is checked by the official parser
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -36,6 +37,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Only its promtool is used: the packaged server (and exporter) need not run.
+    if command -v systemctl >/dev/null; then
+        systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    fi
 else
     log "system packages present"
 fi
@@ -51,6 +56,13 @@ if ! rustup run "$EBPF_TOOLCHAIN" rustc --version >/dev/null 2>&1 ||
 else
     log "$EBPF_TOOLCHAIN with rust-src present"
 fi
+# scripts/test.sh checks format and lints first.
+for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+        log "adding the Rust component $component"
+        rustup component add "$component"
+    fi
+done
 # The static build (scripts/build-static.sh) that the lab's cross-kernel check runs in a
 # guest (tract-linalg's C kernels build with musl-gcc from musl-tools, above).
 if rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then

@@ -15,12 +15,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 ./scripts/setup.sh
 
-echo "== unit tests"
-# Release profile, like the integration tests, so the dependencies build once.
-cargo test --release --workspace --exclude interference-tests
+echo "== static checks: format, lints, docs"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-echo "== controller: PostgreSQL, crashes, replicas, network namespaces (root)"
-cargo test --release -p interference-controller -p interference-fleet-lab -- --ignored
+echo "== unit tests, the controller's (PostgreSQL, crashes, replicas, network namespaces) and every #[ignore]d one (root, QEMU, promtool)"
+# Release profile, like the integration tests, so the dependencies build once.
+cargo test --release --workspace --exclude interference-tests -- --include-ignored
 
 echo "== integration tests (root, eBPF, cgroups, QEMU)"
 # One at a time: they oversubscribe the CPUs on purpose and measure latency.

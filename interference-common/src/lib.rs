@@ -91,7 +91,7 @@ pub struct ThreadStats {
     /// 1 + VM index of the task that took the CPU when this thread was switched out
     /// while runnable; 0 when it became runnable by a wakeup.
     pub preempted_by: u32,
-    /// Tick epoch in which `max_ns` was last reset (see [`EPOCH`]-style map in userspace).
+    /// Tick epoch in which `max_ns` was last reset (the [`names::EPOCH`] map, which userspace advances).
     pub max_epoch: u32,
     /// Run-queue waits completed (switch-ins after a wait).
     pub count: u64,

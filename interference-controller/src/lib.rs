@@ -12,7 +12,8 @@
 //! errors, metrics) over `ops` (admin operations shared with the CLI) over `store`
 //! (all SQL) and `domain` (pure decisions) over `db` (pool, migrations, backends).
 //! `desired` keeps each replica's in-memory snapshot of what the fleet wants; `jobs`
-//! the leader and its periodic work; `server` wires it all for `serve` and the tests.
+//! the leader and its periodic work; `state` is what every handler shares (with `token_cache`), `app` the router,
+//! `server` wires it all for `serve` and the tests.
 
 pub mod api;
 pub mod app;
@@ -24,7 +25,9 @@ pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod server;
+pub mod state;
 pub mod store;
+pub mod token_cache;
 
 pub use db::{Backend, Db, DbOptions};
 pub use server::{start, RunningServer, ServerConfig};

@@ -11,7 +11,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::app::{router, AppState, ServeSettings};
+use crate::app::router;
+use crate::state::{AppState, ServeSettings};
 use crate::db::{Db, DbError, DbOptions};
 use crate::desired::{spawn_watcher, Snapshot};
 use crate::jobs::leader::spawn_leader;

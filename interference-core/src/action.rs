@@ -301,16 +301,37 @@ mod tests {
     #[test]
     fn settings_are_typed_by_their_target() {
         let t = |f: &str, v: &str| Setting::from_text(Path::new(f), v);
-        assert_eq!(t("/cg/vm/cpu.weight", "100\n"), Setting::CpuWeight { weight: 100 });
-        assert_eq!(t("/cg/vm/cpu.shares", "1024"), Setting::CpuShares { shares: 1024 });
+        assert_eq!(
+            t("/cg/vm/cpu.weight", "100\n"),
+            Setting::CpuWeight { weight: 100 }
+        );
+        assert_eq!(
+            t("/cg/vm/cpu.shares", "1024"),
+            Setting::CpuShares { shares: 1024 }
+        );
         assert_eq!(t("/cg/vm/cpu.shares", "1024").weight(), Some(100));
         assert_eq!(
-            t("/cg/vm/cpuset.cpus", "0-1").cpus().map(ToString::to_string),
+            t("/cg/vm/cpuset.cpus", "0-1")
+                .cpus()
+                .map(ToString::to_string),
             Some("0-1".into())
         );
-        assert_eq!(t("qmp:/run/q.sock#balloon", "536870912").bytes(), Some(512 << 20));
-        assert_eq!(t("/cg/vm/cpu.max", "max 100000"), Setting::Text { text: "max 100000".into() });
-        assert_eq!(t("/cg/vm/cpu.weight", "junk"), Setting::Text { text: "junk".into() });
+        assert_eq!(
+            t("qmp:/run/q.sock#balloon", "536870912").bytes(),
+            Some(512 << 20)
+        );
+        assert_eq!(
+            t("/cg/vm/cpu.max", "max 100000"),
+            Setting::Text {
+                text: "max 100000".into()
+            }
+        );
+        assert_eq!(
+            t("/cg/vm/cpu.weight", "junk"),
+            Setting::Text {
+                text: "junk".into()
+            }
+        );
     }
 
     #[test]
@@ -320,7 +341,10 @@ mod tests {
         assert_eq!(e.before.weight(), Some(100));
         assert_eq!(e.after, Setting::CpuShares { shares: 102 });
         let new = serde_json::to_string(&e).unwrap();
-        assert!(new.contains(r#""before":{"kind":"cpu_shares","shares":1024}"#), "{new}");
+        assert!(
+            new.contains(r#""before":{"kind":"cpu_shares","shares":1024}"#),
+            "{new}"
+        );
         assert_eq!(serde_json::from_str::<Effect>(&new).unwrap(), e);
     }
 }

@@ -167,6 +167,11 @@ mod tests {
         assert_eq!(a.difference(&b).to_string(), "0-1");
         assert!(CpuList::new([1]).is_subset(&a));
         assert_eq!(serde_json::to_string(&a).unwrap(), "[0,1,2]");
-        assert_eq!(serde_json::from_str::<CpuList>("[2,0]").unwrap().to_string(), "0,2");
+        assert_eq!(
+            serde_json::from_str::<CpuList>("[2,0]")
+                .unwrap()
+                .to_string(),
+            "0,2"
+        );
     }
 }

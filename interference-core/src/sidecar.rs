@@ -53,7 +53,6 @@ pub enum SidecarError {
     },
 }
 
-
 /// The sidecar format this agent reads.
 pub const SIDECAR_FORMAT: u32 = 1;
 

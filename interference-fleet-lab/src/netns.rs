@@ -48,7 +48,7 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl Lab {
-    /// `n` hosts, 10.213.<subnet>.1 ..= .n, on a new bridge. `tag` (a few letters)
+    /// `n` hosts, `10.213.<subnet>.1 ..= .n`, on a new bridge. `tag` (a few letters)
     /// keeps concurrent labs apart; `subnet` too.
     pub fn create(tag: &str, subnet: u8, n: usize) -> Result<Self> {
         if !is_root() {

@@ -142,7 +142,7 @@ pub async fn healthz(addr: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The controller binary next to a test binary (target/<profile>/).
+/// The controller binary next to a test binary (`target/<profile>/`).
 pub fn binary_near(test_exe: &Path, name: &str) -> Option<PathBuf> {
     let mut dir = test_exe.parent()?;
     if dir.ends_with("deps") {

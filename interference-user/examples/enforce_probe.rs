@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use interference::enforce::{restore, Enforcer, EnforcerOptions};
+use interference::agent::{restore, Overrides, Settings};
+use interference::config::Config;
+use interference::enforce::{Enforcer, EnforcerOptions};
 use interference::inventory::{Mounts, Vm};
 use interference::policy::Action;
 use serde_json::json;
@@ -69,7 +71,18 @@ fn apply(journal: &Path, vm: &Path, action: &Path) -> Result<()> {
 }
 
 fn restore_cmd(journal: &Path) -> Result<()> {
-    let report = restore(journal)?;
+    // The enforcement stage alone: nothing is billed.
+    let settings = Settings::resolve(
+        Overrides {
+            journal: Some(journal.to_path_buf()),
+            no_ledger: true,
+            ..Overrides::default()
+        },
+        Config::default(),
+        Mounts::read(Path::new("/proc"))?,
+        "localhost",
+    )?;
+    let report = restore(&settings)?;
     let line = json!({
         "outcomes": report.outcomes,
         "restored": report.restored(),

@@ -14,8 +14,8 @@
 //! `config` parses the TOML file; `collect` is the tick loop that wires the stages; `qmp`
 //! is the QEMU Machine Protocol client that `inventory` and `enforce` share.
 
+pub mod agent;
 pub mod billing;
-pub mod collect;
 pub mod config;
 pub mod enforce;
 pub mod export;

@@ -256,7 +256,7 @@ def main() -> None:
     m = full_evaluation(a.model, sidecar, ds, a.threshold)
     print_evaluation(m)
     if a.update_sidecar:
-        from export_onnx import finite
+        from jsonsafe import finite
 
         old = sidecar.get("evaluation") or {}
         if "export_check" in old:

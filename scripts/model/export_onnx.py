@@ -36,31 +36,13 @@ if __package__ in (None, ""):
 import dataset as dsm  # noqa: E402
 import evaluate_windows as ev  # noqa: E402
 import features as fx  # noqa: E402
-import train_lstm as tl  # noqa: E402
+import lstm_model as tl  # noqa: E402
+from jsonsafe import f32_list, finite  # noqa: E402,F401
 
 OPSET = 17
 IR_VERSION = 9
 TOLERANCE = 1e-4
 GOLDEN_WINDOWS = 16
-
-
-def f32_list(a) -> list[float]:
-    """Shortest decimal strings that read back as the same float32."""
-    return [float(str(np.float32(x))) for x in np.asarray(a, dtype=np.float32).ravel()]
-
-
-def finite(o):
-    """JSON-safe copy: NaN and infinities (e.g. the Spearman of a constant score) become
-    null, since strict JSON readers (serde_json) refuse them."""
-    if isinstance(o, float):
-        return o if np.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [finite(v) for v in o]
-    if isinstance(o, np.generic):
-        return finite(o.item())
-    return o
 
 
 def load_weights(path: str):

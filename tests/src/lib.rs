@@ -14,14 +14,15 @@ pub mod lab;
 pub mod ledger_oracle;
 pub mod oracle;
 
-/// True when the test can run; otherwise prints why it is skipped.
-pub fn require_root(test: &str) -> bool {
+/// Fails the test (it never skips) unless it runs as root.
+pub fn require_root(test: &str) {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped {test}: needs root (eBPF, cgroups); run ./scripts/test.sh as root");
-        return false;
-    }
-    true
+    let euid = unsafe { libc::geteuid() };
+    // A test that cannot run fails: it never passes by returning early.
+    assert_eq!(
+        euid, 0,
+        "{test} needs root (eBPF, cgroups, QEMU): run ./scripts/test.sh as root"
+    );
 }
 
 /// Kernel release, for skip messages.

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-/// /proc/<tid>/schedstat: time on CPU (ns), run-queue wait (ns), timeslices.
+/// `/proc/<tid>/schedstat`: time on CPU (ns), run-queue wait (ns), timeslices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Schedstat {
     pub run_ns: u64,
@@ -20,7 +20,7 @@ pub fn schedstat(tid: u32) -> Option<Schedstat> {
     })
 }
 
-/// `nonvoluntary_ctxt_switches` of /proc/<tid>/status: how often it was preempted.
+/// `nonvoluntary_ctxt_switches` of `/proc/<tid>/status`: how often it was preempted.
 pub fn nonvoluntary_switches(tid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     s.lines()

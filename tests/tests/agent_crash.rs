@@ -29,10 +29,7 @@ const FILES: &[&str] = &["cpu.shares", "cpuset.cpus", "cpu.weight"];
 #[test]
 #[ignore = "needs root/QEMU"]
 fn killed_100_times_at_1s_ticks_and_2s_charge_segments_no_line_lost_or_doubled() {
-    assert!(
-        require_root("killed_100_times_at_1s_ticks_and_2s_charge_segments_no_line_lost_or_doubled"),
-        "needs root: run ./scripts/test.sh as root"
-    );
+    require_root("killed_100_times_at_1s_ticks_and_2s_charge_segments_no_line_lost_or_doubled");
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = dataset_workload(dir.path());
     let mut victim = TestCgroup::new("prio").expect("cgroup");
@@ -89,7 +86,11 @@ fn killed_100_times_at_1s_ticks_and_2s_charge_segments_no_line_lost_or_doubled()
         std::thread::sleep(Duration::from_millis(ms));
         agent.kill9();
         if kill % 20 == 19 {
-            eprintln!("{} kills after {:.0} s", kill + 1, t0.elapsed().as_secs_f64());
+            eprintln!(
+                "{} kills after {:.0} s",
+                kill + 1,
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     // One clean run (it bills and restores what the last killed run left), then the

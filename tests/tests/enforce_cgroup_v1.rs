@@ -151,19 +151,15 @@ impl TestVm {
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn weights_and_cpusets_on_cgroup_v1() {
-    if !require_root("weights_and_cpusets_on_cgroup_v1") {
-        return;
-    }
-    if !Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists()
-        || !Path::new("/sys/fs/cgroup/cpuset/cpuset.cpus").exists()
-    {
-        eprintln!(
-            "skipped weights_and_cpusets_on_cgroup_v1: no cgroup v1 cpu and cpuset hierarchies on kernel {}",
-            interference_tests::kernel_release()
-        );
-        return;
-    }
+    require_root("weights_and_cpusets_on_cgroup_v1");
+    assert!(
+        Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists()
+            && Path::new("/sys/fs/cgroup/cpuset/cpuset.cpus").exists(),
+        "weights_and_cpusets_on_cgroup_v1 needs the cgroup v1 cpu and cpuset hierarchies, missing on kernel {}",
+        interference_tests::kernel_release()
+    );
     let a = TestVm::start("enf-a");
     let b = TestVm::start("enf-b");
     let all_dirs: Vec<PathBuf> = a.dirs().into_iter().chain(b.dirs()).collect();
@@ -254,7 +250,13 @@ fn weights_and_cpusets_on_cgroup_v1() {
 
     // 2. Cpusets.
     let out = enforcer.apply(
-        &action("p-a", &a.vm.name, Change::Cpuset { cpus: CpuList::new([1]) }),
+        &action(
+            "p-a",
+            &a.vm.name,
+            Change::Cpuset {
+                cpus: CpuList::new([1]),
+            },
+        ),
         &a.vm,
     );
     applied(&out);

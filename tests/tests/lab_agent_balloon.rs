@@ -86,11 +86,10 @@ fn wait_log(
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn the_agent_balloons_a_noisy_neighbour_and_gives_the_memory_back() {
     let test = "the_agent_balloons_a_noisy_neighbour_and_gives_the_memory_back";
-    if !require_root(test) {
-        return;
-    }
+    require_root(test);
     let options = LabOptions {
         vms: 2,
         workloads: vec!["cpu".into(), "idle".into()],

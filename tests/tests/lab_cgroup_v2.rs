@@ -65,10 +65,9 @@ echo "heavy_us=$((h1 - h0))"
 "#;
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn cgroup_v2_weight_cpuset_and_max_work_in_a_guest() {
-    if !require_root("cgroup_v2_weight_cpuset_and_max_work_in_a_guest") {
-        return;
-    }
+    require_root("cgroup_v2_weight_cpuset_and_max_work_in_a_guest");
     let started = Instant::now();
     let lab = Lab::up(
         "cg",

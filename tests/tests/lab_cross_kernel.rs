@@ -155,10 +155,9 @@ fn block_io(lab: &Lab, vm: &str, samples: &[Value], name: &str) -> (Reads, Reads
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn ebpf_loads_and_collects_on_the_guest_6_1_kernel() {
-    if !require_root("ebpf_loads_and_collects_on_the_guest_6_1_kernel") {
-        return;
-    }
+    require_root("ebpf_loads_and_collects_on_the_guest_6_1_kernel");
     let started = Instant::now();
     let binary = static_binary();
     let share = share_dir(&binary);

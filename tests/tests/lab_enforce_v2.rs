@@ -125,11 +125,23 @@ fn share_dir(probe: &Path) -> tempfile::TempDir {
     );
     write(
         "pbad.json",
-        serde_json::to_string(&action("pbad", Change::Cpuset { cpus: CpuList::new([1]) })).unwrap(),
+        serde_json::to_string(&action(
+            "pbad",
+            Change::Cpuset {
+                cpus: CpuList::new([1]),
+            },
+        ))
+        .unwrap(),
     );
     write(
         "p1.json",
-        serde_json::to_string(&action("p1", Change::Cpuset { cpus: CpuList::new([0]) })).unwrap(),
+        serde_json::to_string(&action(
+            "p1",
+            Change::Cpuset {
+                cpus: CpuList::new([0]),
+            },
+        ))
+        .unwrap(),
     );
     dir
 }
@@ -172,10 +184,9 @@ fn num(kv: &BTreeMap<String, String>, key: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn enforcer_changes_and_restores_cgroup_v2_files_in_a_guest() {
-    if !require_root("enforcer_changes_and_restores_cgroup_v2_files_in_a_guest") {
-        return;
-    }
+    require_root("enforcer_changes_and_restores_cgroup_v2_files_in_a_guest");
     let started = Instant::now();
     let probe = static_probe();
     let share = share_dir(&probe);

@@ -28,6 +28,7 @@ fn labctl() -> Command {
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn qmp_socket_that_never_answers_is_a_bounded_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("qmp.sock");
@@ -72,10 +73,9 @@ fn qmp_socket_that_never_answers_is_a_bounded_timeout() {
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn stopped_qemu_times_out_is_reported_and_down_still_cleans_up() {
-    if !require_root("stopped_qemu_times_out_is_reported_and_down_still_cleans_up") {
-        return;
-    }
+    require_root("stopped_qemu_times_out_is_reported_and_down_still_cleans_up");
     let options = LabOptions {
         workloads: vec!["idle".into()],
         ..LabOptions::default()
@@ -109,10 +109,9 @@ fn stopped_qemu_times_out_is_reported_and_down_still_cleans_up() {
 /// CPUs stopped (`-S`), so the guest never prints. `up` must give up after its boot
 /// timeout, say which VM and why, and leave nothing behind.
 #[test]
+#[ignore = "needs root/QEMU"]
 fn guest_that_never_boots_fails_up_in_bounded_time() {
-    if !require_root("guest_that_never_boots_fails_up_in_bounded_time") {
-        return;
-    }
+    require_root("guest_that_never_boots_fails_up_in_bounded_time");
     let options = LabOptions {
         workloads: vec!["idle".into()],
         env: vec![
@@ -128,7 +127,10 @@ fn guest_that_never_boots_fails_up_in_bounded_time() {
     let msg = format!("{err:#}");
     eprintln!("{msg}\n(after {:?})", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(40));
-    assert!(msg.contains("-1 did not boot (accelerator tcg)") && msg.contains("hang"), "{msg}");
+    assert!(
+        msg.contains("-1 did not boot (accelerator tcg)") && msg.contains("hang"),
+        "{msg}"
+    );
     assert!(msg.contains("the kernel never got to print"), "{msg}");
     assert_nothing_left("hang");
 }
@@ -136,10 +138,9 @@ fn guest_that_never_boots_fails_up_in_bounded_time() {
 /// `up` of a QEMU that exits at once (here: an option it does not know) fails fast with
 /// QEMU's own words and leaves nothing behind.
 #[test]
+#[ignore = "needs root/QEMU"]
 fn qemu_that_dies_at_start_fails_up_at_once() {
-    if !require_root("qemu_that_dies_at_start_fails_up_at_once") {
-        return;
-    }
+    require_root("qemu_that_dies_at_start_fails_up_at_once");
     let options = LabOptions {
         workloads: vec!["idle".into()],
         env: vec![

@@ -8,10 +8,9 @@ use interference_tests::lab::{Lab, LabOptions, Qmp};
 use interference_tests::{require_root, v2_root};
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn migrated_vm_keeps_reporting_progress_from_the_new_process() {
-    if !require_root("migrated_vm_keeps_reporting_progress_from_the_new_process") {
-        return;
-    }
+    require_root("migrated_vm_keeps_reporting_progress_from_the_new_process");
     let options = LabOptions {
         workloads: vec!["cpu".into()],
         vcpus: 2,

@@ -23,10 +23,9 @@ fn pin(tid: u32, cpu: usize) {
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn lab_vcpu_runqueue_latency_matches_schedstat() {
-    if !require_root("lab_vcpu_runqueue_latency_matches_schedstat") {
-        return;
-    }
+    require_root("lab_vcpu_runqueue_latency_matches_schedstat");
     let lab = Lab::up(
         "tel",
         &LabOptions {

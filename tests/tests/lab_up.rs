@@ -139,10 +139,9 @@ fn check_inventory(vms: &[LabVm]) {
 }
 
 #[test]
+#[ignore = "needs root/QEMU"]
 fn lab_brings_up_guests_in_the_libvirt_layout_and_down_leaves_nothing() {
-    if !require_root("lab_brings_up_guests_in_the_libvirt_layout_and_down_leaves_nothing") {
-        return;
-    }
+    require_root("lab_brings_up_guests_in_the_libvirt_layout_and_down_leaves_nothing");
     let started = Instant::now();
     let options = LabOptions {
         vms: 2,

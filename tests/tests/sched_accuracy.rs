@@ -10,10 +10,9 @@ use interference_tests::{real_collector, require_root, vm_for, wait_running, Tes
 /// Busy threads in two cgroups oversubscribing the 2 cores: each thread's run-queue
 /// wait summed by our programs agrees with its schedstat run_delay within 5%.
 #[test]
+#[ignore = "needs root/QEMU"]
 fn runqueue_latency_matches_schedstat() {
-    if !require_root("runqueue_latency_matches_schedstat") {
-        return;
-    }
+    require_root("runqueue_latency_matches_schedstat");
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -76,10 +75,9 @@ fn runqueue_latency_matches_schedstat() {
 /// preemptions are charged to the aggressor, an idle third cgroup is never named, and
 /// the number of preemptions matches the kernel's nonvoluntary context switches.
 #[test]
+#[ignore = "needs root/QEMU"]
 fn preemption_matrix_names_the_aggressor() {
-    if !require_root("preemption_matrix_names_the_aggressor") {
-        return;
-    }
+    require_root("preemption_matrix_names_the_aggressor");
     let mut victim = TestCgroup::new("victim").unwrap();
     let mut aggressor = TestCgroup::new("aggressor").unwrap();
     let mut idle = TestCgroup::new("idle").unwrap();

@@ -3,45 +3,14 @@
 //! minute so that a fleet's heartbeats do not each cost a query; a revoked token stops
 //! working within that minute.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::tokens;
-
-const TTL: Duration = Duration::from_secs(60);
-const MAX_ENTRIES: usize = 100_000;
-
-/// token sha256 -> (name, looked up at)
-#[derive(Default)]
-pub struct TokenCache {
-    hosts: Mutex<HashMap<String, (String, Instant)>>,
-    admins: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-impl TokenCache {
-    fn get(map: &Mutex<HashMap<String, (String, Instant)>>, token: &str) -> Option<String> {
-        let map = map.lock().ok()?;
-        map.get(token)
-            .filter(|(_, at)| at.elapsed() < TTL)
-            .map(|(name, _)| name.clone())
-    }
-
-    fn put(map: &Mutex<HashMap<String, (String, Instant)>>, token: &str, name: &str) {
-        if let Ok(mut map) = map.lock() {
-            if map.len() >= MAX_ENTRIES {
-                map.retain(|_, (_, at)| at.elapsed() < TTL);
-            }
-            map.insert(token.to_owned(), (name.to_owned(), Instant::now()));
-        }
-    }
-}
+use crate::token_cache::TokenCache;
 
 fn bearer(parts: &Parts) -> Option<&str> {
     parts

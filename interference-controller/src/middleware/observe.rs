@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use interference_controller::app::ServeSettings;
+use interference_controller::state::ServeSettings;
 use interference_controller::db::{Db, DbOptions};
 use interference_controller::jobs::JobPeriods;
 use interference_controller::server::{start, RunningServer, ServerConfig};

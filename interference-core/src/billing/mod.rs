@@ -5,7 +5,7 @@
 //!
 //! - [`price`] holds the formulas (pure: same input, same lines, same ids);
 //! - [`ledger`] writes and reads the JSONL files (FOCUS columns, [`record`]);
-//! - [`invoice`] and [`explain`] turn lines into what a customer reads, with
+//! - [`invoice`](mod@invoice) and [`explain`](mod@explain) turn lines into what a customer reads, with
 //!   neighbours of other customers shown by [`alias`] only.
 
 pub mod alias;

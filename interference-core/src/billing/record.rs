@@ -129,7 +129,7 @@ pub struct LedgerRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub changed_vm: Option<String>,
-    /// "<victim> slowed by <aggressor>" (names or aliases, as `x_Neighbor`).
+    /// `"<victim> slowed by <aggressor>"` (names or aliases, as `x_Neighbor`).
     #[serde(
         rename = "x_Direction",
         default,

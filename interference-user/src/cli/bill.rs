@@ -3,7 +3,7 @@
 use interference::billing::invoice::{render_csv, render_table};
 use interference::billing::{invoice, ledger, Period};
 
-use super::ledger_args::LedgerArgs;
+use super::args::LedgerArgs;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BillFormat {
@@ -32,7 +32,7 @@ fn parse_period(s: &str) -> Result<Period, String> {
 }
 
 pub fn run(args: BillArgs) -> anyhow::Result<()> {
-    let dir = args.ledger.config()?.billing.ledger_dir;
+    let dir = args.ledger.dir()?;
     // Every ledger error names its file or directory.
     let contents = ledger::read(&dir, args.period)?;
     for bad in &contents.bad {

@@ -3,7 +3,7 @@
 use interference::billing::explain::{explain, other_side_id};
 use interference::billing::ledger;
 
-use super::ledger_args::LedgerArgs;
+use super::args::LedgerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -14,7 +14,7 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    let dir = args.ledger.config()?.billing.ledger_dir;
+    let dir = args.ledger.dir()?;
     // Every ledger error names its file or directory.
     let contents = ledger::read(&dir, None)?;
     for bad in &contents.bad {

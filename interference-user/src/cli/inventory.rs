@@ -5,8 +5,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use interference::inventory::Inventory;
 
-use super::collect::LoopSettings;
-use super::ConfigArgs;
+use interference::agent::Overrides;
+
+use super::args::ConfigArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct InventoryArgs {
@@ -18,7 +19,7 @@ pub struct InventoryArgs {
 }
 
 pub fn run(args: InventoryArgs) -> anyhow::Result<()> {
-    let s = LoopSettings::from_config(&args.config, None, None, None, None)?;
+    let s = args.config.settings(Overrides::default())?;
     let inventory = Inventory::new(s.config.inventory_options(Path::new("/proc"), s.mounts));
     let vms = inventory.discover().context("discovering VMs")?;
     if args.json {

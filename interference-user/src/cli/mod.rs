@@ -1,16 +1,15 @@
 //! Command-line definitions (one doc per flag feeds --help) and dispatch.
 
 mod agent;
+mod args;
 mod bill;
 mod collect;
 mod explain;
 mod inventory;
-mod ledger_args;
 mod restore;
 mod score;
 mod top;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -55,28 +54,6 @@ pub enum Command {
     Bill(bill::BillArgs),
     /// The full derivation of one ledger record.
     Explain(explain::ExplainArgs),
-}
-
-/// Options shared by every command that reads the host's VMs.
-#[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
-    /// TOML configuration: static `[[vm]]` inventory and settings.
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
-
-impl ConfigArgs {
-    /// The configuration file, checked against this host's cgroup mounts, or the
-    /// embedded defaults without one.
-    pub fn load(&self) -> anyhow::Result<interference::config::Config> {
-        use anyhow::Context as _;
-        let Some(path) = &self.config else {
-            return Ok(interference::config::Config::default());
-        };
-        let mounts = interference::inventory::Mounts::read(std::path::Path::new("/proc"))
-            .context("reading the cgroup mounts")?;
-        Ok(interference::config::Config::load_with(path, &mounts)?)
-    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

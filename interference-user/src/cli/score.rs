@@ -3,17 +3,15 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use interference::collect::replay::{read_ticks, recorded_interval};
-use interference::collect::{ScoreRound, Scoring};
+use interference::agent::replay::{read_ticks, recorded_interval};
+use interference::agent::{load_scorer, start_loop, Overrides, ScoreRound, Scoring};
 use interference::config::ScorerKind;
-use interference::predict::{HeuristicScorer, LstmScorer, Scorer, WITHOUT_PMU};
+use interference::predict::WITHOUT_PMU;
 use interference::telemetry::VmSample;
 
-use super::collect::{start_loop, LoopSettings};
-use super::{parse_duration, ConfigArgs};
+use super::args::{LoopArgs, ScorerArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -26,34 +24,14 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
     #[command(flatten)]
-    pub config: ConfigArgs,
-    /// Collector tick [default: `[collect] interval`, 5s]; must divide the model's tick.
-    #[arg(short, long, value_parser = parse_duration)]
-    pub interval: Option<Duration>,
-    /// How often every pair is scored [default: `[score] interval`, 5s].
-    #[arg(long, value_parser = parse_duration)]
-    pub every: Option<Duration>,
-    /// Stop after this long (default: until SIGINT/SIGTERM).
-    #[arg(short, long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// nowcast (default): the share of each VM's runnable time each neighbour took;
-    /// lstm: the model predicts the next horizon; heuristic: the reactive baseline.
-    #[arg(long, value_enum)]
-    pub scorer: Option<ScorerKind>,
-    /// ONNX model (its sidecar: the same path with .json) [default: the built-in model].
-    #[arg(long, value_name = "FILE.onnx")]
-    pub model: Option<PathBuf>,
+    pub tick: LoopArgs,
+    #[command(flatten)]
+    pub scorer: ScorerArgs,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     /// Leave pairs below this score out of the output.
     #[arg(long, default_value_t = 0.0, value_name = "SCORE")]
     pub min_score: f32,
-    /// Also append the raw samples to this JSONL file.
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub samples: Option<PathBuf>,
-    /// Also rewrite this Prometheus textfile every tick (scores included).
-    #[arg(long, value_name = "FILE.prom")]
-    pub metrics_file: Option<PathBuf>,
     /// Score a recorded samples file (`collect --samples`, the dataset recorder)
     /// instead of this host, with the same code. JSONL output is then one line per
     /// ordered pair of the VMs of each tick: {"timestamp_ms", "victim", "aggressor",
@@ -71,29 +49,14 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(path) = args.replay.clone() {
         return replay(args, &path);
     }
-    let settings = LoopSettings::from_config(
-        &args.config,
-        args.interval,
-        args.samples,
-        args.metrics_file,
-        None,
-    )?;
-    let score = &settings.config.score;
-    let kind = args.scorer.unwrap_or(score.scorer);
-    let model = args.model.or_else(|| score.model.clone());
-    let every = args
-        .every
-        .unwrap_or_else(|| score.every(kind, settings.interval));
+    let settings = args
+        .tick
+        .config
+        .settings(args.scorer.add_to(args.tick.overrides()))?;
     // The model is loaded (and refused if it does not match) before any probe is attached.
-    let scorer = load_scorer(kind, model.as_deref(), score.smoothing)?;
+    let scorer = load_scorer(&settings)?;
     tracing::info!("scorer: {}", scorer.describe());
-    let scoring = Scoring::new(scorer, settings.interval, every).with_context(|| {
-        format!(
-            "scoring every {} with a {} collector tick",
-            humantime::format_duration(every),
-            humantime::format_duration(settings.interval)
-        )
-    })?;
+    let scoring = Scoring::new(scorer, settings.interval, settings.every)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -102,10 +65,10 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let mut failed: Option<std::io::Error> = None;
     let format = args.format;
     let min = args.min_score;
-    runtime.block_on(interference::collect::run(
+    runtime.block_on(interference::agent::run(
         &mut lp,
         settings.interval,
-        args.duration,
+        args.tick.duration,
         |report| {
             let Some(round) = &report.scores else {
                 return;
@@ -132,19 +95,17 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 
 /// `--replay`: the recording's ticks through the same scoring, printed as it goes.
 fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
-    let config = args.config.load()?;
     let ticks = read_ticks(path).with_context(|| format!("replaying {}", path.display()))?;
-    let interval = match args.interval {
+    let interval = match args.tick.interval {
         Some(i) => i,
-        None => recorded_interval(&ticks).with_context(|| {
-            format!("{} holds no samples to replay", path.display())
-        })?,
+        None => recorded_interval(&ticks)
+            .with_context(|| format!("{} holds no samples to replay", path.display()))?,
     };
-    let score = &config.score;
-    let kind = args.scorer.unwrap_or(score.scorer);
-    let every = args.every.unwrap_or_else(|| score.every(kind, interval));
-    let model = args.model.or_else(|| score.model.clone());
-    let scorer = load_scorer(kind, model.as_deref(), score.smoothing)?;
+    let settings = args.tick.config.settings(args.scorer.add_to(Overrides {
+        interval: Some(interval),
+        ..Overrides::default()
+    }))?;
+    let scorer = load_scorer(&settings)?;
     tracing::info!(
         "replaying {} ticks of {} at {} with {}",
         ticks.len(),
@@ -152,7 +113,7 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
         humantime::format_duration(interval),
         scorer.describe()
     );
-    let mut scoring = Scoring::new(scorer, interval, every)?;
+    let mut scoring = Scoring::new(scorer, interval, settings.every)?;
     let mut out = std::io::stdout().lock();
     let written: std::io::Result<()> = (|| {
         for t in &ticks {
@@ -169,7 +130,7 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
             match args.format {
                 Format::Table => write_table(&mut out, &round, args.min_score)?,
                 Format::Jsonl => {
-                    write_replay_jsonl(&mut out, &round, t, kind, args.min_score)?
+                    write_replay_jsonl(&mut out, &round, t, settings.scorer, args.min_score)?
                 }
             }
         }
@@ -221,32 +182,6 @@ fn write_replay_jsonl(
         }
     }
     Ok(())
-}
-
-/// The nowcast, the heuristic, or the LSTM from `model` (its sidecar next to it) or
-/// built in.
-pub fn load_scorer(
-    kind: ScorerKind,
-    model: Option<&std::path::Path>,
-    smoothing: Duration,
-) -> anyhow::Result<Scorer> {
-    Ok(match (kind, model) {
-        (ScorerKind::Nowcast, Some(m)) => anyhow::bail!(
-            "model {}: only the lstm scorer uses a model; add --scorer lstm (the default scorer, nowcast, needs none)",
-            m.display()
-        ),
-        (ScorerKind::Nowcast, None) => Scorer::Nowcast { smoothing },
-        (ScorerKind::Heuristic, _) => HeuristicScorer::new().into(),
-        (ScorerKind::Lstm, Some(onnx)) => {
-            let sidecar = onnx.with_extension("json");
-            LstmScorer::load(onnx, &sidecar)
-                .with_context(|| format!("loading the model {}", onnx.display()))?
-                .into()
-        }
-        (ScorerKind::Lstm, None) => LstmScorer::builtin()
-            .context("loading the built-in model")?
-            .into(),
-    })
 }
 
 fn clock(timestamp_ms: u64) -> String {

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use interference::telemetry::{Latency, VmSample};
 
-use super::collect::{start_loop, LoopSettings};
-use super::{parse_duration, ConfigArgs};
+use interference::agent::{start_loop, Overrides};
+
+use super::args::ConfigArgs;
+use super::parse_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
@@ -28,7 +30,10 @@ pub struct TopArgs {
 }
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
-    let settings = LoopSettings::from_config(&args.config, Some(args.interval), None, None, None)?;
+    let settings = args.config.settings(Overrides {
+        interval: Some(args.interval),
+        ..Overrides::default()
+    })?;
     let interval = settings.interval;
     let duration = args.iterations.map(|n| interval * n as u32);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -37,7 +42,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let mut lp = start_loop(&settings)?;
     let mut stdout = std::io::stdout();
     let mut write_err = None;
-    runtime.block_on(interference::collect::run(
+    runtime.block_on(interference::agent::run(
         &mut lp,
         interval,
         duration,

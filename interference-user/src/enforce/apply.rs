@@ -13,7 +13,6 @@
 //! more than the guest reports available, is refused. Migrations are started through
 //! the same client and journalled as not restorable.
 
-use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::cgroup::{plan_cpuset, plan_weight, read_value, write_value, CgroupError, Plan};
+use super::error_chain::error_chain;
 use super::guard::{GuardError, ManagedRoots};
 use super::journal::{Entry, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
 use super::restore::{by_action_newest_first, restore_entries, Restored};
@@ -96,11 +96,7 @@ impl Enforcer {
         let journal = if options.dry_run {
             Journal::read(&options.journal)?
         } else {
-            Journal::open_with(
-                &options.journal,
-                !options.keep_history,
-                options.owes_ledger,
-            )?
+            Journal::open_with(&options.journal, !options.keep_history, options.owes_ledger)?
         };
         Ok(Self {
             options,
@@ -553,21 +549,6 @@ fn outcome(
 
 fn failed(action_id: &str, error: String) -> Outcome {
     outcome(action_id, ActionResult::Failed, vec![], Some(error))
-}
-
-/// An error and its sources, each once (some messages already include their source).
-pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

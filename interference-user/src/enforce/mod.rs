@@ -4,7 +4,7 @@
 //! | module    | job                                                                     |
 //! |-----------|-------------------------------------------------------------------------|
 //! | `apply`   | [`Enforcer`]: one action in, one [`Outcome`](crate::policy::Outcome) out |
-//! | `restore` | putting journalled values back; [`restore()`] behind `interference restore` |
+//! | `restore` | putting journalled values back (rollbacks, exit, start, `interference restore`) |
 //! | `journal` | the write-ahead journal (JSONL, fsynced intents, torn-tail repair)       |
 //! | `guard`   | path confinement: only files of managed VMs' own cgroups, on cgroupfs    |
 //! | `cgroup`  | v1/v2 backends: which files, current values, write order                 |
@@ -25,13 +25,14 @@
 pub mod apply;
 pub mod cgroup;
 pub mod cpuset;
+mod error_chain;
 pub mod journal;
 pub mod restore;
 pub use interference_core::cpu_weight as weight;
 
+pub use crate::host::guard::{self, GuardError, ManagedRoots};
 pub use crate::qmp::{QmpClient, QmpError};
 pub use apply::{EnforceError, Enforcer, EnforcerOptions};
 pub use cpuset::CpuList;
-pub use crate::host::guard::{self, GuardError, ManagedRoots};
+pub use error_chain::error_chain;
 pub use journal::{Entry, EntryState, Journal, JournalError, Owed, Target, DEFAULT_JOURNAL};
-pub use restore::{restore, restore_with, RestoreReport};

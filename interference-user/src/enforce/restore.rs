@@ -1,5 +1,6 @@
 //! Putting journalled values back: the engine behind a policy rollback, the restore
-//! on clean exit, SIGTERM and the next start, and `interference restore` ([`restore`]).
+//! on clean exit, SIGTERM and the next start, and `interference restore`
+//! (`agent::restore`).
 //!
 //! For each entry still in effect, newest action first:
 //! - a later action changed the same target since: the entry hands its original over
@@ -22,72 +23,15 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::apply::{error_chain, EnforceError, Enforcer, EnforcerOptions};
 use super::cgroup::{
     plan_restore, plausibly_ours, read_value, restore_value, same_value, RestoreItem,
 };
+use super::error_chain::error_chain;
 use super::guard::{check_write_under, ManagedRoots};
 use super::journal::{Entry, Journal, Target};
 use crate::clock::now_ms;
-use crate::inventory::Mounts;
 use crate::policy::{ActionResult, Effect, Outcome, Setting};
 use crate::qmp::QmpClient;
-
-/// What `interference restore` did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RestoreReport {
-    pub journal: PathBuf,
-    /// One per journalled action that had changes in effect, newest first.
-    pub outcomes: Vec<Outcome>,
-    /// Changes still in effect afterwards (could not be restored; retried next time).
-    pub left_in_effect: usize,
-}
-
-impl RestoreReport {
-    /// Values written back.
-    pub fn restored(&self) -> usize {
-        self.outcomes.iter().map(|o| o.effects.len()).sum()
-    }
-
-    /// Outcomes with a problem (restore refused, cgroup gone, QMP failure).
-    pub fn failures(&self) -> impl Iterator<Item = &Outcome> {
-        self.outcomes
-            .iter()
-            .filter(|o| o.result == ActionResult::Failed)
-    }
-
-    /// Nothing this agent changed is left in effect.
-    pub fn is_clean(&self) -> bool {
-        self.left_in_effect == 0
-    }
-}
-
-/// Restore every change the journal at `journal` has in effect, using the host's
-/// cgroup mount table. Refuses to run while an agent holds the journal.
-pub fn restore(journal: &Path) -> Result<RestoreReport, EnforceError> {
-    let mounts = Mounts::read(Path::new("/proc"))?;
-    let options = EnforcerOptions {
-        journal: journal.to_path_buf(),
-        ..EnforcerOptions::default()
-    };
-    restore_with(options, mounts)
-}
-
-/// [`restore`] with explicit options (dry run: report what would be restored) and
-/// mount table.
-pub fn restore_with(
-    options: EnforcerOptions,
-    mounts: Mounts,
-) -> Result<RestoreReport, EnforceError> {
-    let journal = options.journal.clone();
-    let mut enforcer = Enforcer::open(options, mounts)?;
-    let outcomes = enforcer.restore_all();
-    Ok(RestoreReport {
-        journal,
-        left_in_effect: enforcer.in_effect().len(),
-        outcomes,
-    })
-}
 
 /// What restoring a batch of entries did.
 #[derive(Debug, Default)]
@@ -213,7 +157,12 @@ fn check_cgroup_entry(
     if same_value(&path, &current, before) {
         note(
             out,
-            journal.rollback(id, by, Some("already at its original value".into()), now_ms()),
+            journal.rollback(
+                id,
+                by,
+                Some("already at its original value".into()),
+                now_ms(),
+            ),
         );
         return None;
     }
@@ -277,7 +226,8 @@ fn write_cgroups(
                 .unwrap_or_else(|| (item.before.clone(), None));
             note(out, journal.rollback(id, by, why, now_ms()));
             info!(file = %item.file.display(), value = %after, "restored");
-            out.effects.push(Effect::from_texts(item.file, &item.current, &after));
+            out.effects
+                .push(Effect::from_texts(item.file, &item.current, &after));
         }
     }
 }

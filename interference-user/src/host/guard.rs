@@ -347,10 +347,10 @@ mod tests {
         (name.to_owned(), cgroups)
     }
 
-    fn admit<'g>(
-        g: &'g mut ManagedRoots,
+    fn admit(
+        g: &mut ManagedRoots,
         (name, cgroups): (String, Vec<VmCgroup>),
-    ) -> Result<&'g [VmRoot], GuardError> {
+    ) -> Result<&[VmRoot], GuardError> {
         g.admit(&name, &cgroups)
     }
 

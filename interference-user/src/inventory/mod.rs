@@ -31,7 +31,9 @@ pub(crate) mod testutil;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-pub use crate::host::mounts::{self as cgroupfs, CgroupMount, CgroupPathError, Mounts, MountsError};
+pub use crate::host::mounts::{
+    self as cgroupfs, CgroupMount, CgroupPathError, Mounts, MountsError,
+};
 pub use error::InventoryError;
 pub use types::*;
 

@@ -392,13 +392,10 @@ mod tests {
     /// A real QEMU without debug-threads (every thread named after the process):
     /// QMP still finds both vCPU threads among the process's threads.
     #[test]
+    #[ignore = "needs root/QEMU"]
     fn vcpu_threads_from_qmp_real_qemu() {
         let extra = ["-name", "guest=qmptest,debug-threads=off"];
-        let Some(qemu) =
-            crate::qmp::testutil::RealQemu::start("vcpu_threads_from_qmp_real_qemu", &extra)
-        else {
-            return;
-        };
+        let qemu = crate::qmp::testutil::RealQemu::start("vcpu_threads_from_qmp_real_qemu", &extra);
         let vcpus = vcpu_threads_from_qmp(&qemu.qmp, std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(vcpus.iter().map(|v| v.0).collect::<Vec<_>>(), [0, 1]);
         let mut threads =

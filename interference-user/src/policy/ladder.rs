@@ -20,7 +20,7 @@ use interference_core::cpu_list::CpuList;
 
 use super::action::{Change, Rung};
 use super::config::PolicyConfig;
-use super::engine::VmInput;
+use super::input::VmInput;
 use super::state::{size_text, Holding, PolicyState};
 use super::who::Roles;
 
@@ -497,7 +497,12 @@ mod tests {
                         cpus: CpuList::new([2, 3, 4])
                     }
                 ),
-                ("batch".into(), Change::Cpuset { cpus: CpuList::new([0, 1]) })
+                (
+                    "batch".into(),
+                    Change::Cpuset {
+                        cpus: CpuList::new([0, 1])
+                    }
+                )
             ]
         );
         let c = PolicyConfig {
@@ -505,9 +510,19 @@ mod tests {
             ..Default::default()
         };
         let plan = plan_for(&c, &s, &host, Rung::Pin, &vm("web"), &vm("batch"));
-        assert_eq!(acts(&plan)[1].1, Change::Cpuset { cpus: CpuList::new([0]) });
+        assert_eq!(
+            acts(&plan)[1].1,
+            Change::Cpuset {
+                cpus: CpuList::new([0])
+            }
+        );
         let plan = plan_for(&c, &s, &[0, 1], Rung::Pin, &vm("web"), &vm("batch"));
-        assert_eq!(acts(&plan)[0].1, Change::Cpuset { cpus: CpuList::new([1]) });
+        assert_eq!(
+            acts(&plan)[0].1,
+            Change::Cpuset {
+                cpus: CpuList::new([1])
+            }
+        );
     }
 
     #[test]
@@ -537,7 +552,9 @@ mod tests {
             &mut s,
             "batch",
             Rung::Pin,
-            Change::Cpuset { cpus: CpuList::new([0]) },
+            Change::Cpuset {
+                cpus: CpuList::new([0]),
+            },
             &["batch/x"],
         );
         let Plan::Halves(h) = plan_for(&c, &s, &[0, 1, 2, 3], Rung::Pin, &vm("web"), &batch) else {
@@ -552,7 +569,9 @@ mod tests {
             &mut s,
             "web",
             Rung::Pin,
-            Change::Cpuset { cpus: CpuList::new([0, 1]) },
+            Change::Cpuset {
+                cpus: CpuList::new([0, 1]),
+            },
             &["web/y"],
         );
         let plan = plan_for(&c, &s, &[0, 1, 2, 3], Rung::Pin, &vm("web"), &batch);

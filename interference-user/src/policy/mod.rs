@@ -14,15 +14,21 @@
 //!
 //! Usage, once per tick: build a [`PolicyInput`] (scores, VMs, host CPUs, the previous
 //! decision's outcomes), call [`Policy::decide`], hand the [`Decision`]'s actions to the
-//! enforcement stage, and pass its outcomes to the next call. Persist
-//! [`Policy::state`] with the journal; [`PolicyState::replay`] rebuilds it from the
-//! journal if it is lost.
+//! enforcement stage, and pass its outcomes to the next call. The state is not
+//! persisted (see [`Policy::new`]).
 
 pub use interference_core::action;
 pub use interference_core::policy::config;
+mod decision;
 pub mod engine;
+mod escalate;
+mod gate;
+pub mod input;
 pub mod ladder;
+mod rollback;
+mod rules;
 pub mod state;
+mod tick;
 pub mod who;
 
 #[cfg(test)]
@@ -32,5 +38,7 @@ pub use action::*;
 pub use config::{
     MigrationConfig, MigrationTarget, PairThresholds, PolicyConfig, Thresholds, TierThresholds,
 };
-pub use engine::{Decision, Policy, PolicyError, PolicyInput, VmInput};
+pub use decision::Decision;
+pub use engine::{Policy, PolicyError};
+pub use input::{PolicyInput, VmInput};
 pub use state::{pair_key, Migrated, PairState, PolicyState};

@@ -10,9 +10,9 @@
 //! enforcement stage journalled in the order it was written.
 //!
 //! Only changes whose outcome came back applied (or simulated) become holdings; a
-//! failed action leaves the ladder where it was. The state is plain serde data: the
-//! agent persists it next to its journal, and [`PolicyState::replay`] rebuilds it from
-//! the journal's (action, outcome) records when it was lost.
+//! failed action leaves the ladder where it was. The state lives as long as the agent's
+//! run: every change is put back at exit and at the next start, so a new run starts
+//! from nothing in force.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -80,9 +80,8 @@ pub struct Migrated {
 }
 
 impl Migrated {
-    /// What a migrate action took, from the action alone (a replayed journal has
-    /// nothing else): the size its change carries, else the action's `vcpus` and no
-    /// memory (actions of earlier versions).
+    /// What a migrate action took, from the action alone: the size its change
+    /// carries, else the action's `vcpus` and no memory (actions of earlier versions).
     pub fn from_action(action: &Action, uri: &str) -> Self {
         let (vcpus, memory_mib) = match &action.change {
             Change::Migrate {
@@ -227,16 +226,6 @@ fn sorted<S: serde::Serializer, V: Serialize>(
 ) -> Result<S::Ok, S::Error> {
     let sorted: BTreeMap<&String, &V> = map.iter().collect();
     sorted.serialize(s)
-}
-
-/// The tick and sequence number of an action id `<prefix>-<tick>-<seq>` (the agent's
-/// prefix is `<host>-<run>`).
-pub fn parse_action_id(id: &str) -> Option<(u64, u32)> {
-    let mut it = id.rsplitn(3, '-');
-    let seq = it.next()?.parse().ok()?;
-    let tick = it.next()?.parse().ok()?;
-    it.next()?;
-    Some((tick, seq))
 }
 
 impl PolicyState {
@@ -392,36 +381,6 @@ impl PolicyState {
         }
     }
 
-    /// Forgets the simulated changes (of an earlier dry run): they were never applied,
-    /// so nothing is rolled back; the pairs that relied on them start over, releasing
-    /// whatever real changes they held.
-    pub fn drop_simulated(&mut self) {
-        self.migrated.retain(|m| !m.simulated);
-        let simulated: BTreeSet<String> = self
-            .vms
-            .values()
-            .flat_map(|v| v.holdings.values())
-            .filter(|h| h.action.simulated)
-            .map(|h| h.action.id.clone())
-            .collect();
-        if simulated.is_empty() {
-            return;
-        }
-        for v in self.vms.values_mut() {
-            v.holdings.retain(|_, h| !h.action.simulated);
-        }
-        let mut stale: Vec<String> = self
-            .pairs
-            .iter()
-            .filter(|(_, p)| p.parts().any(|(_, _, id)| simulated.contains(id)))
-            .map(|(k, _)| k.clone())
-            .collect();
-        stale.sort();
-        for key in stale {
-            self.release_pair(&key);
-        }
-    }
-
     /// Makes `key` a holder of the holding of `vm`'s `rung` (sharing, or adopting an
     /// orphan) and returns its action id.
     pub(crate) fn share(&mut self, vm: &str, rung: Rung, key: &str) -> Option<String> {
@@ -464,86 +423,6 @@ impl PolicyState {
             .collect();
         out.sort_by_key(|(_, _, h)| std::cmp::Reverse((h.tick, h.seq)));
         out
-    }
-
-    /// Rebuilds the state from journal records in journal order: every applied or
-    /// simulated change not rolled back since is in force and held by the pair it was
-    /// decided for, whose rungs are complete. Counters start from zero. A pair's
-    /// [`Cause`] comes back from its first rung's actions. Every migration that did not
-    /// fail counts against its target's capacity ([`Migrated::from_action`]). (A
-    /// holding that a second pair shared without an action of its own is attributed to
-    /// the first pair only: the journal does not know about sharing.)
-    pub fn replay<'a>(records: impl IntoIterator<Item = (&'a Action, &'a Outcome)>) -> Self {
-        let mut s = Self::default();
-        for (action, outcome) in records {
-            if outcome.result == ActionResult::Failed {
-                continue;
-            }
-            let parsed = parse_action_id(&action.id);
-            s.last_tick = s.last_tick.max(parsed.map(|(tick, _)| tick));
-            let (tick, seq) = parsed.unwrap_or((0, 0));
-            let key = pair_key(&action.victim, &action.aggressor);
-            let vm = s.vms.entry(action.vm.clone()).or_default();
-            vm.last_change_ms = Some(vm.last_change_ms.unwrap_or(0).max(action.decided_ms));
-            match &action.change {
-                Change::Rollback { action_id } => {
-                    if vm
-                        .holdings
-                        .get(&action.rung)
-                        .is_some_and(|h| &h.action.id == action_id)
-                    {
-                        vm.holdings.remove(&action.rung);
-                    }
-                    for pair in s.pairs.values_mut() {
-                        for r in &mut pair.rungs {
-                            r.parts.retain(|p| &p.action_id != action_id);
-                        }
-                        pair.rungs.retain(|r| !r.parts.is_empty());
-                    }
-                    s.pairs.retain(|_, p| !p.rungs.is_empty());
-                }
-                _ => {
-                    if let Change::Migrate { uri, .. } = &action.change {
-                        if !s.migrated.iter().any(|m| m.action_id == action.id) {
-                            s.migrated.push(Migrated::from_action(action, uri));
-                        }
-                    }
-                    vm.holdings.insert(
-                        action.rung,
-                        Holding {
-                            action: action.clone(),
-                            tick,
-                            seq,
-                            holders: BTreeSet::from([key.clone()]),
-                            rollback: None,
-                        },
-                    );
-                    let pair = s.pairs.entry(key).or_insert_with(|| PairState {
-                        since_tick: tick,
-                        ..PairState::default()
-                    });
-                    pair.last_escalation_tick = Some(tick);
-                    pair.last_score = Some(action.score);
-                    if action.cause.is_some() {
-                        pair.cause = action.cause.clone();
-                    }
-                    let part = Part {
-                        vm: action.vm.clone(),
-                        action_id: action.id.clone(),
-                    };
-                    match pair.rungs.iter_mut().find(|r| r.rung == action.rung) {
-                        Some(r) => r.parts.push(part),
-                        None => pair.rungs.push(RungState {
-                            rung: action.rung,
-                            tick,
-                            complete: true,
-                            parts: vec![part],
-                        }),
-                    }
-                }
-            }
-        }
-        s
     }
 }
 
@@ -650,14 +529,12 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_ids() {
+    fn pair_keys() {
         assert_eq!(pair_key("b", "a"), "a/b");
         assert_eq!(pair_key("a", "b"), "a/b");
         let mut buf = String::from("junk");
         pair_key_into(&mut buf, "z", "y");
         assert_eq!(buf, "y/z");
-        assert_eq!(parse_action_id("host-a-12-3"), Some((12, 3)));
-        assert_eq!(parse_action_id("12-3"), None);
     }
 
     #[test]
@@ -788,7 +665,9 @@ mod tests {
                     "h-1-0",
                     "web",
                     Rung::Pin,
-                    Change::Cpuset { cpus: CpuList::new([2, 3]) },
+                    Change::Cpuset {
+                        cpus: CpuList::new([2, 3]),
+                    },
                 ),
                 tick: 1,
                 seq: 0,
@@ -800,56 +679,5 @@ mod tests {
         assert!(text.contains("\"pin\""), "{text}");
         let back: PolicyState = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, s);
-    }
-
-    #[test]
-    fn replay_rebuilds_what_is_in_force() {
-        let boost = action(
-            "h-1-0",
-            "web",
-            Rung::Weight,
-            Change::CpuWeight { weight: 1000 },
-        );
-        let cut = action(
-            "h-1-1",
-            "batch",
-            Rung::Weight,
-            Change::CpuWeight { weight: 10 },
-        );
-        let pin = action("h-4-0", "web", Rung::Pin, Change::Cpuset { cpus: CpuList::new([1]) });
-        let failed = action(
-            "h-4-1",
-            "batch",
-            Rung::Pin,
-            Change::Cpuset { cpus: CpuList::new([0]) },
-        );
-        let undo_cut = action(
-            "h-9-0",
-            "batch",
-            Rung::Weight,
-            Change::Rollback {
-                action_id: "h-1-1".into(),
-            },
-        );
-        let applied = outcome("x", ActionResult::Applied);
-        let failed_outcome = outcome("y", ActionResult::Failed);
-        let records = vec![
-            (&boost, &applied),
-            (&cut, &applied),
-            (&pin, &applied),
-            (&failed, &failed_outcome),
-            (&undo_cut, &applied),
-        ];
-        let s = PolicyState::replay(records);
-        assert!(s.holding("web", Rung::Weight).is_some());
-        assert!(s.holding("batch", Rung::Weight).is_none());
-        assert!(s.holding("web", Rung::Pin).is_some());
-        assert!(s.holding("batch", Rung::Pin).is_none());
-        let pair = &s.pairs["batch/web"];
-        let parts: Vec<_> = pair.parts().map(|(_, _, id)| id).collect();
-        assert_eq!(parts, vec!["h-1-0", "h-4-0"]);
-        assert!(pair.done(Rung::Weight) && pair.done(Rung::Pin));
-        assert_eq!(pair.last_escalation_tick, Some(4));
-        assert_eq!(s.last_tick, Some(9));
     }
 }

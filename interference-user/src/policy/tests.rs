@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::*;
-use interference_core::cpu_list::CpuList;
 use crate::inventory::Priority;
 use crate::predict::{ContentionScore, DirectedScore};
+use interference_core::cpu_list::CpuList;
 
 const TICK_MS: u64 = 5_000;
 const MIB: u64 = 1 << 20;
@@ -225,7 +225,12 @@ fn escalation_messages_name_the_previous_rung() {
         d.actions[0].reason,
         "score 70 >= 40 for 2 ticks after weight: web (victim) slowed by batch; pin web to CPUs 2-3 (was 0-3)"
     );
-    assert_eq!(d.actions[1].change, Change::Cpuset { cpus: CpuList::new([0, 1]) });
+    assert_eq!(
+        d.actions[1].change,
+        Change::Cpuset {
+            cpus: CpuList::new([0, 1])
+        }
+    );
 }
 
 #[test]
@@ -905,74 +910,6 @@ fn a_failed_migration_gives_the_room_back() {
 }
 
 #[test]
-fn replay_counts_applied_migrations_against_their_target() {
-    let mut sim = two_pairs_migrating(&[("tcp:a:1", 3, 16384), ("tcp:b:1", 8, 16384)]);
-    let mut journal = Vec::new();
-    for i in 0..3 {
-        // batch2's migration (the second action of the third tick) fails.
-        let d = both_hot(&mut sim);
-        let mut outcomes = sim.outcomes.clone();
-        if i == 2 {
-            outcomes[1].result = ActionResult::Failed;
-        }
-        journal.extend(d.actions.into_iter().zip(outcomes));
-    }
-    let state = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
-    assert_eq!(state.migrated_to("tcp:a:1"), (2, 4096));
-    assert_eq!(state.migrated_to("tcp:b:1"), (0, 0));
-    assert_eq!(state.migrated[0].vm, "batch");
-    // The replayed state places the next VM accordingly: a is full for it.
-    let mut sim = two_pairs_migrating(&[("tcp:a:1", 3, 16384), ("tcp:b:1", 8, 16384)]);
-    sim.policy = Policy::with_state(sim.policy.config().clone(), "h", state).expect("valid");
-    sim.tick = 4;
-    // Counters start from zero: escalation is due after escalate_after_ticks.
-    assert!(sim.step(&[("db", "batch2", 70.0)]).actions.is_empty());
-    let d = sim.step(&[("db", "batch2", 70.0)]);
-    assert_eq!(
-        changes(&d),
-        vec![(
-            "batch2".into(),
-            Change::Migrate {
-                uri: "tcp:b:1".into(),
-                vcpus: Some(2),
-                memory_mib: Some(4096)
-            }
-        )],
-        "{:?}",
-        d.skipped
-    );
-}
-
-#[test]
-fn states_without_migrations_load() {
-    let state: PolicyState = serde_json::from_str(r#"{"pairs":{},"vms":{}}"#).expect("old state");
-    assert!(state.migrated.is_empty());
-    assert!(!serde_json::to_string(&state)
-        .expect("serialise")
-        .contains("migrated"));
-}
-
-#[test]
-fn dry_run_migrations_take_room_until_the_dry_run_ends() {
-    let mut c = config();
-    c.rungs = vec![Rung::Weight];
-    c.dry_run = true;
-    migrate_to(&mut c, &[("tcp:a:1", 2, 4096)]);
-    let mut sim = Sim::new(c, vec![vm("web", 0.5), sized("batch", 1.5)]);
-    sim.result = ActionResult::Simulated;
-    for _ in 0..4 {
-        sim.hot(70.0);
-    }
-    let state = sim.policy.state().clone();
-    assert_eq!(state.migrated_to("tcp:a:1"), (2, 4096));
-    assert!(state.migrated[0].simulated);
-    let mut live = sim.policy.config().clone();
-    live.dry_run = false;
-    let policy = Policy::with_state(live, "h", state).expect("valid");
-    assert!(policy.state().migrated.is_empty());
-}
-
-#[test]
 fn no_qmp_socket_passes_over_balloon_to_migrate() {
     let mut c = config();
     c.rungs = vec![Rung::Weight, Rung::Balloon];
@@ -1074,67 +1011,6 @@ fn scores_for_unknown_vms_are_reported() {
 }
 
 #[test]
-fn state_persists_and_the_run_carries_on_identically() {
-    let mut a = Sim::two();
-    let mut b = Sim::two();
-    for _ in 0..2 {
-        a.hot(70.0);
-        b.hot(70.0);
-    }
-    // b restarts from its persisted state.
-    let text = serde_json::to_string(b.policy.state()).expect("serialise");
-    let state: PolicyState = serde_json::from_str(&text).expect("parse");
-    b.policy = Policy::with_state(b.policy.config().clone(), "h", state).expect("valid");
-    for (i, s) in [
-        70.0, 70.0, 70.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        // The aggressor winds down two ticks into the quiet: held first, then rolled back.
-        if i == 5 {
-            a.calm("batch");
-            b.calm("batch");
-        }
-        assert_eq!(a.hot(s), b.hot(s));
-    }
-    assert!(a.policy.state().pairs.is_empty());
-}
-
-#[test]
-fn replayed_state_rolls_back_what_the_journal_says_is_in_force() {
-    let mut sim = Sim::new(
-        PolicyConfig {
-            rollback_after_quiet_ticks: 1,
-            ..config()
-        },
-        vec![vm("web", 0.5), vm("batch", 1.5)],
-    );
-    let mut journal = Vec::new();
-    for _ in 0..3 {
-        let d = sim.hot(70.0);
-        let outcomes = sim.outcomes.clone();
-        journal.extend(d.actions.into_iter().zip(outcomes));
-    }
-    // The state is lost; rebuild it from the journal and calm down.
-    let state = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
-    sim.policy = Policy::with_state(sim.policy.config().clone(), "h", state).expect("valid");
-    sim.outcomes.clear();
-    sim.calm("batch");
-    let d = sim.hot(0.0);
-    let undone: Vec<_> = d.actions.iter().map(|a| a.change.clone()).collect();
-    assert_eq!(
-        undone,
-        ["h-3-1", "h-3-0", "h-1-1", "h-1-0"]
-            .iter()
-            .map(|id| Change::Rollback {
-                action_id: (*id).into()
-            })
-            .collect::<Vec<_>>()
-    );
-}
-
-#[test]
 fn invalid_config_is_refused_with_field_paths() {
     let e = Policy::new(
         PolicyConfig {
@@ -1215,35 +1091,6 @@ fn a_tick_that_goes_back_never_reuses_action_ids() {
     let d = sim.hot(70.0);
     assert_eq!(rungs(&d), vec![Rung::Pin, Rung::Pin]);
     assert_eq!(d.actions[0].id, "h-9-0");
-}
-
-#[test]
-fn leaving_dry_run_forgets_the_simulated_changes() {
-    let mut sim = Sim::new(
-        PolicyConfig {
-            dry_run: true,
-            ..config()
-        },
-        vec![vm("web", 0.5), vm("batch", 1.5)],
-    );
-    sim.result = ActionResult::Simulated;
-    sim.hot(70.0);
-    sim.hot(70.0);
-    assert!(!sim.policy.state().pairs.is_empty());
-    let state = sim.policy.state().clone();
-    sim.policy = Policy::with_state(config(), "h", state).expect("valid");
-    assert!(sim.policy.state().pairs.is_empty());
-    assert!(sim
-        .policy
-        .state()
-        .vms
-        .values()
-        .all(|v| v.holdings.is_empty()));
-    // The pair starts over, for real, with no rollback of what never happened.
-    sim.result = ActionResult::Applied;
-    let d = sim.hot(70.0);
-    assert_eq!(rungs(&d), vec![Rung::Weight, Rung::Weight]);
-    assert!(d.actions.iter().all(|a| !a.simulated));
 }
 
 #[test]
@@ -1514,76 +1361,6 @@ fn quiet_demand_ratio_must_be_a_fraction() {
     assert_eq!(c.quiet_demand_ratio, 0.3);
     assert!(Policy::new(c, "h").is_ok());
     assert_eq!(PolicyConfig::default().quiet_demand_ratio, 0.5);
-}
-
-#[test]
-fn the_recorded_demand_survives_persistence_and_replay() {
-    let mut sim = pinned_pair(1.0);
-    let mut journal: Vec<(Action, Outcome)> = Vec::new();
-    // The pin's outcomes come with the next tick; batch still busy: held.
-    let pin: Vec<Action> = sim
-        .policy
-        .state()
-        .pending
-        .iter()
-        .map(|p| p.action.clone())
-        .collect();
-    journal.extend(pin.into_iter().zip(sim.outcomes.clone()));
-    assert!(skipped_with(&sim.hot(10.0), "waits"));
-    let state = sim.policy.state().clone();
-    let cause = Some(Cause {
-        vm: "batch".into(),
-        demand_cores: 1.0,
-    });
-    assert_eq!(state.pairs["batch/web"].cause, cause);
-    assert!(state.pairs["batch/web"].held);
-
-    // Persisted: the same state comes back, and the hold is not reported again.
-    let text = serde_json::to_string(&state).expect("serialise");
-    assert!(
-        text.contains(r#""cause":{"vm":"batch","demand_cores":1.0}"#),
-        "{text}"
-    );
-    let back: PolicyState = serde_json::from_str(&text).expect("parse");
-    assert_eq!(serde_json::to_string(&back).expect("serialise"), text);
-    assert_eq!(back.pairs["batch/web"].cause, cause);
-    let mut restarted = Sim::new(config(), sim.vms.clone());
-    restarted.host_cpus = sim.host_cpus.clone();
-    restarted.tick = sim.tick;
-    restarted.policy = Policy::with_state(sim.policy.config().clone(), "h", back).expect("valid");
-    let d = restarted.hot(10.0);
-    assert!(d.actions.is_empty() && d.skipped.is_empty(), "{d:?}");
-
-    // A state written before the fields existed still loads: demand unknown.
-    let old = text
-        .replace(r#","cause":{"vm":"batch","demand_cores":1.0}"#, "")
-        .replace(r#","held":true"#, "");
-    assert!(!old.contains("cause") && !old.contains("held"), "{old}");
-    let old: PolicyState = serde_json::from_str(&old).expect("older state");
-    assert_eq!(old.pairs["batch/web"].cause, None);
-
-    // Lost: the journal's first rung carries the cause (and says it in its reason).
-    assert_eq!(journal[1].0.cause, cause);
-    assert!(
-        journal[1]
-            .0
-            .reason
-            .starts_with("score 70 >= 40, batch demands 1.00 cores: "),
-        "{}",
-        journal[1].0.reason
-    );
-    let replayed = PolicyState::replay(journal.iter().map(|(a, o)| (a, o)));
-    assert_eq!(replayed.pairs["batch/web"].cause, cause);
-    // ... and the replayed state holds the pin like the lost one did.
-    sim.policy = Policy::with_state(sim.policy.config().clone(), "h", replayed).expect("valid");
-    sim.outcomes.clear();
-    let d = sim.hot(10.0);
-    assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert!(
-        skipped_with(&d, "rollback of batch/web waits"),
-        "{:?}",
-        d.skipped
-    );
 }
 
 /// The first rung can be decided on the aggressor's first busy tick, its demand only

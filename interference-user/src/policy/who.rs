@@ -15,7 +15,7 @@
 //!   mitigating, so the aggressor is reduced anyway and the reason says so.
 
 use super::config::PolicyConfig;
-use super::engine::VmInput;
+use super::input::VmInput;
 
 /// Why the protected VM is the protected one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

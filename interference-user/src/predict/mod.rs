@@ -30,12 +30,12 @@ use std::str::FromStr;
 
 pub use error::{ModelError, PredictError, SidecarError};
 pub use heuristic::HeuristicScorer;
-pub use lstm::{LstmScorer, DEFAULT_MAX_BATCH};
-pub use nowcast::{share_taken, Nowcast, NowcastScore, DEFAULT_SMOOTHING, WITHOUT_PMU};
-pub use score::{contention_scores, directed_scores, ContentionScore, DirectedScore};
 pub use interference_core::sidecar::{
     self, Architecture, Dim, Normalisation, Sidecar, TensorSpec, SIDECAR_FORMAT,
 };
+pub use lstm::{LstmScorer, DEFAULT_MAX_BATCH};
+pub use nowcast::{share_taken, Nowcast, NowcastScore, DEFAULT_SMOOTHING, WITHOUT_PMU};
+pub use score::{contention_scores, directed_scores, ContentionScore, DirectedScore};
 
 /// The seam between the pipeline and whatever predicts: the two scorers implement it,
 /// and tests of later stages can fake it.
@@ -123,7 +123,9 @@ impl FromStr for ScorerKind {
 #[derive(Debug)]
 pub enum Scorer {
     /// Over the ticks of the last `smoothing`.
-    Nowcast { smoothing: std::time::Duration },
+    Nowcast {
+        smoothing: std::time::Duration,
+    },
     Lstm(Box<LstmScorer>),
     Heuristic(HeuristicScorer),
 }

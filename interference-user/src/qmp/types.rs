@@ -90,7 +90,7 @@ pub struct VmRunState {
 #[serde(rename_all = "kebab-case")]
 pub struct CpuInfo {
     pub cpu_index: u32,
-    /// The host thread that runs this vCPU (a tid under /proc/<pid>/task).
+    /// The host thread that runs this vCPU (a tid under `/proc/<pid>/task`).
     pub thread_id: u32,
     pub qom_path: String,
 }

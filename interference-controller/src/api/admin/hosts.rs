@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
 use crate::store::{hosts, tokens};

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
 use crate::ops;

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::domain::policy_layers::Scope;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;

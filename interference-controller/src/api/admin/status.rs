@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
 use crate::store::status::{self, FleetStatus};

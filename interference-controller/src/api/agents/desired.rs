@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use tokio::time::{timeout_at, Instant};
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::metrics::Metrics;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::error::ApiError;

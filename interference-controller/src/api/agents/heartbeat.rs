@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::db::sql::now_ms;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::body::Body;

@@ -7,7 +7,7 @@ use axum::Json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::body::Body;
 use crate::middleware::error::ApiError;

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::error::ApiError;
 use crate::store::models;

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::body::Body;
 use crate::middleware::error::ApiError;

@@ -36,9 +36,9 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use tracing::warn;
 
-use super::cpuset::{pin_targets, plan_tree, CpuListError, CpuList, TreeNode};
-use crate::host::guard::{GuardError, ManagedRoots, VmRoot};
+use super::cpuset::{pin_targets, plan_tree, CpuList, CpuListError, TreeNode};
 use super::weight::{WEIGHT_MAX, WEIGHT_MIN};
+use crate::host::guard::{GuardError, ManagedRoots, VmRoot};
 use crate::inventory::error::is_vanished;
 use crate::inventory::Hierarchy;
 

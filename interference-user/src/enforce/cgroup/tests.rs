@@ -172,8 +172,10 @@ fn weight_on_v2_needs_the_cpu_controller() {
     );
     let off = host.mk("unified/b.scope", &[("cgroup.controllers", "io")]);
     let mut g = host.guard();
-    g.admit("a", &vm("a", &[(on.clone(), Hierarchy::V2)]).cgroups).unwrap();
-    g.admit("b", &vm("b", &[(off.clone(), Hierarchy::V2)]).cgroups).unwrap();
+    g.admit("a", &vm("a", &[(on.clone(), Hierarchy::V2)]).cgroups)
+        .unwrap();
+    g.admit("b", &vm("b", &[(off.clone(), Hierarchy::V2)]).cgroups)
+        .unwrap();
     let plan = plan_weight(&g, "a", 250).unwrap();
     assert_eq!(
         plan.writes,

@@ -12,7 +12,10 @@ pub fn render_billing(w: &mut TextWriter, m: &BillingMetrics) {
     {
         let mut f = w.counter("interference_imc_currency_total", &help);
         for (customer, kind, amount) in &m.imc {
-            f.sample(&[("customer", customer), ("kind", kind)], amount.abs().units());
+            f.sample(
+                &[("customer", customer), ("kind", kind)],
+                amount.abs().units(),
+            );
         }
     }
     if let Some(l) = m.ledger {

@@ -1,14 +1,30 @@
-//! The tick loop of `interference collect`, `top` and `score`: discover VMs, sample
-//! them, (re)register them with the kernel side, score the pairs when a scorer is set,
-//! write the outputs. Kept short on purpose: each step belongs to its stage, this only
-//! wires them.
+//! The agent: above every stage, it wires them. The tick loop of `interference agent`,
+//! `collect`, `top` and `score` (this file): discover VMs, sample them, (re)register
+//! them with the kernel side, score the pairs when a scorer is set, decide and enforce
+//! when mitigation is on, write the outputs. Kept short on purpose: each step belongs
+//! to its stage, this only wires them.
+//!
+//! | module       | job                                                          |
+//! |--------------|--------------------------------------------------------------|
+//! | `settings`   | flags and the config file resolved once ([`Settings`])        |
+//! | `assemble`   | [`Agent::build`]: the pipeline from settings                 |
+//! | `scoring`    | feeding the scorer every tick, a round every score interval |
+//! | `mitigation` | decide, enforce, bill after each round                       |
+//! | `restore`    | bill, then put back, what an agent left ([`restore()`])      |
+//! | `replay`     | recorded samples back into ticks                             |
 
+mod assemble;
 mod mitigation;
 pub mod replay;
+mod restore;
 mod scoring;
+pub mod settings;
 
+pub use assemble::{build_mitigation, load_scorer, online_cpus, start_loop, Agent, AgentError};
 pub use mitigation::{bill_owed, Mitigation, MitigationReport};
+pub use restore::{restore, RestoreReport};
 pub use scoring::{ScoreRound, Scoring, ScoringError};
+pub use settings::{Overrides, Settings, SettingsError};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,62 @@
+//! The policy's input, plain data: each VM as the policy sees it this tick, and
+//! everything one decision looks at besides the policy's own state.
+
+use serde::{Deserialize, Serialize};
+
+use super::action::Outcome;
+use crate::inventory::Priority;
+use crate::predict::{ContentionScore, DirectedScore};
+
+/// One VM as the policy sees it this tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmInput {
+    pub name: String,
+    pub customer: Option<String>,
+    pub priority: Priority,
+    pub sla_tier: Option<String>,
+    /// CPU used over the last tick, in cores.
+    pub cpu_cores: f64,
+    /// CPU demand over the last tick, in cores: usage plus the time its threads spent
+    /// runnable but waiting for a CPU (seconds per second, summed over its threads). A
+    /// weight cut or a pin lowers the usage of a VM that still wants the CPU, not its
+    /// demand. 0 when unknown.
+    pub cpu_demand_cores: f64,
+    /// Current cpu.weight (v2 scale), when known: the reason shows old -> new, and a
+    /// weight already past the target is left alone.
+    pub cpu_weight: Option<u64>,
+    /// Current cpuset (CPUs the VM may run on), when known.
+    pub cpuset: Option<Vec<u32>>,
+    /// Current guest memory (balloon actual), bytes, when known.
+    pub memory_bytes: Option<u64>,
+    /// Guest memory as configured (QEMU `-m`, `[[vm]] memory_mib`), bytes, when known:
+    /// what a migration destination must have room for.
+    pub memory_allocated_bytes: Option<u64>,
+    /// The VM's own memory floor, bytes; the higher of it and `balloon_floor_mib` wins.
+    pub memory_floor_bytes: Option<u64>,
+    /// Balloon and migration go through QMP.
+    pub has_qmp: bool,
+    /// vCPUs (allocation), when known: carried on actions for billing.
+    pub vcpus: Option<u32>,
+}
+
+/// Everything one decision looks at besides the policy's own state.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    /// Moves forward by one each tick of this run: action ids embed it (after the run
+    /// number the id prefix carries, so ids do not repeat across restarts).
+    pub tick: u64,
+    /// Milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// The host's online CPUs.
+    pub host_cpus: &'a [u32],
+    pub vms: &'a [VmInput],
+    /// One per unordered pair (`predict::contention_scores`).
+    pub scores: &'a [ContentionScore],
+    /// Both directions, when available (used to explain a protected aggressor).
+    pub directed: &'a [DirectedScore],
+    /// What became of the previous decision's actions.
+    pub outcomes: &'a [Outcome],
+    /// Why no new mitigation may start this tick (the ledger cannot take what it
+    /// would owe); rollbacks go on. None: nothing holds them.
+    pub hold_new: Option<&'a str>,
+}
