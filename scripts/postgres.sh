@@ -60,7 +60,9 @@ start() {
     local bin
     bin="$(bindir)"
     mkdir -p "$DIR" "$SOCK"
-    if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$DIR"; fi
+    # Only what is not the running cluster's own: a recursive chown races the server
+    # creating and dropping files (databases of parallel tests).
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$DIR" "$SOCK"; fi
     if [ ! -f "$DATA/PG_VERSION" ]; then
         as_pg "$bin/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
         cat >>"$DATA/postgresql.conf" <<CONF
@@ -74,8 +76,19 @@ synchronous_commit = on
 CONF
     fi
     if ! running; then
-        as_pg "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 300 start >/dev/null
+        # 9>&-: the server must not inherit (and so hold forever) the lock.
+        as_pg "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 300 start >/dev/null 9>&-
     fi
+    # A cluster started by someone else may still be in crash recovery.
+    local waited=0
+    until as_pg "$bin/pg_isready" -q -h "$SOCK" -p "$PORT"; do
+        waited=$((waited + 1))
+        if [ "$waited" -gt 300 ]; then
+            echo "postgres.sh: the server did not accept connections within 300 s (log: $LOG)" >&2
+            exit 1
+        fi
+        sleep 1
+    done
     if ! as_pg "$bin/psql" -h "$SOCK" -p "$PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DBNAME'" | grep -q 1; then
         as_pg "$bin/createdb" -h "$SOCK" -p "$PORT" -U postgres "$DBNAME"
     fi
@@ -87,6 +100,11 @@ stop_mode() {
         as_pg "$(bindir)/pg_ctl" -D "$DATA" -m "$1" -w -t 120 stop >/dev/null
     fi
 }
+
+# Tests start the cluster from many processes at once: one action at a time.
+mkdir -p "$(dirname "$DIR")"
+exec 9>"$DIR.lock"
+flock 9
 
 case "${1:-start}" in
     start) start ;;
