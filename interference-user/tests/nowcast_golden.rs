@@ -56,7 +56,10 @@ fn the_agents_nowcast_equals_the_evaluations() {
         // (timestamp, victim, aggressor) -> (tick, smoothed)
         let mut got: BTreeMap<(u64, String, String), (f32, f32)> = BTreeMap::new();
         for t in &ticks {
-            let round = scoring.push(t).expect("a round every tick").expect("scores");
+            let round = scoring
+                .push(t)
+                .expect("a round every tick")
+                .expect("scores");
             for n in &round.nowcast {
                 got.insert(
                     (round.timestamp_ms, n.victim.clone(), n.aggressor.clone()),
@@ -83,5 +86,8 @@ fn the_agents_nowcast_equals_the_evaluations() {
             nonzero += usize::from(g.smoothed > 0.0);
         }
     }
-    assert!(checked >= 600 && nonzero >= 200, "{checked} checked, {nonzero} non-zero");
+    assert!(
+        checked >= 600 && nonzero >= 200,
+        "{checked} checked, {nonzero} non-zero"
+    );
 }

@@ -47,8 +47,7 @@ pub fn check_ledger(dir: &Path) -> Result<LedgerFacts, String> {
     };
 
     // Actions: charges tile, credits pair.
-    let mut by_action: BTreeMap<&str, (Vec<&LedgerRecord>, Vec<&LedgerRecord>)> =
-        BTreeMap::new();
+    let mut by_action: BTreeMap<&str, (Vec<&LedgerRecord>, Vec<&LedgerRecord>)> = BTreeMap::new();
     for r in &records {
         let Some(a) = r.action_id.as_deref() else {
             continue;
@@ -116,12 +115,16 @@ pub fn check_ledger(dir: &Path) -> Result<LedgerFacts, String> {
             ));
         }
         let first = ms(&charges[0].charge_period_start, action)?;
-        facts.spans.insert(action.to_owned(), (first, prev_end.unwrap_or(first)));
+        facts
+            .spans
+            .insert(action.to_owned(), (first, prev_end.unwrap_or(first)));
         facts.actions.insert(action.to_owned());
     }
 
     // Base lines: per VM and unit, never overlapping.
-    let mut base: BTreeMap<(&str, &str), Vec<(u64, u64, &str)>> = BTreeMap::new();
+    // (start, end, record id) per (VM, unit).
+    type Spans<'a> = Vec<(u64, u64, &'a str)>;
+    let mut base: BTreeMap<(&str, &str), Spans> = BTreeMap::new();
     for r in records.iter().filter(|r| r.kind == LineKind::Base) {
         base.entry((r.resource_id.as_str(), r.pricing_unit.as_str()))
             .or_default()

@@ -89,7 +89,11 @@ fn killed_100_times_at_1s_ticks_and_2s_charge_segments_no_line_lost_or_doubled()
         std::thread::sleep(Duration::from_millis(ms));
         agent.kill9();
         if kill % 20 == 19 {
-            eprintln!("{} kills after {:.0} s", kill + 1, t0.elapsed().as_secs_f64());
+            eprintln!(
+                "{} kills after {:.0} s",
+                kill + 1,
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     // One clean run (it bills and restores what the last killed run left), then the

@@ -167,7 +167,10 @@ fn a_full_ledger_disk_delays_lines_never_loses_them_and_holds_new_mitigation() {
     let errors = during.iter().map(|s| s.1).fold(0.0, f64::max);
     eprintln!("full {full_at:.1}-{emptied_at:.1} s: {errors} failed writes, backlog up to {max_backlog} lines");
     assert!(errors >= 2.0, "no failed write seen:\n{}", log_text(&log));
-    assert!(max_backlog > 4.0, "the backlog never passed the limit: {during:?}");
+    assert!(
+        max_backlog > 4.0,
+        "the backlog never passed the limit: {during:?}"
+    );
     let over_at = during
         .iter()
         .find(|s| s.2 > 4.0)
@@ -185,8 +188,14 @@ fn a_full_ledger_disk_delays_lines_never_loses_them_and_holds_new_mitigation() {
         log_text(&log)
     );
     // The retry backs off to 8 ticks at most.
-    let after = seen.iter().filter(|s| s.0 > emptied_at + 10.0).last().expect("polled");
-    assert_eq!(after.2, 0.0, "the backlog was not written after the disk came back");
+    let after = seen
+        .iter()
+        .rfind(|s| s.0 > emptied_at + 10.0)
+        .expect("polled");
+    assert_eq!(
+        after.2, 0.0,
+        "the backlog was not written after the disk came back"
+    );
     assert!(
         mitigations(&log).iter().any(|(t, _)| *t > emptied_at),
         "mitigation did not resume once the ledger could be written:\n{}",
@@ -209,7 +218,11 @@ fn a_full_ledger_disk_delays_lines_never_loses_them_and_holds_new_mitigation() {
     noisy.stop_all();
     late.stop_all();
 
-    assert_eq!(snapshot_files(&dirs, FILES), original, "a cgroup value was left changed");
+    assert_eq!(
+        snapshot_files(&dirs, FILES),
+        original,
+        "a cgroup value was left changed"
+    );
     let facts = check_ledger(&ledger).unwrap_or_else(|e| panic!("{e}\n{}", log_text(&log)));
     for (_, id) in mitigations(&log) {
         assert!(

@@ -19,7 +19,11 @@ fn vm_toml(vm: &LabVm, priority: &str, customer: &str) -> String {
         .filter(|p| p.file_name().and_then(|n| n.to_str()) == Some(vm.scope.as_str()))
         .map(|p| format!("{p:?}"))
         .collect();
-    assert!(!dirs.is_empty(), "no scope directory among {:?}", vm.cgroups);
+    assert!(
+        !dirs.is_empty(),
+        "no scope directory among {:?}",
+        vm.cgroups
+    );
     format!(
         "[[vm]]\nname = \"{}\"\ncgroups = [{}]\npriority = \"{priority}\"\ncustomer = \"{customer}\"\n\n",
         vm.name,
@@ -28,7 +32,11 @@ fn vm_toml(vm: &LabVm, priority: &str, customer: &str) -> String {
 }
 
 fn mean_rate(lines: &[Progress]) -> f64 {
-    let rates: Vec<f64> = lines.iter().filter(|p| p.phase == "cpu").map(|p| p.rate).collect();
+    let rates: Vec<f64> = lines
+        .iter()
+        .filter(|p| p.phase == "cpu")
+        .map(|p| p.rate)
+        .collect();
     assert!(!rates.is_empty(), "no cpu progress lines");
     rates.iter().sum::<f64>() / rates.len() as f64
 }
@@ -58,8 +66,11 @@ fn the_default_agent_keeps_a_priority_guest_at_90_percent_of_its_solo_speed() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(&cfg, vm_toml(&prio, "high", "acme") + &vm_toml(&noisy, "normal", "globex"))
-        .expect("config");
+    std::fs::write(
+        &cfg,
+        vm_toml(&prio, "high", "acme") + &vm_toml(&noisy, "normal", "globex"),
+    )
+    .expect("config");
     let journal = dir.path().join("journal.jsonl");
     let ledger = dir.path().join("ledger");
     let tick = interference::config::CollectConfig::default().interval;
@@ -83,7 +94,8 @@ fn the_default_agent_keeps_a_priority_guest_at_90_percent_of_its_solo_speed() {
     std::thread::sleep(Duration::from_secs(12));
     let solo = mean_rate(&prio.progress_since(solo_from)[1..]);
 
-    lab.set_workload(&noisy.name, "cpu").expect("neighbour spins");
+    lab.set_workload(&noisy.name, "cpu")
+        .expect("neighbour spins");
     let onset = t0.elapsed();
     let contended_from = prio.log_len();
     std::thread::sleep(tick * 2);
@@ -110,6 +122,10 @@ fn the_default_agent_keeps_a_priority_guest_at_90_percent_of_its_solo_speed() {
         "the priority guest ran at {:.1}% of its solo speed from two ticks after the onset:\n{text}",
         ratio * 100.0
     );
-    assert_eq!(snapshot_files(&dirs, &files), original, "a cgroup file was left changed");
+    assert_eq!(
+        snapshot_files(&dirs, &files),
+        original,
+        "a cgroup file was left changed"
+    );
     lab.down().expect("lab down");
 }

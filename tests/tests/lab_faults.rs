@@ -128,7 +128,10 @@ fn guest_that_never_boots_fails_up_in_bounded_time() {
     let msg = format!("{err:#}");
     eprintln!("{msg}\n(after {:?})", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(40));
-    assert!(msg.contains("-1 did not boot (accelerator tcg)") && msg.contains("hang"), "{msg}");
+    assert!(
+        msg.contains("-1 did not boot (accelerator tcg)") && msg.contains("hang"),
+        "{msg}"
+    );
     assert!(msg.contains("the kernel never got to print"), "{msg}");
     assert_nothing_left("hang");
 }

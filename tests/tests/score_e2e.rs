@@ -89,15 +89,16 @@ fn scores_track_the_victims_measured_slowdown() {
             .rev()
             .take(2)
             .map(|r| {
-                let by = [&v, &a].iter().map(|o| pair_score(r, o, &b, zero)).collect();
+                let by = [&v, &a]
+                    .iter()
+                    .map(|o| pair_score(r, o, &b, zero))
+                    .collect();
                 (pair_score(r, &v, &a, zero), by)
             })
             .collect()
     };
     let (n, l) = (last(&nowcast_rounds, true), last(&lstm_rounds, false));
-    eprintln!(
-        "measured slowdown {measured:.1}; nowcast (pair, bystander pairs) {n:?}; lstm {l:?}"
-    );
+    eprintln!("measured slowdown {measured:.1}; nowcast (pair, bystander pairs) {n:?}; lstm {l:?}");
     for (score, by) in &n {
         // The share of the victim's runnable time the neighbour took: its slowdown.
         assert!(

@@ -395,11 +395,12 @@ impl Billing {
         }
         self.post(lines, false);
         if !self.unposted.is_empty() {
-            let (actions, base): (Vec<&LedgerRecord>, Vec<&LedgerRecord>) = self
-                .unposted
+            let (actions, base): (Vec<&LedgerRecord>, Vec<&LedgerRecord>) =
+                self.unposted.iter().partition(|l| l.kind != LineKind::Base);
+            let owed: BTreeSet<&str> = actions
                 .iter()
-                .partition(|l| l.kind != LineKind::Base);
-            let owed: BTreeSet<&str> = actions.iter().filter_map(|l| l.action_id.as_deref()).collect();
+                .filter_map(|l| l.action_id.as_deref())
+                .collect();
             warn!(
                 "{} ledger lines could not be written: the {} of {} actions stay owed in the journal and are billed at the next start; {} base lines are lost with this exit",
                 self.unposted.len(),

@@ -454,8 +454,14 @@ fn a_ledger_that_cannot_be_written_keeps_what_is_owed_and_holds_new_charges() {
         w.finish()
     };
     let text = metrics(&b);
-    assert!(text.contains("interference_ledger_write_errors_total 1\n"), "{text}");
-    assert!(text.contains("interference_ledger_backlog_lines 4\n"), "{text}");
+    assert!(
+        text.contains("interference_ledger_write_errors_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("interference_ledger_backlog_lines 4\n"),
+        "{text}"
+    );
     // The next attempt doubles the wait: 2 s.
     b.tick(t0 + 151_600, &[]);
     assert!(metrics(&b).contains("interference_ledger_write_errors_total 2\n"));
@@ -504,7 +510,11 @@ fn a_failed_append_leaves_no_partial_line() {
 fn the_highest_run_in_the_ledger_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = Billing::open(config(dir.path(), 60), "h-1", false).unwrap();
-    for id in ["h-1-1764000000-3-0", "h-1-1764000042-1-1", "other-1764999999-1-0"] {
+    for id in [
+        "h-1-1764000000-3-0",
+        "h-1-1764000042-1-1",
+        "other-1764999999-1-0",
+    ] {
         let a = weight_cut(id);
         b.outcome(&a, &applied(&a, NOV_1_2026, "1024"));
         b.end(&a.id, NOV_1_2026 + 30_000);

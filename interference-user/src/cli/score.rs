@@ -136,9 +136,8 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
     let ticks = read_ticks(path).with_context(|| format!("replaying {}", path.display()))?;
     let interval = match args.interval {
         Some(i) => i,
-        None => recorded_interval(&ticks).with_context(|| {
-            format!("{} holds no samples to replay", path.display())
-        })?,
+        None => recorded_interval(&ticks)
+            .with_context(|| format!("{} holds no samples to replay", path.display()))?,
     };
     let score = &config.score;
     let kind = args.scorer.unwrap_or(score.scorer);
@@ -168,9 +167,7 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
             };
             match args.format {
                 Format::Table => write_table(&mut out, &round, args.min_score)?,
-                Format::Jsonl => {
-                    write_replay_jsonl(&mut out, &round, t, kind, args.min_score)?
-                }
+                Format::Jsonl => write_replay_jsonl(&mut out, &round, t, kind, args.min_score)?,
             }
         }
         out.flush()

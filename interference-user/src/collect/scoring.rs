@@ -191,9 +191,9 @@ impl Scoring {
             Input::Windows { windows, batch } => {
                 windows.pairs_into(batch);
                 let b = &*batch;
-                let directed = self
-                    .scorer
-                    .score_pairs(&b.pairs, &FEATURE_NAMES, &b.data, b.t, b.f)?;
+                let directed =
+                    self.scorer
+                        .score_pairs(&b.pairs, &FEATURE_NAMES, &b.data, b.t, b.f)?;
                 let ready = windows.ready_vms();
                 let warming_up = samples
                     .iter()

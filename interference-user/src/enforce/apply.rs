@@ -97,11 +97,7 @@ impl Enforcer {
         let journal = if options.dry_run {
             Journal::read(&options.journal)?
         } else {
-            Journal::open_with(
-                &options.journal,
-                !options.keep_history,
-                options.owes_ledger,
-            )?
+            Journal::open_with(&options.journal, !options.keep_history, options.owes_ledger)?
         };
         Ok(Self {
             options,

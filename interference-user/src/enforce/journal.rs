@@ -1017,7 +1017,10 @@ mod tests {
         .unwrap();
         let owed = j.owed();
         assert_eq!(owed.len(), 2);
-        assert_eq!((owed[0].action.id.as_str(), owed[0].ended_ms), ("h-1-1-0", None));
+        assert_eq!(
+            (owed[0].action.id.as_str(), owed[0].ended_ms),
+            ("h-1-1-0", None)
+        );
         // Put back at 1500, its lines not written yet (the ledger's disk is full).
         j.rollback(e1, "restore", None, 1500).unwrap();
         drop(j);
@@ -1035,7 +1038,10 @@ mod tests {
         drop(j);
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.owed().len(), 1);
-        assert!(j.action("h-1-1-0").is_none(), "billed and put back: compacted away");
+        assert!(
+            j.action("h-1-1-0").is_none(),
+            "billed and put back: compacted away"
+        );
         assert!(j.action("h-1-3-0").is_none(), "failed: compacted away");
     }
 

@@ -213,7 +213,12 @@ fn check_cgroup_entry(
     if same_value(&path, &current, before) {
         note(
             out,
-            journal.rollback(id, by, Some("already at its original value".into()), now_ms()),
+            journal.rollback(
+                id,
+                by,
+                Some("already at its original value".into()),
+                now_ms(),
+            ),
         );
         return None;
     }

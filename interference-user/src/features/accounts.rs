@@ -101,8 +101,7 @@ impl CpuAccounts {
     /// One collector tick: every VM sampled gets its account; the others are
     /// forgotten.
     pub fn push_tick(&mut self, samples: &[VmSample]) {
-        self.vms
-            .retain(|vm, _| samples.iter().any(|s| s.vm == *vm));
+        self.vms.retain(|vm, _| samples.iter().any(|s| s.vm == *vm));
         for s in samples {
             let ring = self.vms.entry(s.vm.clone()).or_default();
             if ring.len() == self.k {
@@ -199,7 +198,10 @@ mod tests {
             sample("b", 1.0, 0.0, &[]),
         ]);
         acc.push_tick(&[sample("a", 1.0, 0.0, &[]), sample("b", 1.0, 0.0, &[])]);
-        acc.push_tick(&[sample("a", 0.2, 0.8, &[("b", 0.8)]), sample("b", 1.0, 0.0, &[])]);
+        acc.push_tick(&[
+            sample("a", 0.2, 0.8, &[("b", 0.8)]),
+            sample("b", 1.0, 0.0, &[]),
+        ]);
         let w = acc.window("a").unwrap();
         assert_eq!((w.dt, w.run, w.wait, w.own), (2.0, 1.2, 0.8, 0.0));
         assert_eq!(w.by("b"), 0.8);

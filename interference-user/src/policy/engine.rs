@@ -431,7 +431,8 @@ impl Policy {
         };
         for w in &work {
             if let Some(why) = input.hold_new {
-                d.skipped.push((w.key.clone(), format!("no new mitigation: {why}")));
+                d.skipped
+                    .push((w.key.clone(), format!("no new mitigation: {why}")));
                 continue;
             }
             self.climb(w, &mut tick_ctx, &mut d);
@@ -702,7 +703,12 @@ impl Policy {
                 aggressor: w.aggressor.name.clone(),
                 score: w.score.score,
                 vm_is_aggressor: a.vm == w.aggressor.name,
-                unobservable: w.score.unobservable.iter().map(|d| (*d).to_owned()).collect(),
+                unobservable: w
+                    .score
+                    .unobservable
+                    .iter()
+                    .map(|d| (*d).to_owned())
+                    .collect(),
                 cause: cause.clone(),
                 customers: pair_customers(w.victim, w.aggressor),
                 vcpus: if a.vm == w.victim.name {

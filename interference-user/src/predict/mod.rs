@@ -122,7 +122,9 @@ impl FromStr for ScorerKind {
 #[derive(Debug)]
 pub enum Scorer {
     /// Over the ticks of the last `smoothing`.
-    Nowcast { smoothing: std::time::Duration },
+    Nowcast {
+        smoothing: std::time::Duration,
+    },
     Lstm(Box<LstmScorer>),
     Heuristic(HeuristicScorer),
 }

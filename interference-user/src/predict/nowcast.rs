@@ -203,8 +203,14 @@ mod tests {
     fn the_window_is_a_ratio_of_sums_and_host_is_nobody() {
         let n = Nowcast::new(Duration::from_secs(1), DEFAULT_SMOOTHING);
         assert_eq!(n.ticks, 5);
-        assert_eq!(Nowcast::new(Duration::from_secs(2), DEFAULT_SMOOTHING).ticks, 3);
-        assert_eq!(Nowcast::new(Duration::from_secs(5), DEFAULT_SMOOTHING).ticks, 1);
+        assert_eq!(
+            Nowcast::new(Duration::from_secs(2), DEFAULT_SMOOTHING).ticks,
+            3
+        );
+        assert_eq!(
+            Nowcast::new(Duration::from_secs(5), DEFAULT_SMOOTHING).ticks,
+            1
+        );
         let mut acc = n.accounts();
         // Four quiet ticks, then the neighbour arrives.
         for _ in 0..4 {
