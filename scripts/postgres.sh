@@ -76,8 +76,19 @@ synchronous_commit = on
 CONF
     fi
     if ! running; then
-        as_pg "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 300 start >/dev/null
+        # 9>&-: the server must not inherit (and so hold forever) the lock.
+        as_pg "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 300 start >/dev/null 9>&-
     fi
+    # A cluster started by someone else may still be in crash recovery.
+    local waited=0
+    until as_pg "$bin/pg_isready" -q -h "$SOCK" -p "$PORT"; do
+        waited=$((waited + 1))
+        if [ "$waited" -gt 300 ]; then
+            echo "postgres.sh: the server did not accept connections within 300 s (log: $LOG)" >&2
+            exit 1
+        fi
+        sleep 1
+    done
     if ! as_pg "$bin/psql" -h "$SOCK" -p "$PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DBNAME'" | grep -q 1; then
         as_pg "$bin/createdb" -h "$SOCK" -p "$PORT" -U postgres "$DBNAME"
     fi
