@@ -12,12 +12,12 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::app::router;
-use crate::state::{AppState, ServeSettings};
 use crate::db::{Db, DbError, DbOptions};
 use crate::desired::{spawn_watcher, Snapshot};
 use crate::jobs::leader::spawn_leader;
 use crate::jobs::{spawn_jobs, JobPeriods};
 use crate::metrics::Metrics;
+use crate::state::{AppState, ServeSettings};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -17,7 +17,10 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub(crate) fn get(map: &Mutex<HashMap<String, (String, Instant)>>, token: &str) -> Option<String> {
+    pub(crate) fn get(
+        map: &Mutex<HashMap<String, (String, Instant)>>,
+        token: &str,
+    ) -> Option<String> {
         let map = map.lock().ok()?;
         map.get(token)
             .filter(|(_, at)| at.elapsed() < TTL)

@@ -11,10 +11,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use interference_controller::state::ServeSettings;
 use interference_controller::db::{Db, DbOptions};
 use interference_controller::jobs::JobPeriods;
 use interference_controller::server::{start, RunningServer, ServerConfig};
+use interference_controller::state::ServeSettings;
 use interference_controller::store::{ingest, tokens};
 use interference_fleet::RetryPolicy;
 use interference_fleet_lab::postgres::Postgres;

@@ -36,8 +36,8 @@ use std::collections::{HashMap, HashSet};
 use thiserror::Error;
 
 use super::action::{Action, ActionResult, Outcome};
-use super::decision::Decision;
 use super::config::{PolicyConfig, Thresholds};
+use super::decision::Decision;
 use super::escalate;
 use super::gate::{due, gate, observe, track_peak_demand, Due, Gate};
 use super::input::{PolicyInput, VmInput};

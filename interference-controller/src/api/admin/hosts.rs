@@ -4,9 +4,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::state::AppState;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::{hosts, tokens};
 
 #[derive(Debug, Deserialize, Default)]

@@ -5,10 +5,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 
-use crate::state::AppState;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
 use crate::ops;
+use crate::state::AppState;
 use crate::store::models::{self, ModelRow};
 use crate::store::rollouts::{self, RolloutRow};
 use interference_fleet::wire::BundleManifest;

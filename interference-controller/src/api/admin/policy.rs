@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
 
-use crate::state::AppState;
 use crate::domain::policy_layers::Scope;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
 use crate::ops::{self, PolicyError};
+use crate::state::AppState;
 use crate::store::policy;
 
 #[derive(Debug, Serialize)]

@@ -3,9 +3,9 @@
 use axum::extract::State;
 use axum::Json;
 
-use crate::state::AppState;
 use crate::middleware::auth::AdminAuth;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::status::{self, FleetStatus};
 
 pub async fn status(

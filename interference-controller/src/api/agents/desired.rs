@@ -11,10 +11,10 @@ use axum::Json;
 use serde::Deserialize;
 use tokio::time::{timeout_at, Instant};
 
-use crate::state::AppState;
 use crate::metrics::Metrics;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::hosts;
 use interference_fleet::wire::Envelope;
 

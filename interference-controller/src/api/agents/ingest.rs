@@ -7,10 +7,10 @@ use axum::Json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
-use crate::state::AppState;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::body::Body;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::ingest;
 use interference_fleet::wire::{Envelope, IngestAck, IngestBatch, ItemKind};
 

@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
-use crate::state::AppState;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::models;
 
 pub async fn manifest(

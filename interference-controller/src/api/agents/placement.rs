@@ -4,10 +4,10 @@
 use axum::extract::{Path, State};
 use axum::Json;
 
-use crate::state::AppState;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::body::Body;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::placement::{self, PlacementError, PlacementLimits};
 use interference_fleet::wire::{Envelope, PlacementRequest, Release, Released, Reservation};
 

@@ -3,11 +3,11 @@
 use axum::extract::State;
 use axum::Json;
 
-use crate::state::AppState;
 use crate::db::sql::now_ms;
 use crate::middleware::auth::HostAuth;
 use crate::middleware::body::Body;
 use crate::middleware::error::ApiError;
+use crate::state::AppState;
 use crate::store::hosts;
 use interference_fleet::wire::{Envelope, Register, Registered};
 
