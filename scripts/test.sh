@@ -13,17 +13,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# Each phase says how long it took, so a slow CI run shows where its time went.
+phase_start=$SECONDS
+phase() {
+    echo "== ($((SECONDS - phase_start)) s since the last phase, $((SECONDS / 60)) min in all) $*"
+    phase_start=$SECONDS
+}
+
+phase "set-up"
 ./scripts/setup.sh
 
-echo "== static checks: format, lints, docs"
+phase "static checks: format, lints, docs"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-echo "== unit tests, the controller's (PostgreSQL, crashes, replicas, network namespaces) and every #[ignore]d one (root, QEMU, promtool)"
+phase "unit tests, the controller's (PostgreSQL, crashes, replicas, network namespaces) and every #[ignore]d one (root, QEMU, promtool)"
 # Release profile, like the integration tests, so the dependencies build once.
-cargo test --release --workspace --exclude interference-tests -- --include-ignored
+cargo test --release --no-fail-fast --workspace --exclude interference-tests -- --include-ignored
 
-echo "== integration tests (root, eBPF, cgroups, QEMU)"
+phase "integration tests (root, eBPF, cgroups, QEMU)"
 # One at a time: they oversubscribe the CPUs on purpose and measure latency.
-cargo test --release -p interference-tests -- --include-ignored --test-threads=1
+cargo test --release --no-fail-fast -p interference-tests -- --include-ignored --test-threads=1
+phase "done"

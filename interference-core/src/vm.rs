@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A VM's priority: a `high` VM is protected first (DESIGN.md, "Adjustment engine").
+/// A VM's priority: a `high` VM is protected first (the policy stage).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {

@@ -1,7 +1,7 @@
 //! eBPF programs of `interference`: run-queue latency and preemption attribution per
 //! tracked thread, block I/O per VM.
 //!
-//! Route taken (DESIGN.md, "eBPF without CO-RE"): tp_btf programs, with the few
+//! Route taken (docs/architecture.md, "eBPF design"): tp_btf programs, with the few
 //! `task_struct` / `struct request` field offsets they need computed by userspace from
 //! the running kernel's BTF and set as read-only globals before load. The verifier sees
 //! those globals as constants (the .rodata map is frozen), so the loads below are plain

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aya::programs::loaded_programs;
-use interference::inventory::{Allocation, Priority, Vm, VmSource, VmThread};
+use interference::inventory::{Vm, VmSource, VmThread};
 use interference::telemetry::ebpf::{EbpfProbes, ProbeSet};
 use interference::telemetry::registry::Registry;
 
@@ -192,12 +192,6 @@ fn main() -> anyhow::Result<()> {
     let mut probes = EbpfProbes::load(ProbeSet::default()).context("loading our programs")?;
     let half = storm.tids.len() / 2;
     let vm = |name: &str, tids: &[u32]| Vm {
-        name: name.into(),
-        uuid: None,
-        source: VmSource::Static,
-        pid: None,
-        qmp_socket: None,
-        cgroups: vec![],
         threads: tids
             .iter()
             .map(|t| VmThread {
@@ -206,10 +200,7 @@ fn main() -> anyhow::Result<()> {
                 vcpu: None,
             })
             .collect(),
-        customer: None,
-        priority: Priority::Normal,
-        workload: None,
-        allocation: Allocation::default(),
+        ..Vm::new(name, VmSource::Static)
     };
     let vms = [
         vm("storm-a", &storm.tids[..half]),

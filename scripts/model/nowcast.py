@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The attributed nowcast: the agent's default Contention Score, in Python.
 
-Why it exists: DESIGN.md ("Contention score (revised after the first model)") replaced
+Why it exists: the redesigned Contention Score (models/README.md) replaced
 the LSTM by a score read straight off the eBPF preemption matrix, and the evaluation
 (scripts/model/evaluate_protocol.py) must score recorded runs with exactly what the Rust
 agent computes. A golden file (scripts/model/golden_nowcast.py) pins the two together.

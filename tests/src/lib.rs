@@ -248,7 +248,7 @@ pub fn wait_running(pid: u32) {
 /// A static-inventory VM for `cg`, its threads taken from the given processes, and its
 /// cgroups classified by the inventory's own mount table.
 pub fn vm_for(cg: &TestCgroup, pids: &[u32]) -> interference::inventory::Vm {
-    use interference::inventory::{Allocation, Mounts, Priority, Vm, VmSource, VmThread};
+    use interference::inventory::{Mounts, Vm, VmSource, VmThread};
     let mounts = Mounts::read(Path::new("/proc")).expect("reading /proc/self/mountinfo");
     let cgroups = cg
         .dirs
@@ -271,17 +271,10 @@ pub fn vm_for(cg: &TestCgroup, pids: &[u32]) -> interference::inventory::Vm {
         })
         .collect();
     Vm {
-        name: cg.name.clone(),
-        uuid: None,
-        source: VmSource::Static,
         pid: pids.first().copied(),
-        qmp_socket: None,
         cgroups,
         threads,
-        customer: None,
-        priority: Priority::Normal,
-        workload: None,
-        allocation: Allocation::default(),
+        ..Vm::new(cg.name.clone(), VmSource::Static)
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use interference::inventory::{Allocation, Hierarchy, Priority, Vm, VmCgroup, VmSource};
+use interference::inventory::{Hierarchy, Vm, VmCgroup, VmSource};
 use interference::policy::{Action, Change, Outcome, Rung};
 use interference_tests::lab::{run_bounded, Lab, LabOptions};
 use interference_tests::require_root;
@@ -61,20 +61,11 @@ fn static_probe() -> PathBuf {
 
 fn vm(name: &str) -> Vm {
     Vm {
-        name: name.into(),
-        uuid: None,
-        source: VmSource::Static,
-        pid: None,
-        qmp_socket: None,
         cgroups: vec![VmCgroup {
             path: format!("/sys/fs/cgroup/enf/{name}").into(),
             hierarchy: Hierarchy::V2,
         }],
-        threads: vec![],
-        customer: None,
-        priority: Priority::Normal,
-        workload: None,
-        allocation: Allocation::default(),
+        ..Vm::new(name, VmSource::Static)
     }
 }
 

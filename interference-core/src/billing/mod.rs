@@ -1,6 +1,6 @@
 //! Billing that does not depend on where it runs: the price of allocation and of every
 //! mitigation, the ledger's lines and files, invoices and explanations a customer reads
-//! (DESIGN.md, "Billing"). The agent meters and posts; the controller stores and serves;
+//! (docs/billing.md). The agent meters and posts; the controller stores and serves;
 //! both read and price with this.
 //!
 //! - [`price`] holds the formulas (pure: same input, same lines, same ids);

@@ -13,6 +13,7 @@ mod top;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use interference::agent::AgentError;
 use interference::telemetry::preflight::PreflightError;
 
 #[derive(Debug, Parser)]
@@ -77,7 +78,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .chain()
-        .any(|e| e.downcast_ref::<PreflightError>().is_some())
+        .any(|e| {
+            e.downcast_ref::<PreflightError>().is_some()
+                || matches!(e.downcast_ref(), Some(AgentError::Preflight(_)))
+        })
     {
         3
     } else {

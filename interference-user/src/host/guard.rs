@@ -333,7 +333,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::enforce::cgroup::tests::{v1, FakeHost};
+    use crate::testing::cgroup_fs::{v1, FakeCgroupFs as FakeHost};
 
     /// A VM's name and its cgroup directories on the v1 cpu hierarchy.
     fn vm(name: &str, dirs: &[&Path]) -> (String, Vec<VmCgroup>) {

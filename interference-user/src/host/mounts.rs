@@ -475,7 +475,7 @@ fn resolve_existing_prefix(path: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    use crate::inventory::testutil::HYBRID;
+    use crate::testing::proc_fs::HYBRID;
 
     const PURE_V2: &str = "\
 25 1 0:23 / /sys rw,nosuid shared:2 - sysfs sysfs rw

@@ -208,7 +208,7 @@ pub fn scan(proc_root: &Path, mounts: &Mounts, cache: &mut Cache) -> Vec<Vm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::testutil::FakeHost;
+    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::Hierarchy;
 
     #[test]

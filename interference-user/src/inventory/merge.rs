@@ -124,7 +124,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::inventory::types::{Allocation, Hierarchy, Priority, VmThread};
+    use crate::inventory::types::{Allocation, Hierarchy, VmThread};
 
     fn cg(path: &str) -> VmCgroup {
         VmCgroup {
@@ -135,11 +135,6 @@ mod tests {
 
     fn vm(name: &str, source: VmSource, cgroups: &[&str], tids: &[u32]) -> Vm {
         Vm {
-            name: name.into(),
-            uuid: None,
-            source,
-            pid: None,
-            qmp_socket: None,
             cgroups: cgroups.iter().map(|c| cg(c)).collect(),
             threads: tids
                 .iter()
@@ -149,10 +144,7 @@ mod tests {
                     vcpu: None,
                 })
                 .collect(),
-            customer: None,
-            priority: Priority::Normal,
-            workload: None,
-            allocation: Allocation::default(),
+            ..Vm::new(name, source)
         }
     }
 

@@ -25,9 +25,6 @@ pub mod static_inv;
 pub mod threads;
 pub mod types;
 
-#[cfg(test)]
-pub(crate) mod testutil;
-
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
@@ -111,7 +108,7 @@ impl Inventory {
 mod tests {
     use std::path::Path;
 
-    use super::testutil::FakeHost;
+    use crate::testing::proc_fs::FakeHost;
     use super::*;
 
     fn inventory(host: &FakeHost, static_vms: Vec<StaticVm>) -> Inventory {

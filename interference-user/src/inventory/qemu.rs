@@ -229,7 +229,7 @@ pub fn apply_vcpu_threads(threads: &mut [VmThread], vcpus: &[(u32, u32)]) -> usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::testutil::FakeHost;
+    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::Hierarchy;
 
     #[test]
@@ -395,7 +395,7 @@ mod tests {
     #[ignore = "needs root/QEMU"]
     fn vcpu_threads_from_qmp_real_qemu() {
         let extra = ["-name", "guest=qmptest,debug-threads=off"];
-        let qemu = crate::qmp::testutil::RealQemu::start("vcpu_threads_from_qmp_real_qemu", &extra);
+        let qemu = crate::testing::qmp::RealQemu::start("vcpu_threads_from_qmp_real_qemu", &extra);
         let vcpus = vcpu_threads_from_qmp(&qemu.qmp, std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(vcpus.iter().map(|v| v.0).collect::<Vec<_>>(), [0, 1]);
         let mut threads =

@@ -90,7 +90,7 @@ pub fn resolve_classified(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::testutil::FakeHost;
+    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::{Allocation, Hierarchy, Priority};
 
     fn decl(name: &str, cgroups: &[&Path]) -> StaticVm {

@@ -203,7 +203,7 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::testutil::FakeHost;
+    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::Hierarchy;
 
     #[test]

@@ -31,6 +31,25 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// A VM known only by name and source: no process, cgroups or threads yet, normal
+    /// priority, no customer. The sources fill in what they find
+    /// (`Vm { cgroups, ..Vm::new(name, source) }`).
+    pub fn new(name: impl Into<String>, source: VmSource) -> Self {
+        Self {
+            name: name.into(),
+            uuid: None,
+            source,
+            pid: None,
+            qmp_socket: None,
+            cgroups: Vec::new(),
+            threads: Vec::new(),
+            customer: None,
+            priority: Priority::Normal,
+            workload: None,
+            allocation: Allocation::default(),
+        }
+    }
+
     /// The VM's vCPU count: the allocation's, else the number of distinct vCPU
     /// indices among its threads, else None.
     pub fn vcpus(&self) -> Option<u32> {
@@ -168,12 +187,6 @@ mod tests {
 
     fn vm(vcpu_threads: &[Option<u32>], allocation: Allocation) -> Vm {
         Vm {
-            name: "a".into(),
-            uuid: None,
-            source: VmSource::Qemu,
-            pid: None,
-            qmp_socket: None,
-            cgroups: vec![],
             threads: vcpu_threads
                 .iter()
                 .enumerate()
@@ -183,10 +196,8 @@ mod tests {
                     vcpu,
                 })
                 .collect(),
-            customer: None,
-            priority: Priority::Normal,
-            workload: None,
             allocation,
+            ..Vm::new("a", VmSource::Qemu)
         }
     }
 

@@ -35,7 +35,6 @@ use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
-use super::action::{Action, ActionResult, Outcome};
 use super::config::{PolicyConfig, Thresholds};
 use super::decision::Decision;
 use super::escalate;

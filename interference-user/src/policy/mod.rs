@@ -1,5 +1,5 @@
-//! The policy stage: Contention Scores in, [`Action`]s out (DESIGN.md, "Adjustment
-//! engine"): thresholds with hysteresis per pair, who is protected and who is reduced,
+//! The policy stage: Contention Scores in, [`Action`]s out (docs/architecture.md,
+//! step 5): thresholds with hysteresis per pair, who is protected and who is reduced,
 //! the action ladder, cooldowns, a cap per tick, rollback after quiet ticks (once the
 //! aggressor's CPU demand has fallen too), dry-run.
 //!

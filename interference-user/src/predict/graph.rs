@@ -24,7 +24,7 @@ const LSTM_INITIAL_H: usize = 5;
 const LSTM_INITIAL_C: usize = 6;
 
 /// The graph must hold the sidecar's LSTM layers, in the form tract runs faithfully:
-/// tract-onnx 0.23 reads only `layout` (DESIGN.md), so a reverse or bidirectional
+/// tract-onnx 0.23 reads only `layout` of the LSTM attributes, so a reverse or bidirectional
 /// direction, custom activations, clipping or coupled gates would run as a plain
 /// forward LSTM and give silently wrong scores.
 pub(super) fn check_lstm_nodes(

@@ -1,5 +1,5 @@
 //! The prediction stage: raw feature windows of ordered VM pairs in, predicted
-//! slowdowns and Contention Scores out (DESIGN.md, "Contention score";
+//! slowdowns and Contention Scores out (models/README.md;
 //! docs/dataset.md for the features and the heuristic).
 //!
 //! The input is plain data: feature names, a row-major `[n, t, f]` slice of raw

@@ -1,5 +1,5 @@
 //! The attributed nowcast: the Contention Score that is right about the present, with
-//! no model (DESIGN.md, "Contention score (revised after the first model)").
+//! no model (models/README.md, "Contention Score").
 //!
 //! For the ordered pair (victim `v`, aggressor `a`), over a window of `v`'s collector
 //! ticks: the share of `v`'s runnable time that `a` took,

@@ -1,5 +1,5 @@
 //! From per-direction predictions to the Contention Score of each unordered VM pair
-//! (DESIGN.md, "Contention score"): the larger direction wins and names who is the
+//! (models/README.md): the larger direction wins and names who is the
 //! victim, so the policy knows whom to protect and whom to throttle. Pure functions.
 
 use std::cmp::Ordering;

@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::*;
-use crate::qmp::testutil::{FakeQmp, GREETING};
+use crate::testing::qmp::{FakeQmp, GREETING};
 
 const LONG: Duration = Duration::from_secs(5);
 const SHORT: Duration = Duration::from_millis(200);

@@ -54,7 +54,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::qmp::testutil::{FakeQmp, RealQemu};
+    use crate::testing::qmp::{FakeQmp, RealQemu};
     use crate::qmp::DEFAULT_BALLOON_PATH;
 
     const TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 //! Not a pipeline stage: a transport that three stages share, beside the `host` layer.
 //! The inventory asks it which host thread runs each vCPU; the telemetry reads the
 //! guests' memory; the enforcement stage inflates the balloon and migrates. Every QMP
-//! command is here, so that no stage depends on another's (DESIGN.md, "Layout").
+//! command is here, so that no stage depends on another's (docs/architecture.md).
 //!
 //! Blocking, with every call bounded by one deadline (see `framing`): the agent asks
 //! a few questions per VM per tick, and a QEMU whose monitor hangs must cost a tick
@@ -26,9 +26,6 @@ mod error;
 mod framing;
 mod queries;
 mod types;
-
-#[cfg(test)]
-pub(crate) mod testutil;
 
 #[cfg(test)]
 mod real_qemu_tests;

@@ -147,7 +147,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::qmp::testutil::FakeQmp;
+    use crate::testing::qmp::FakeQmp;
 
     const LONG: Duration = Duration::from_secs(5);
 

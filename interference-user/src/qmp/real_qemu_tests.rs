@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::testutil::RealQemu;
+use crate::testing::qmp::RealQemu;
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -437,7 +437,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::qmp::testutil::{FakeQmp, Peer, RealQemu};
+    use crate::testing::qmp::{FakeQmp, Peer, RealQemu};
     use crate::qmp::DEFAULT_BALLOON_PATH;
 
     const LONG: Duration = Duration::from_secs(5);

@@ -256,7 +256,7 @@ impl Registry {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::inventory::{Allocation, Priority, VmSource, VmThread};
+    use crate::inventory::{VmSource, VmThread};
     use crate::telemetry::kernel::KernelMaps;
     use interference_common::{
         entry_slot, entry_vm, PreemptCell, PreemptRow, ThreadStats, VmIoStats,
@@ -321,12 +321,6 @@ pub(crate) mod tests {
 
     pub fn vm(name: &str, tids: &[u32]) -> Vm {
         Vm {
-            name: name.into(),
-            uuid: None,
-            source: VmSource::Static,
-            pid: None,
-            qmp_socket: None,
-            cgroups: vec![],
             threads: tids
                 .iter()
                 .enumerate()
@@ -336,10 +330,7 @@ pub(crate) mod tests {
                     vcpu: Some(i as u32),
                 })
                 .collect(),
-            customer: None,
-            priority: Priority::Normal,
-            workload: None,
-            allocation: Allocation::default(),
+            ..Vm::new(name, VmSource::Static)
         }
     }
 

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::*;
-use crate::enforce::cgroup::tests::FakeHost;
+use crate::testing::cgroup_fs::FakeCgroupFs as FakeHost;
 use crate::enforce::journal::EntryState;
 use crate::policy::{Rung, Setting};
-use crate::qmp::testutil::{FakeQmp, RealQemu};
+use crate::testing::qmp::{FakeQmp, RealQemu};
 use interference_core::cpu_list::CpuList;
 
 struct Fixture {

@@ -1,11 +1,11 @@
-//! Fake /proc and cgroupfs trees in a temporary directory, for the inventory's tests.
+//! Fake /proc and cgroupfs trees in a temporary directory, for discovery tests.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
-use super::cgroupfs::{threads_file, Mounts};
+use crate::host::mounts::{threads_file, Mounts};
 
 /// This build machine's layout (hybrid), as in /proc/self/mountinfo.
 pub const HYBRID: &str = "\
