@@ -25,7 +25,6 @@ packages=(
     bpftrace linux-perf stress-ng
     qemu-system-x86 qemu-utils busybox-static cpio
     python3 python3-venv
-    musl-tools
     postgresql iproute2
     prometheus # promtool: the metrics textfile is checked by the official parser
 )
@@ -63,14 +62,6 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
-# The static build (scripts/build-static.sh) that the lab's cross-kernel check runs in a
-# guest (tract-linalg's C kernels build with musl-gcc from musl-tools, above).
-if rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
-    log "Rust target x86_64-unknown-linux-musl present"
-else
-    log "adding the Rust target x86_64-unknown-linux-musl"
-    rustup target add x86_64-unknown-linux-musl
-fi
 
 if bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     log "bpf-linker $BPF_LINKER_VERSION present"
@@ -86,6 +77,6 @@ log "building the eBPF programs"
 cargo xtask build-ebpf
 log "building the release binary"
 cargo build --release --workspace
-log "building the static (musl) binary for the lab's cross-kernel check"
-./scripts/build-static.sh >/dev/null
+log "bundling the binaries the lab's guests run (scripts/guest-bundle.sh)"
+./scripts/guest-bundle.sh >/dev/null
 log "done: $ROOT/target/release/interference"

@@ -1,6 +1,6 @@
 //! A test probe for the enforcement stage, for places the full agent does not go: the
-//! lab guests of tests/tests/lab_enforce_v2.rs run its static build (see
-//! scripts/build-static.sh) to apply actions to real cgroup v2 files.
+//! lab guests of tests/tests/lab_enforce_v2.rs run it (bundled with the host's loader
+//! and libraries by scripts/guest-bundle.sh) to apply actions to real cgroup v2 files.
 //!
 //! ```text
 //! enforce_probe apply JOURNAL VM.json ACTION.json   # one JSON Outcome on stdout

@@ -1,6 +1,6 @@
 //! Cross-kernel check: the eBPF programs load and collect inside a lab guest running
-//! Debian's 6.1 cloud kernel (the host runs another kernel), from a statically linked
-//! build of the binary (scripts/build-static.sh) passed in on the lab's share disk.
+//! Debian's 6.1 cloud kernel (the host runs another kernel), from the release binary with
+//! the host's loader and libraries (scripts/guest-bundle.sh) on the lab's share disk.
 //!
 //! In a 1-vCPU guest, two busy loops in the cgroup `/sys/fs/cgroup/spin` take turns on
 //! the one CPU, so one of them is always waiting. `interference collect` runs in the
@@ -18,12 +18,12 @@
 //! what reaches that VM is printed, not asserted (a known attribution gap: at
 //! `block_rq_issue` the current task is the kworker, not the submitter).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use interference_tests::lab::{run_bounded, ExecOutput, Lab, LabOptions};
+use interference_tests::lab::{ExecOutput, Lab, LabOptions};
 use interference_tests::oracle::rel_diff;
-use interference_tests::require_root;
+use interference_tests::{guest_bundle, require_root};
 use serde_json::Value;
 
 const GUEST_CONFIG: &str = r#"[[vm]]
@@ -42,52 +42,6 @@ cgroups = ["/sys/fs/cgroup/iosched"]
 qemu = false
 libvirt = false
 "#;
-
-/// Builds (or finds up to date) the static binary; its path.
-fn static_binary() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-static.sh");
-    let started = Instant::now();
-    let out = run_bounded(
-        std::process::Command::new("bash").arg(&script),
-        Duration::from_secs(600),
-    )
-    .expect("running scripts/build-static.sh");
-    assert!(
-        out.status.success(),
-        "scripts/build-static.sh failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    eprintln!(
-        "static binary {} (build step {:.1?})",
-        path.display(),
-        started.elapsed()
-    );
-    path
-}
-
-/// A share directory with the binary (debug info stripped when objcopy is there: the
-/// share is an ext4 image of the directory) and the guest's configuration.
-fn share_dir(binary: &Path) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("ilab-share-")
-        .tempdir()
-        .unwrap();
-    let dest = dir.path().join("interference");
-    let stripped = std::process::Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(binary)
-        .arg(&dest)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !stripped {
-        std::fs::copy(binary, &dest).unwrap();
-    }
-    std::fs::write(dir.path().join("guest.toml"), GUEST_CONFIG).unwrap();
-    dir
-}
 
 fn exec(lab: &Lab, vm: &str, cmd: &str, timeout_s: u64) -> ExecOutput {
     let started = Instant::now();
@@ -159,8 +113,7 @@ fn block_io(lab: &Lab, vm: &str, samples: &[Value], name: &str) -> (Reads, Reads
 fn ebpf_loads_and_collects_on_the_guest_6_1_kernel() {
     require_root("ebpf_loads_and_collects_on_the_guest_6_1_kernel");
     let started = Instant::now();
-    let binary = static_binary();
-    let share = share_dir(&binary);
+    let share = guest_bundle::share_dir(&[("guest.toml", GUEST_CONFIG.to_string())]);
     let lab = Lab::up(
         "xk",
         &LabOptions {

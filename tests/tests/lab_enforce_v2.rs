@@ -1,7 +1,8 @@
 //! The enforcement stage on real cgroup v2 files, inside a lab guest (pure cgroup v2,
 //! cpu and cpuset controllers enabled, Debian's 6.1 kernel): this host's own v2 tree
-//! has no controllers. The static build of `enforce_probe` (scripts/build-static.sh)
-//! runs in the guest with a journal on the guest's /tmp.
+//! has no controllers. The release `enforce_probe`, bundled with the host's loader and
+//! libraries (scripts/guest-bundle.sh), runs in the guest with a journal on the
+//! guest's /tmp.
 //!
 //! Two VMs as cgroups, `enf/web` and `enf/db`, each with `vcpu0` and `emulator` leaves
 //! and a busy loop in `vcpu0`; `web/vcpu0` pinned to CPU 1 the libvirt way (its own
@@ -20,44 +21,14 @@
 
 use interference_core::cpu_list::CpuList;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use interference::inventory::{Hierarchy, Vm, VmCgroup, VmSource};
 use interference::policy::{Action, Change, Outcome, Rung};
-use interference_tests::lab::{run_bounded, Lab, LabOptions};
-use interference_tests::require_root;
+use interference_tests::lab::{Lab, LabOptions};
+use interference_tests::{guest_bundle, require_root};
 use serde_json::Value;
-
-/// Builds (or finds up to date) the static binary and the probe; the probe's path.
-fn static_probe() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-static.sh");
-    let started = Instant::now();
-    let out = run_bounded(
-        std::process::Command::new("bash").arg(&script),
-        Duration::from_secs(900),
-    )
-    .expect("running scripts/build-static.sh");
-    assert!(
-        out.status.success(),
-        "scripts/build-static.sh failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let binary = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let probe = binary.with_file_name("examples").join("enforce_probe");
-    assert!(
-        probe.exists(),
-        "{} not built by build-static.sh",
-        probe.display()
-    );
-    eprintln!(
-        "static probe {} (build step {:.1?})",
-        probe.display(),
-        started.elapsed()
-    );
-    probe
-}
 
 fn vm(name: &str) -> Vm {
     Vm {
@@ -90,51 +61,30 @@ fn action(id: &str, change: Change) -> Action {
     }
 }
 
-/// The share directory: the probe (debug info stripped when objcopy is there), the VM
-/// and the actions as JSON.
-fn share_dir(probe: &Path) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("ilab-share-")
-        .tempdir()
-        .unwrap();
-    let dest = dir.path().join("enforce_probe");
-    let stripped = std::process::Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(probe)
-        .arg(&dest)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !stripped {
-        std::fs::copy(probe, &dest).unwrap();
-    }
-    let write = |name: &str, v: String| std::fs::write(dir.path().join(name), v).unwrap();
-    write("web.json", serde_json::to_string(&vm("web")).unwrap());
-    write(
-        "w1.json",
-        serde_json::to_string(&action("w1", Change::CpuWeight { weight: 400 })).unwrap(),
-    );
-    write(
-        "pbad.json",
-        serde_json::to_string(&action(
-            "pbad",
+/// The share directory: the guest bundle (with the probe), the VM and the actions as
+/// JSON.
+fn share_dir() -> tempfile::TempDir {
+    let json = |v: serde_json::Result<String>| v.expect("serialising a fixture");
+    let pin = |id: &str, cpu: u32| {
+        json(serde_json::to_string(&action(
+            id,
             Change::Cpuset {
-                cpus: CpuList::new([1]),
+                cpus: CpuList::new([cpu]),
             },
-        ))
-        .unwrap(),
-    );
-    write(
-        "p1.json",
-        serde_json::to_string(&action(
-            "p1",
-            Change::Cpuset {
-                cpus: CpuList::new([0]),
-            },
-        ))
-        .unwrap(),
-    );
-    dir
+        )))
+    };
+    guest_bundle::share_dir(&[
+        ("web.json", json(serde_json::to_string(&vm("web")))),
+        (
+            "w1.json",
+            json(serde_json::to_string(&action(
+                "w1",
+                Change::CpuWeight { weight: 400 },
+            ))),
+        ),
+        ("pbad.json", pin("pbad", 1)),
+        ("p1.json", pin("p1", 0)),
+    ])
 }
 
 const HELPERS: &str = r#"P=/mnt/share/enforce_probe; S=/mnt/share; J=/tmp/enf/journal.jsonl; C=/sys/fs/cgroup/enf
@@ -179,8 +129,7 @@ fn num(kv: &BTreeMap<String, String>, key: &str) -> f64 {
 fn enforcer_changes_and_restores_cgroup_v2_files_in_a_guest() {
     require_root("enforcer_changes_and_restores_cgroup_v2_files_in_a_guest");
     let started = Instant::now();
-    let probe = static_probe();
-    let share = share_dir(&probe);
+    let share = share_dir();
     let lab = Lab::up(
         "ev",
         &LabOptions {
@@ -354,7 +303,8 @@ echo "journal_bytes=$(wc -c <$J)"
         .cloned();
     assert_eq!(
         web_effect.map(|e| e["after"].clone()),
-        Some(Value::from("0-1")),
+        // Effects carry typed values (a CPU list, not the file's text).
+        Some(serde_json::json!({"kind": "cpus", "cpus": [0, 1]})),
         "{report}"
     );
     assert_eq!(three["vcpu0_cpus"], "1");

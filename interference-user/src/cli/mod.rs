@@ -76,13 +76,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// 1: failure; 3: missing privilege or kernel feature (nothing was started).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|e| {
-            e.downcast_ref::<PreflightError>().is_some()
-                || matches!(e.downcast_ref(), Some(AgentError::Preflight(_)))
-        })
-    {
+    if err.chain().any(|e| {
+        e.downcast_ref::<PreflightError>().is_some()
+            || matches!(e.downcast_ref(), Some(AgentError::Preflight(_)))
+    }) {
         3
     } else {
         1

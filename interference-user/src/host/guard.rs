@@ -319,7 +319,7 @@ fn fs_magic(path: &Path) -> io::Result<i64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // `f_type` is i64 on glibc and u64 on musl (the static build): the cast is needed
+    // `f_type` is i64 on glibc and u64 on musl: the cast is needed
     // on one and redundant on the other, so `expect` would fail on one of them.
     #[allow(
         clippy::unnecessary_cast,

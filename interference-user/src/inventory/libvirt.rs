@@ -208,8 +208,8 @@ pub fn scan(proc_root: &Path, mounts: &Mounts, cache: &mut Cache) -> Vec<Vm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::Hierarchy;
+    use crate::testing::proc_fs::FakeHost;
 
     #[test]
     fn scope_names() {

@@ -108,8 +108,8 @@ impl Inventory {
 mod tests {
     use std::path::Path;
 
-    use crate::testing::proc_fs::FakeHost;
     use super::*;
+    use crate::testing::proc_fs::FakeHost;
 
     fn inventory(host: &FakeHost, static_vms: Vec<StaticVm>) -> Inventory {
         Inventory::new(InventoryOptions {

@@ -229,8 +229,8 @@ pub fn apply_vcpu_threads(threads: &mut [VmThread], vcpus: &[(u32, u32)]) -> usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::Hierarchy;
+    use crate::testing::proc_fs::FakeHost;
 
     #[test]
     fn binaries() {

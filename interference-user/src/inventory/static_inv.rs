@@ -90,8 +90,8 @@ pub fn resolve_classified(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::{Allocation, Hierarchy, Priority};
+    use crate::testing::proc_fs::FakeHost;
 
     fn decl(name: &str, cgroups: &[&Path]) -> StaticVm {
         StaticVm {

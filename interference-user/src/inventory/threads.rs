@@ -203,8 +203,8 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::proc_fs::FakeHost;
     use crate::inventory::types::Hierarchy;
+    use crate::testing::proc_fs::FakeHost;
 
     #[test]
     fn cache_keeps_names_and_child_lists_for_their_ttl() {

@@ -1,6 +1,6 @@
 //! The decision engine: one call per tick, Contention Scores and the VMs as they are in,
-//! [`Action`]s out. Pure logic over plain data: no clock, no I/O, no randomness, so the
-//! same inputs and state always give the same decision (and the same action ids).
+//! [`Action`](super::Action)s out. Pure logic over plain data: no clock, no I/O, no
+//! randomness, so the same inputs and state always give the same decision (and the same action ids).
 //!
 //! A tick, in order:
 //! 1. The previous tick's outcomes: applied or simulated changes are now in force,

@@ -54,8 +54,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::testing::qmp::{FakeQmp, RealQemu};
     use crate::qmp::DEFAULT_BALLOON_PATH;
+    use crate::testing::qmp::{FakeQmp, RealQemu};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::testing::qmp::RealQemu;
 use super::*;
+use crate::testing::qmp::RealQemu;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -437,8 +437,8 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::testing::qmp::{FakeQmp, Peer, RealQemu};
     use crate::qmp::DEFAULT_BALLOON_PATH;
+    use crate::testing::qmp::{FakeQmp, Peer, RealQemu};
 
     const LONG: Duration = Duration::from_secs(5);
     const SHORT: Duration = Duration::from_millis(300);

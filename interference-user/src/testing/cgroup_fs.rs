@@ -139,4 +139,3 @@ pub fn vm(name: &str, cgroups: &[(PathBuf, Hierarchy)]) -> Vm {
         ..Vm::new(name, VmSource::Static)
     }
 }
-

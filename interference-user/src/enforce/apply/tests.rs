@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::*;
-use crate::testing::cgroup_fs::FakeCgroupFs as FakeHost;
 use crate::enforce::journal::EntryState;
 use crate::policy::{Rung, Setting};
+use crate::testing::cgroup_fs::FakeCgroupFs as FakeHost;
 use crate::testing::qmp::{FakeQmp, RealQemu};
 use interference_core::cpu_list::CpuList;
 
