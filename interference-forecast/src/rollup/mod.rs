@@ -1,0 +1,11 @@
+//! Per-VM demand rollups (docs/forecast.md, section 3): a ring of the last
+//! `HISTORY_STEPS` step values per VM ([`ring`]), fed by ticks and closed step by step
+//! ([`store`]), kept on disk in one crash-safe file ([`file`], format documented there).
+
+pub mod file;
+pub mod ring;
+pub mod store;
+
+pub use file::{RollupProblem, SaveError, FILE_NAME, FORMAT_VERSION};
+pub use ring::VmRollup;
+pub use store::{ClosedStep, RollupStore, TickOutcome};
