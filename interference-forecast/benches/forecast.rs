@@ -139,7 +139,12 @@ fn run_onnxruntime(trace: &Path) -> Result<Option<Ort>, String> {
         .args(["-c", "0"])
         .arg(&python)
         .arg(repo().join("scripts/forecast/bench.py"))
-        .args(["--vms", &VMS.to_string(), "--iterations", &ITERATIONS.to_string()])
+        .args([
+            "--vms",
+            &VMS.to_string(),
+            "--iterations",
+            &ITERATIONS.to_string(),
+        ])
         .arg("--trace")
         .arg(trace)
         .output()
@@ -151,8 +156,8 @@ fn run_onnxruntime(trace: &Path) -> Result<Option<Ort>, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("bench.py's JSON line: {e}"))?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bench.py's JSON line: {e}"))?;
     let num = |k: &str| {
         report[k]
             .as_f64()
@@ -231,9 +236,7 @@ fn main() -> Result<(), String> {
     println!(
         "{VMS} VMs (the Azure trace's VMs cycled, origin row {ORIGIN_ROW}), model {} {} ({}), \
          pinned to CPU 0, single-threaded; {WARMUP} warm-up + {ITERATIONS} rounds each",
-        sidecar.name,
-        sidecar.version,
-        sidecar.architecture.kind
+        sidecar.name, sidecar.version, sidecar.architecture.kind
     );
     println!(
         "load average before onnxruntime: {}; mean 5-min forecast {:.3} %",
@@ -244,8 +247,16 @@ fn main() -> Result<(), String> {
     println!();
     println!("| runtime | what | median (ms) | p90 (ms) | CPU median (ms) |");
     println!("|---|---|---|---|---|");
-    row("tract 0.23.9", "round(): inputs + 1 run + post-processing", &round);
-    row("tract 0.23.9", "inputs of 100 VMs (rings to normalised batch)", &inputs);
+    row(
+        "tract 0.23.9",
+        "round(): inputs + 1 run + post-processing",
+        &round,
+    );
+    row(
+        "tract 0.23.9",
+        "inputs of 100 VMs (rings to normalised batch)",
+        &inputs,
+    );
     row("tract 0.23.9", "1 run of [100, 36, 12]", &run);
     if let Some(ort) = &ort {
         row(
@@ -267,7 +278,11 @@ fn main() -> Result<(), String> {
             ort.python_features_ms
         );
     }
-    let verdict = if round.median <= TARGET_MS { "within" } else { "ABOVE" };
+    let verdict = if round.median <= TARGET_MS {
+        "within"
+    } else {
+        "ABOVE"
+    };
     println!(
         "tract round: {:.2} ms median for {VMS} VMs, {verdict} the {TARGET_MS} ms target",
         round.median

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
             }
             _ if trace.is_none() => trace = Some(PathBuf::from(a)),
             _ => {
-                eprintln!("usage: forecast_replay FILE.csv[.gz] [--horizon 5m,1h] [--model SIDECAR]");
+                eprintln!(
+                    "usage: forecast_replay FILE.csv[.gz] [--horizon 5m,1h] [--model SIDECAR]"
+                );
                 return ExitCode::from(2);
             }
         }

@@ -190,8 +190,13 @@ mod tests {
 
     #[test]
     fn a_tick_ending_on_a_boundary_counts_for_the_step_it_measured() {
-        let c = Clock::new(Duration::from_secs(1), Duration::from_secs(288), UNIX_EPOCH, 288)
-            .expect("lab clock");
+        let c = Clock::new(
+            Duration::from_secs(1),
+            Duration::from_secs(288),
+            UNIX_EPOCH,
+            288,
+        )
+        .expect("lab clock");
         assert_eq!(c.tick_step(at(10)), 9);
         assert_eq!(c.tick_step(UNIX_EPOCH + Duration::from_millis(10_001)), 10);
         assert_eq!(c.step_of(at(10)), 10);

@@ -164,8 +164,14 @@ mod tests {
 
     #[test]
     fn demand_is_usage_plus_wait_over_allocated_cores() {
-        assert_eq!(demand_percent(500_000_000, 500_000_000, 1_000_000_000, 2), 50.0);
-        assert_eq!(demand_percent(2_000_000_000, 1_000_000_000, 1_000_000_000, 2), 150.0);
+        assert_eq!(
+            demand_percent(500_000_000, 500_000_000, 1_000_000_000, 2),
+            50.0
+        );
+        assert_eq!(
+            demand_percent(2_000_000_000, 1_000_000_000, 1_000_000_000, 2),
+            150.0
+        );
         assert_eq!(demand_percent(1, 1, 0, 2), 0.0);
     }
 
@@ -178,7 +184,12 @@ mod tests {
         );
         // Four ticks of 250 ms in step 10, the last one ending on the boundary. The
         // first call closes step 9, in which the VM did not exist yet.
-        for (ms, d) in [(10_250, 10.0), (10_500, 20.0), (10_750, 30.0), (11_000, 40.0)] {
+        for (ms, d) in [
+            (10_250, 10.0),
+            (10_500, 20.0),
+            (10_750, 30.0),
+            (11_000, 40.0),
+        ] {
             assert_eq!(e.record_tick("vm", at_ms(ms), d), TickOutcome::Accepted);
             let end = e.end_steps(at_ms(ms), ["vm"]);
             if ms == 10_250 {
@@ -197,7 +208,9 @@ mod tests {
         }
         assert!(e.end_steps(at_ms(11_500), ["vm"]).is_none());
         // Two steps without ticks: both forward-filled at the next end.
-        let end = e.end_steps(at_ms(13_100), ["vm"]).expect("steps 11 and 12 ended");
+        let end = e
+            .end_steps(at_ms(13_100), ["vm"])
+            .expect("steps 11 and 12 ended");
         assert_eq!(end.closed.step, 12);
         assert_eq!(e.store().get("vm").map(|r| r.age()), Some(3));
     }
@@ -205,19 +218,47 @@ mod tests {
     #[test]
     fn rollups_survive_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut e, problems) = ForecastEngine::open(lab_clock(), dir.path(), Forecaster::without_model());
+        let (mut e, problems) =
+            ForecastEngine::open(lab_clock(), dir.path(), Forecaster::without_model());
         assert!(problems.is_empty());
         for s in 0..5u64 {
             e.record_tick("vm", at_ms(s * 1000 + 500), s as f64);
-            let end = e.end_steps(at_ms(s * 1000 + 1000), ["vm"]).expect("step ended");
+            let end = e
+                .end_steps(at_ms(s * 1000 + 1000), ["vm"])
+                .expect("step ended");
             assert!(end.save_error.is_none());
         }
         drop(e);
-        let (e, problems) = ForecastEngine::open(lab_clock(), dir.path(), Forecaster::without_model());
+        let (e, problems) =
+            ForecastEngine::open(lab_clock(), dir.path(), Forecaster::without_model());
         assert!(problems.is_empty(), "{problems:?}");
         let r = e.store().get("vm").expect("restored");
         assert_eq!(r.age(), 5);
         assert_eq!(r.value(0), Some(4.0));
         assert_eq!(e.store().last_closed(), Some(4));
+    }
+    #[test]
+    fn steps_missed_while_the_agent_was_down_are_forward_filled_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut e, _) = ForecastEngine::open(lab_clock(), dir.path(), Forecaster::without_model());
+        for s in 0..3u64 {
+            e.record_tick("vm", at_ms(s * 1000 + 500), 10.0 * (s + 1) as f64);
+            e.end_steps(at_ms(s * 1000 + 1000), ["vm"])
+                .expect("step ended");
+        }
+        drop(e);
+        // Down for steps 3..=6; back mid-step 7 with a tick in it.
+        let (mut e, problems) =
+            ForecastEngine::open(lab_clock(), dir.path(), Forecaster::without_model());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(e.record_tick("vm", at_ms(2_900), 99.0), TickOutcome::Late);
+        e.record_tick("vm", at_ms(7_600), 50.0);
+        let end = e.end_steps(at_ms(8_000), ["vm"]).expect("step 7 ended");
+        assert_eq!(end.round.origin_step, 7);
+        let r = e.store().get("vm").expect("restored");
+        let got: Vec<f32> = r.available().collect();
+        assert_eq!(got, vec![10.0, 20.0, 30.0, 30.0, 30.0, 30.0, 30.0, 50.0]);
+        // L: the median of the 8 values, the two middle ones 30 and 30.
+        assert_eq!(end.round.forecasts[0].level, 30.0);
     }
 }

@@ -158,9 +158,9 @@ impl Forecaster {
         let mut forecasts = Vec::with_capacity(n);
         for (i, vm) in names.into_iter().enumerate() {
             let ls = self.levels[i];
-            let out: Option<[f32; HORIZON_STEPS]> = outputs.as_ref().map(|o| {
-                std::array::from_fn(|k| o[i * HORIZON_STEPS + k])
-            });
+            let out: Option<[f32; HORIZON_STEPS]> = outputs
+                .as_ref()
+                .map(|o| std::array::from_fn(|k| o[i * HORIZON_STEPS + k]));
             let (demand, source) = self.post_process(vm, &ls, out.as_ref(), run_error.is_some());
             forecasts.push(VmForecast {
                 vm: vm.to_string(),
@@ -195,7 +195,9 @@ impl Forecaster {
         match model.run_normalised(&self.normalised, n) {
             Ok(out) => (Some(out), None),
             Err(e) => {
-                tracing::warn!("demand forecast: {e}; every VM is forecast at its level this round");
+                tracing::warn!(
+                    "demand forecast: {e}; every VM is forecast at its level this round"
+                );
                 (None, Some(e))
             }
         }

@@ -198,14 +198,20 @@ mod tests {
         assert_eq!(h("30s").column(STEP, SubStep::NextStep), Ok(0));
         assert_eq!(h("1s").column(STEP, SubStep::NextStep), Ok(0));
         let e = h("30s").column(STEP, SubStep::Refuse).unwrap_err();
-        assert!(e.to_string().contains("\"30s\"") || e.to_string().contains("30s"), "{e}");
+        assert!(
+            e.to_string().contains("\"30s\"") || e.to_string().contains("30s"),
+            "{e}"
+        );
     }
 
     #[test]
     fn too_long_or_between_steps_is_refused_naming_the_horizon() {
         let e = h("2h").column(STEP, SubStep::NextStep).unwrap_err();
         let text = e.to_string();
-        assert!(matches!(e, HorizonError::TooLong { .. }) && text.contains("2h"), "{text}");
+        assert!(
+            matches!(e, HorizonError::TooLong { .. }) && text.contains("2h"),
+            "{text}"
+        );
         let e = h("7m").column(STEP, SubStep::NextStep).unwrap_err();
         assert!(matches!(e, HorizonError::NotWholeSteps { .. }) && e.to_string().contains("7m"));
         assert!(matches!(
@@ -213,7 +219,12 @@ mod tests {
             Err(HorizonError::Zero { .. })
         ));
         // The lab's 1 s steps: 5 min is 300 steps, beyond the model.
-        assert!(h("5m").column(Duration::from_secs(1), SubStep::NextStep).is_err());
-        assert_eq!(h("12s").column(Duration::from_secs(1), SubStep::NextStep), Ok(11));
+        assert!(h("5m")
+            .column(Duration::from_secs(1), SubStep::NextStep)
+            .is_err());
+        assert_eq!(
+            h("12s").column(Duration::from_secs(1), SubStep::NextStep),
+            Ok(11)
+        );
     }
 }

@@ -235,9 +235,15 @@ mod tests {
         assert_eq!((at(21, 0), at(21, 3)), (a(10.0), 1.0));
         assert_eq!((at(23, 0), at(23, 3)), (a(40.0), 1.0));
         // No day or week: both the level, masks 0.
-        assert_eq!((at(5, 1), at(5, 2), at(5, 4), at(5, 5)), (0.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (at(5, 1), at(5, 2), at(5, 4), at(5, 5)),
+            (0.0, 0.0, 0.0, 0.0)
+        );
         // A step ahead: no value, ahead = 1/12.
-        assert_eq!((at(24, 0), at(24, 3), at(24, 6)), (0.0, 0.0, (1.0f64 / 12.0) as f32));
+        assert_eq!(
+            (at(24, 0), at(24, 3), at(24, 6)),
+            (0.0, 0.0, (1.0f64 / 12.0) as f32)
+        );
     }
 
     #[test]

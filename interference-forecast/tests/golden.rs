@@ -24,26 +24,45 @@ fn relative(a: f64, b: f64) -> f64 {
 #[test]
 fn golden_model_outputs_through_tract() {
     let g = common::golden();
-    let input: Vec<f32> = common::f64s(&g["input"]).iter().map(|&x| x as f32).collect();
+    let input: Vec<f32> = common::f64s(&g["input"])
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
     let expected = common::f64s(&g["output"]);
     assert_eq!(input.len(), ROWS * WINDOW * FEATURE_COUNT);
     let model = DemandModel::builtin().expect("built-in model loads");
-    let out = model.run_normalised(&input, ROWS).expect("tract runs the batch");
+    let out = model
+        .run_normalised(&input, ROWS)
+        .expect("tract runs the batch");
     assert_eq!(out.len(), ROWS * HORIZON_STEPS);
     let worst = out
         .iter()
         .zip(&expected)
         .map(|(&a, &b)| (f64::from(a) - b).abs())
         .fold(0.0, f64::max);
-    eprintln!("max |tract - onnxruntime| over {} outputs: {worst:.2e}", out.len());
-    assert!(worst <= 1e-4, "tract and the golden outputs differ by {worst}");
+    eprintln!(
+        "max |tract - onnxruntime| over {} outputs: {worst:.2e}",
+        out.len()
+    );
+    assert!(
+        worst <= 1e-4,
+        "tract and the golden outputs differ by {worst}"
+    );
 
     // Forecasts from these outputs and the golden L and S.
     let (level, scale) = (common::f64s(&g["level"]), common::f64s(&g["scale"]));
-    for (i, row) in g["forecast"].as_array().expect("forecast rows").iter().enumerate() {
+    for (i, row) in g["forecast"]
+        .as_array()
+        .expect("forecast rows")
+        .iter()
+        .enumerate()
+    {
         for (k, f) in common::f64s(row).into_iter().enumerate() {
             let ours = (level[i] + scale[i] * f64::from(out[i * HORIZON_STEPS + k])).max(0.0);
-            assert!((ours - f).abs() <= 1e-3, "row {i} column {k}: {ours} vs {f}");
+            assert!(
+                (ours - f).abs() <= 1e-3,
+                "row {i} column {k}: {ours} vs {f}"
+            );
         }
     }
 }
@@ -51,7 +70,10 @@ fn golden_model_outputs_through_tract() {
 #[test]
 fn golden_model_runs_one_row_at_a_time_as_in_one_batch() {
     let g = common::golden();
-    let input: Vec<f32> = common::f64s(&g["input"]).iter().map(|&x| x as f32).collect();
+    let input: Vec<f32> = common::f64s(&g["input"])
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
     let model = DemandModel::builtin().expect("built-in model loads");
     let batch = model.run_normalised(&input, ROWS).expect("batch");
     for i in [0, 7, 31] {
@@ -93,7 +115,11 @@ fn golden_inputs_from_rollups_rebuilt_from_the_azure_trace() {
     let mut names = Vec::new();
     for (i, row) in g["rows"].as_array().expect("rows").iter().enumerate() {
         let vm = row["vm"].as_str().expect("vm");
-        let column = trace.vms.iter().position(|v| v == vm).expect("VM in the trace");
+        let column = trace
+            .vms
+            .iter()
+            .position(|v| v == vm)
+            .expect("VM in the trace");
         let first = (row["first_minute"].as_i64().expect("first") / step) as usize;
         let origin = (row["origin_minute"].as_i64().expect("origin") / step) as usize;
         // The rollup as the agent keeps it: one value per step, float32.
@@ -109,8 +135,18 @@ fn golden_inputs_from_rollups_rebuilt_from_the_azure_trace() {
         }
         let ring = ring.expect("at least the origin");
         let ls = raw_inputs(&ring, origin as i64, &mut raw);
-        assert!(relative(ls.level, level[i]) <= 1e-9, "row {i}: L {} vs {}", ls.level, level[i]);
-        assert!(relative(ls.scale, scale[i]) <= 1e-9, "row {i}: S {} vs {}", ls.scale, scale[i]);
+        assert!(
+            relative(ls.level, level[i]) <= 1e-9,
+            "row {i}: L {} vs {}",
+            ls.level,
+            level[i]
+        );
+        assert!(
+            relative(ls.scale, scale[i]) <= 1e-9,
+            "row {i}: S {} vs {}",
+            ls.scale,
+            scale[i]
+        );
         for (j, (&ours, &theirs)) in raw.iter().zip(&raw_expected[i * ROW_LEN..]).enumerate() {
             let d = (f64::from(ours) - theirs).abs();
             assert!(
@@ -122,14 +158,22 @@ fn golden_inputs_from_rollups_rebuilt_from_the_azure_trace() {
             );
             worst_raw = worst_raw.max(d);
         }
-        normalise(&raw, &sidecar.normalisation.mean, &sidecar.normalisation.std, &mut norm);
+        normalise(
+            &raw,
+            &sidecar.normalisation.mean,
+            &sidecar.normalisation.std,
+            &mut norm,
+        );
         for (&ours, &theirs) in norm.iter().zip(&input_expected[i * ROW_LEN..]) {
             worst_norm = worst_norm.max((f64::from(ours) - theirs).abs());
         }
         names.push((format!("row{i:02}"), origin));
     }
     eprintln!("max |raw input - golden| {worst_raw:.2e}, normalised {worst_norm:.2e}");
-    assert!(worst_norm <= 1e-4, "normalised inputs differ by {worst_norm}");
+    assert!(
+        worst_norm <= 1e-4,
+        "normalised inputs differ by {worst_norm}"
+    );
 
     // The whole chain, one round per golden row (each row has its own origin).
     let expected: Vec<Vec<f64>> = g["forecast"]
@@ -153,9 +197,10 @@ fn golden_inputs_from_rollups_rebuilt_from_the_azure_trace() {
         }
         let round = forecaster.round(&one, *origin as i64, [name.as_str()]);
         let f = &round.forecasts[0];
-        for k in 0..HORIZON_STEPS {
-            let d = (f.demand[k] - expected[i][k]).abs();
-            assert!(d <= 1e-3, "row {i} column {k}: {} vs {}", f.demand[k], expected[i][k]);
+        assert_eq!(expected[i].len(), HORIZON_STEPS);
+        for (k, (ours, theirs)) in f.demand.iter().zip(&expected[i]).enumerate() {
+            let d = (ours - theirs).abs();
+            assert!(d <= 1e-3, "row {i} column {k}: {ours} vs {theirs}");
         }
     }
 }

@@ -17,10 +17,17 @@ use tract_onnx::prelude::Framework;
 
 /// Writes `onnx` and `sidecar` (its sha256 set to the bytes' own unless `keep_sha`)
 /// into a fresh directory; returns the directory and the sidecar's path.
-fn fixture(onnx: &[u8], mut sidecar: serde_json::Value, keep_sha: bool) -> (tempfile::TempDir, PathBuf) {
+fn fixture(
+    onnx: &[u8],
+    mut sidecar: serde_json::Value,
+    keep_sha: bool,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     if !keep_sha {
-        let sha: String = Sha256::digest(onnx).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = Sha256::digest(onnx)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         sidecar["onnx_sha256"] = sha.into();
     }
     std::fs::write(dir.path().join("demand-forecast.onnx"), onnx).expect("write onnx");
@@ -77,7 +84,10 @@ fn a_wrong_sha256_is_refused_naming_the_file() {
     let (_dir, path) = fixture(&onnx, sidecar(), true);
     let (e, text) = refused(&path);
     assert!(matches!(e, ModelError::Checksum { .. }), "{text}");
-    assert!(text.contains("demand-forecast.onnx") && text.contains("sha256"), "{text}");
+    assert!(
+        text.contains("demand-forecast.onnx") && text.contains("sha256"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -85,7 +95,10 @@ fn a_truncated_model_with_a_matching_sha_is_not_onnx() {
     let onnx = &builtin_onnx()[..1000];
     let (_dir, path) = fixture(onnx, sidecar(), false);
     let (e, text) = refused(&path);
-    assert!(matches!(e, ModelError::NotOnnx { .. } | ModelError::Input { .. }), "{text}");
+    assert!(
+        matches!(e, ModelError::NotOnnx { .. } | ModelError::Input { .. }),
+        "{text}"
+    );
     assert!(text.contains("demand-forecast.onnx"), "{text}");
 }
 
@@ -105,12 +118,18 @@ fn a_declared_input_of_another_shape_is_refused() {
     let (_dir, path) = fixture(&onnx, sidecar(), false);
     let (e, text) = refused(&path);
     assert!(matches!(e, ModelError::Input { .. }), "{text}");
-    assert!(text.contains("[N, 35, 12]") && text.contains("demand-forecast.onnx"), "{text}");
+    assert!(
+        text.contains("[N, 35, 12]") && text.contains("demand-forecast.onnx"),
+        "{text}"
+    );
 
     let onnx = edited(|g| set_dim(&mut g.input[0], 0, DimValue::DimValue(1)));
     let (_dir, path) = fixture(&onnx, sidecar(), false);
     let (_, text) = refused(&path);
-    assert!(text.contains("[1, 36, 12]") && text.contains("symbolic batch"), "{text}");
+    assert!(
+        text.contains("[1, 36, 12]") && text.contains("symbolic batch"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -125,7 +144,10 @@ fn a_declared_output_of_another_shape_or_name_is_refused() {
     sc["output"]["name"] = "forecast".into();
     let (_dir, path) = fixture(builtin_onnx(), sc, true);
     let (_, text) = refused(&path);
-    assert!(text.contains("\"scaled_forecast\"") && text.contains("\"forecast\""), "{text}");
+    assert!(
+        text.contains("\"scaled_forecast\"") && text.contains("\"forecast\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -134,7 +156,10 @@ fn another_input_name_or_element_type_is_refused() {
     sc["input"]["name"] = "x".into();
     let (_dir, path) = fixture(builtin_onnx(), sc, true);
     let (e, text) = refused(&path);
-    assert!(matches!(e, ModelError::Input { .. }) && text.contains("\"inputs\""), "{text}");
+    assert!(
+        matches!(e, ModelError::Input { .. }) && text.contains("\"inputs\""),
+        "{text}"
+    );
 
     // float64 (11) declared for the input.
     let onnx = edited(|g| tensor_type(&mut g.input[0]).elem_type = 11);
@@ -159,23 +184,44 @@ fn a_graph_that_computes_another_output_is_refused_by_tract_typing() {
     });
     let (_dir, path) = fixture(&onnx, sidecar(), false);
     let (e, text) = refused(&path);
-    assert!(matches!(e, ModelError::Output { .. } | ModelError::Tract { .. }), "{text}");
+    assert!(
+        matches!(e, ModelError::Output { .. } | ModelError::Tract { .. }),
+        "{text}"
+    );
     assert!(text.contains("demand-forecast.onnx"), "{text}");
 }
 
 #[test]
-fn sidecar_features_lags_or_clock_other_than_the_contract_are_refused() {
+fn sidecar_features_lags_clock_or_horizons_other_than_the_contract_are_refused() {
     for (pointer, value, field) in [
-        ("/features/11", serde_json::json!("workload_cpu"), "features"),
+        (
+            "/features/11",
+            serde_json::json!("workload_cpu"),
+            "features",
+        ),
         ("/lags/35", serde_json::json!(-13), "lags"),
         ("/clock/day_steps", serde_json::json!(96), "clock.day_steps"),
         ("/scale_floor", serde_json::json!(0.01), "scale_floor"),
+        // Other horizons: output column k would not be k + 1 steps ahead.
+        (
+            "/horizons_steps/11",
+            serde_json::json!(24),
+            "horizons_steps",
+        ),
+        (
+            "/horizons_steps",
+            serde_json::json!([1, 2, 3, 4, 5, 6]),
+            "horizons",
+        ),
     ] {
         let mut sc = sidecar();
         *sc.pointer_mut(pointer).expect("field") = value;
         let (_dir, path) = fixture(builtin_onnx(), sc, true);
         let (e, text) = refused(&path);
         assert!(matches!(e, ModelError::Sidecar(_)), "{pointer}: {text}");
-        assert!(text.contains(field) && text.contains("demand-forecast.json"), "{pointer}: {text}");
+        assert!(
+            text.contains(field) && text.contains("demand-forecast.json"),
+            "{pointer}: {text}"
+        );
     }
 }

@@ -49,7 +49,9 @@ fn save_then_open_gives_the_same_rollups() {
     }
     assert_eq!(after.get("old").map(|r| r.age()), Some(2040));
     assert_eq!(after.get("mid").map(|r| r.age()), Some(1100));
-    let size = std::fs::metadata(dir.path().join(FILE_NAME)).expect("file").len();
+    let size = std::fs::metadata(dir.path().join(FILE_NAME))
+        .expect("file")
+        .len();
     assert!(size < 3 * 8200 + 200, "{size} bytes for 3 VMs");
     assert!(!dir.path().join(format!("{FILE_NAME}.tmp")).exists());
 }
@@ -64,7 +66,10 @@ fn a_torn_file_keeps_whole_records_and_names_the_path() {
     let (s, problems) = RollupStore::open(dir.path(), &clock(300));
     assert_eq!(problems.len(), 1, "{problems:?}");
     let text = problems[0].to_string();
-    assert!(text.contains(&path.display().to_string()) && text.contains("torn"), "{text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("torn"),
+        "{text}"
+    );
     // Records are by name: "mid", "new", "old"; the last one is torn.
     assert!(s.get("mid").is_some() && s.get("new").is_some());
     assert!(s.get("old").is_none(), "the torn VM starts afresh");
@@ -94,11 +99,18 @@ fn a_corrupt_record_costs_its_vm_only() {
 fn garbage_is_set_aside_and_every_vm_starts_afresh() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(FILE_NAME);
-    std::fs::write(&path, b"not a rollup file at all, but long enough for a header....").expect("write");
+    std::fs::write(
+        &path,
+        b"not a rollup file at all, but long enough for a header....",
+    )
+    .expect("write");
     let (s, problems) = RollupStore::open(dir.path(), &clock(300));
     assert!(s.is_empty());
     let text = problems[0].to_string();
-    assert!(text.contains(&path.display().to_string()) && text.contains("magic"), "{text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("magic"),
+        "{text}"
+    );
     assert!(text.contains(".corrupt"), "{text}");
     assert!(dir.path().join(format!("{FILE_NAME}.corrupt")).exists());
     assert!(!path.exists());

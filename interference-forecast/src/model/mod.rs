@@ -20,7 +20,7 @@ pub use error::{ModelError, RunError, SidecarError};
 pub use sidecar::ForecastSidecar;
 pub use tract::TractRuntime;
 
-use crate::contract::{HORIZON_STEPS, WINDOW, FEATURE_COUNT};
+use crate::contract::{FEATURE_COUNT, HORIZON_STEPS, WINDOW};
 
 const BUILTIN_ONNX: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -221,24 +221,28 @@ impl ForecastSidecar {
         let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
         let names: Vec<&str> = self.features.iter().map(String::as_str).collect();
         if names != contract::FEATURES {
-            return Err(self.differs(
-                "features",
-                dbg(&names),
-                dbg(&contract::FEATURES),
-            ));
+            return Err(self.differs("features", dbg(&names), dbg(&contract::FEATURES)));
         }
         if self.lags != contract::lags() {
             return Err(self.differs("lags", dbg(&self.lags), dbg(&contract::lags())));
         }
         let usize_fields: [(&'static str, usize, usize); 8] = [
             ("clock.day_steps", self.clock.day_steps, contract::DAY_STEPS),
-            ("clock.week_steps", self.clock.week_steps, contract::WEEK_STEPS),
+            (
+                "clock.week_steps",
+                self.clock.week_steps,
+                contract::WEEK_STEPS,
+            ),
             ("window", self.window, contract::WINDOW),
             ("past", self.past, contract::PAST),
             ("history_steps", self.history_steps, contract::HISTORY_STEPS),
             ("level_steps", self.level_steps, contract::LEVEL_STEPS),
             ("scale_steps", self.scale_steps, contract::SCALE_STEPS),
-            ("horizons", self.horizons_steps.len(), contract::HORIZON_STEPS),
+            (
+                "horizons",
+                self.horizons_steps.len(),
+                contract::HORIZON_STEPS,
+            ),
         ];
         for (field, sidecar, implemented) in usize_fields {
             if sidecar != implemented {
@@ -355,13 +359,20 @@ mod tests {
         let mut v = shipped();
         v["features"].as_array_mut().expect("array").swap(1, 2);
         let e = err(&v);
-        assert!(e.contains("test.json") && e.contains("features") && e.contains("\"week\", \"day\""), "{e}");
+        assert!(
+            e.contains("test.json") && e.contains("features") && e.contains("\"week\", \"day\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn every_contract_constant_is_checked() {
         for (pointer, value, field) in [
-            ("/clock/day_steps", serde_json::json!(1440), "clock.day_steps"),
+            (
+                "/clock/day_steps",
+                serde_json::json!(1440),
+                "clock.day_steps",
+            ),
             ("/level_steps", serde_json::json!(6), "level_steps"),
             ("/scale_steps", serde_json::json!(144), "scale_steps"),
             ("/scale_floor", serde_json::json!(0.5), "scale_floor"),
@@ -372,7 +383,10 @@ mod tests {
             let mut v = shipped();
             *v.pointer_mut(pointer).expect("field exists") = value;
             let e = err(&v);
-            assert!(e.contains(field) && e.contains("test.json"), "{pointer}: {e}");
+            assert!(
+                e.contains(field) && e.contains("test.json"),
+                "{pointer}: {e}"
+            );
         }
     }
 
@@ -380,7 +394,11 @@ mod tests {
     fn shapes_kind_format_and_workload_class_are_checked() {
         let mut v = shipped();
         v["input"]["shape"] = serde_json::json!([1, 36, 12]);
-        assert!(err(&v).contains("input.shape is [1, 36, 12]"), "{}", err(&v));
+        assert!(
+            err(&v).contains("input.shape is [1, 36, 12]"),
+            "{}",
+            err(&v)
+        );
         let mut v = shipped();
         v["output"]["shape"] = serde_json::json!(["N", 1]);
         assert!(err(&v).contains("output.shape"), "{}", err(&v));

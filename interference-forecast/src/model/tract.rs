@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    Datum, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim, TValue, TVec, Tensor,
-    TypedSimplePlan,
+    Datum, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim, TValue,
+    TVec, Tensor, TypedSimplePlan,
 };
 
 use super::error::{ModelError, RunError};
@@ -94,7 +94,10 @@ impl PreparedModel for TractModel {
             return Err(RunError {
                 origin: self.origin.clone(),
                 rows: n,
-                reason: format!("output shape {:?}, expected [{n}, {HORIZON_STEPS}]", out.shape()),
+                reason: format!(
+                    "output shape {:?}, expected [{n}, {HORIZON_STEPS}]",
+                    out.shape()
+                ),
             });
         }
         let view = out.try_as_plain_ram().map_err(err)?;
@@ -160,9 +163,12 @@ fn check_declared_io(
             input.name, sidecar.input.name
         )));
     }
-    let (elem, dims) = declared(input).ok_or_else(|| input_err("declares no tensor shape".into()))?;
+    let (elem, dims) =
+        declared(input).ok_or_else(|| input_err("declares no tensor shape".into()))?;
     if elem != ONNX_FLOAT {
-        return Err(input_err(format!("element type is {elem}, expected float32 (1)")));
+        return Err(input_err(format!(
+            "element type is {elem}, expected float32 (1)"
+        )));
     }
     let (t, f) = (WINDOW as i64, FEATURE_COUNT as i64);
     if !matches!(dims.as_slice(), [None, Some(dt), Some(df)] if *dt == t && *df == f) {
@@ -187,7 +193,9 @@ fn check_declared_io(
     let (elem, dims) =
         declared(output).ok_or_else(|| output_err("declares no tensor shape".into()))?;
     if elem != ONNX_FLOAT {
-        return Err(output_err(format!("element type is {elem}, expected float32 (1)")));
+        return Err(output_err(format!(
+            "element type is {elem}, expected float32 (1)"
+        )));
     }
     let k = HORIZON_STEPS as i64;
     if !matches!(dims.as_slice(), [None, Some(dk)] if *dk == k) {

@@ -98,7 +98,11 @@ impl Calibration {
         Self {
             format: CALIBRATION_FORMAT,
             forgetting: 0.5f64.powf(1.0 / half_life),
-            prior_weight: if prior_weight.is_finite() { prior_weight.max(0.1) } else { 5.0 },
+            prior_weight: if prior_weight.is_finite() {
+                prior_weight.max(0.1)
+            } else {
+                5.0
+            },
             rounds: 0,
             layouts: BTreeMap::new(),
         }
@@ -170,10 +174,11 @@ impl Calibration {
             path: name.clone(),
             source,
         })?;
-        let c: Self = serde_json::from_slice(&bytes).map_err(|source| CalibrationLoadError::Parse {
-            path: name.clone(),
-            source,
-        })?;
+        let c: Self =
+            serde_json::from_slice(&bytes).map_err(|source| CalibrationLoadError::Parse {
+                path: name.clone(),
+                source,
+            })?;
         let invalid = |what: String| CalibrationLoadError::Invalid {
             path: name.clone(),
             what,
@@ -185,11 +190,15 @@ impl Calibration {
             )));
         }
         if !(c.forgetting > 0.0 && c.forgetting < 1.0 && c.prior_weight > 0.0) {
-            return Err(invalid("forgetting must be in (0, 1) and prior_weight > 0".into()));
+            return Err(invalid(
+                "forgetting must be in (0, 1) and prior_weight > 0".into(),
+            ));
         }
         let bad = c.layouts.values().flatten().any(|b| {
-            !(b.weight.is_finite() && b.weight >= 0.0)
-                || !(b.sum_predicted.is_finite() && b.sum_measured.is_finite())
+            !(b.weight.is_finite()
+                && b.weight >= 0.0
+                && b.sum_predicted.is_finite()
+                && b.sum_measured.is_finite())
         });
         if bad {
             return Err(invalid("a bin holds a negative or non-finite sum".into()));
@@ -199,8 +208,13 @@ impl Calibration {
 
     /// Writes the calibration as JSON, crash-safe (temporary file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), SaveError> {
-        // Serialising plain numbers and maps with string keys cannot fail.
-        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        // Plain numbers and maps with string keys: serialising fails only on a bug, and
+        // then the old file must stay rather than be replaced by an empty one.
+        let json = serde_json::to_vec_pretty(self).map_err(|e| SaveError {
+            action: "serialise the calibration for",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
         crate::rollup::file::write_atomically(path, &json)
     }
 }
@@ -323,8 +337,14 @@ mod tests {
 
     #[test]
     fn pav_pools_violators() {
-        assert_eq!(pool_adjacent_violators(&[1.0, 3.0, 2.0], &[1.0, 1.0, 1.0]), vec![1.0, 2.5, 2.5]);
-        assert_eq!(pool_adjacent_violators(&[3.0, 1.0], &[1.0, 3.0]), vec![1.5, 1.5]);
+        assert_eq!(
+            pool_adjacent_violators(&[1.0, 3.0, 2.0], &[1.0, 1.0, 1.0]),
+            vec![1.0, 2.5, 2.5]
+        );
+        assert_eq!(
+            pool_adjacent_violators(&[3.0, 1.0], &[1.0, 3.0]),
+            vec![1.5, 1.5]
+        );
     }
 
     #[test]
@@ -337,7 +357,9 @@ mod tests {
         c.save(&path).expect("save");
         let back = Calibration::load(&path).expect("load");
         assert_eq!(back.rounds, 10);
-        assert!((back.apply(Layout::SameCpus, 60.0) - c.apply(Layout::SameCpus, 60.0)).abs() < 1e-9);
+        assert!(
+            (back.apply(Layout::SameCpus, 60.0) - c.apply(Layout::SameCpus, 60.0)).abs() < 1e-9
+        );
         std::fs::write(&path, b"{\"format\": 2}").expect("write");
         let e = Calibration::load(&path).unwrap_err().to_string();
         assert!(e.contains("pair-calibration.json"), "{e}");

@@ -121,7 +121,10 @@ pub fn forecast_pairs(
 /// The calibration's samples of one round: for every ordered pair sharing CPUs that
 /// has a measured nowcast, the fair-share prediction from current demands and the
 /// measurement. Pairs without a nowcast are left out (not measured is not 0).
-pub fn calibration_samples(vms: &[VmPlacement], nowcasts: &[PairNowcast]) -> Vec<CalibrationSample> {
+pub fn calibration_samples(
+    vms: &[VmPlacement],
+    nowcasts: &[PairNowcast],
+) -> Vec<CalibrationSample> {
     let measured: HashMap<(&str, &str), f64> = nowcasts
         .iter()
         .map(|n| ((n.victim.as_str(), n.aggressor.as_str()), n.score))
@@ -169,8 +172,16 @@ mod tests {
         for _ in 0..400 {
             let now = [vm("v", &[0], 1.0, 1.0), vm("a", &[0], 1.0, 1.0)];
             let nowcasts = [
-                PairNowcast { victim: "v".into(), aggressor: "a".into(), score: 25.0 },
-                PairNowcast { victim: "a".into(), aggressor: "v".into(), score: 25.0 },
+                PairNowcast {
+                    victim: "v".into(),
+                    aggressor: "a".into(),
+                    score: 25.0,
+                },
+                PairNowcast {
+                    victim: "a".into(),
+                    aggressor: "v".into(),
+                    score: 25.0,
+                },
             ];
             let samples = calibration_samples(&now, &nowcasts);
             assert_eq!(samples.len(), 2);

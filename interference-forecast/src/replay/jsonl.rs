@@ -9,7 +9,10 @@ pub fn push_line(out: &mut String, vm: &str, minute: i64, horizon_min: i64, fore
     out.push_str("{\"vm\": ");
     push_json_string(out, vm);
     // Writing to a String cannot fail.
-    let _ = write!(out, ", \"minute\": {minute}, \"horizon_min\": {horizon_min}, \"forecast\": ");
+    let _ = write!(
+        out,
+        ", \"minute\": {minute}, \"horizon_min\": {horizon_min}, \"forecast\": "
+    );
     match forecast {
         Some(f) => push_4_decimals(out, f),
         None => out.push_str("null"),

@@ -140,12 +140,12 @@ pub fn replay(
     let columns: Vec<(usize, i64)> = horizons
         .iter()
         .map(|h| {
-            let column = h
-                .column(clock.step(), SubStep::Refuse)
-                .map_err(|source| ReplayError::Horizon {
-                    path: path.clone(),
-                    source,
-                })?;
+            let column =
+                h.column(clock.step(), SubStep::Refuse)
+                    .map_err(|source| ReplayError::Horizon {
+                        path: path.clone(),
+                        source,
+                    })?;
             Ok((column, (column as i64 + 1) * step_minutes))
         })
         .collect::<Result<_, ReplayError>>()?;
@@ -247,7 +247,11 @@ impl Replayer<'_> {
         }
         self.store.close_step(step);
         let store = &self.store;
-        let born = self.vms.iter().map(String::as_str).filter(|vm| store.get(vm).is_some());
+        let born = self
+            .vms
+            .iter()
+            .map(String::as_str)
+            .filter(|vm| store.get(vm).is_some());
         let round = forecaster.round(store, step, born);
         if let Some(source) = round.run_error {
             return Err(ReplayError::Model {
@@ -292,7 +296,8 @@ mod tests {
     use super::*;
 
     fn run(text: &str, horizons: &str) -> Result<String, ReplayError> {
-        let reader = TraceReader::from_reader(Cursor::new(text.as_bytes().to_vec()), Path::new("t.csv"))?;
+        let reader =
+            TraceReader::from_reader(Cursor::new(text.as_bytes().to_vec()), Path::new("t.csv"))?;
         let horizons = crate::horizon::parse_list(horizons).expect("horizons");
         let mut out = Vec::new();
         let mut f = Forecaster::without_model();
@@ -335,8 +340,13 @@ mod tests {
 
     #[test]
     fn non_monotonic_minutes_name_the_line() {
-        let e = run("minute,a\n0,1\n5,1\n10,1\n10,1\n", "5m").unwrap_err().to_string();
-        assert!(e.contains("t.csv:5") && e.contains("minute 10 follows minute 10"), "{e}");
+        let e = run("minute,a\n0,1\n5,1\n10,1\n10,1\n", "5m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.csv:5") && e.contains("minute 10 follows minute 10"),
+            "{e}"
+        );
         let e = run("minute,a\n5,1\n0,1\n", "5m").unwrap_err().to_string();
         assert!(e.contains("increase"), "{e}");
     }

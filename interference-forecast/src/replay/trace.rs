@@ -76,7 +76,9 @@ impl TraceReader {
             line: 0,
             vms: Vec::new(),
         };
-        let header = r.next_line()?.ok_or_else(|| r.header_error("the file is empty"))?;
+        let header = r
+            .next_line()?
+            .ok_or_else(|| r.header_error("the file is empty"))?;
         let cells: Vec<&str> = header.trim().split(',').collect();
         if cells.first() != Some(&"minute") {
             return Err(r.header_error(&format!(
@@ -217,7 +219,10 @@ mod tests {
     use super::*;
 
     fn reader(text: &str) -> Result<TraceReader, ReplayError> {
-        TraceReader::from_reader(io::Cursor::new(text.as_bytes().to_vec()), Path::new("t.csv"))
+        TraceReader::from_reader(
+            io::Cursor::new(text.as_bytes().to_vec()),
+            Path::new("t.csv"),
+        )
     }
 
     #[test]
@@ -225,7 +230,10 @@ mod tests {
         let mut r = reader("minute,a,b\n0,1.5,\n\n5,,2\n").expect("valid");
         assert_eq!(r.vms(), ["a", "b"]);
         let row = r.next_row().expect("ok").expect("row");
-        assert_eq!((row.line, row.minute, row.values.clone()), (2, 0, vec![Some(1.5), None]));
+        assert_eq!(
+            (row.line, row.minute, row.values.clone()),
+            (2, 0, vec![Some(1.5), None])
+        );
         let row = r.next_row().expect("ok").expect("row");
         assert_eq!((row.line, row.minute), (4, 5));
         assert!(r.next_row().expect("ok").is_none());
@@ -236,9 +244,12 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(b"minute,a\n0,3\n").expect("gzip");
         let bytes = gz.finish().expect("gzip");
-        let mut r = TraceReader::from_reader(io::Cursor::new(bytes), Path::new("t.csv.gz"))
-            .expect("valid");
-        assert_eq!(r.next_row().expect("ok").expect("row").values, vec![Some(3.0)]);
+        let mut r =
+            TraceReader::from_reader(io::Cursor::new(bytes), Path::new("t.csv.gz")).expect("valid");
+        assert_eq!(
+            r.next_row().expect("ok").expect("row").values,
+            vec![Some(3.0)]
+        );
     }
 
     #[test]
@@ -251,7 +262,13 @@ mod tests {
         assert!(e.contains("empty"), "{e}");
         let mut r = reader("minute,a,b\n0,1,x\n").expect("header ok");
         let e = r.next_row().unwrap_err().to_string();
-        assert!(e.contains("t.csv:2") && e.contains("column 3") && e.contains("\"b\"") && e.contains("\"x\""), "{e}");
+        assert!(
+            e.contains("t.csv:2")
+                && e.contains("column 3")
+                && e.contains("\"b\"")
+                && e.contains("\"x\""),
+            "{e}"
+        );
         let mut r = reader("minute,a\n0,-1\n").expect("header ok");
         assert!(r.next_row().unwrap_err().to_string().contains("-1"));
         let mut r = reader("minute,a\n0.5,1\n").expect("header ok");

@@ -272,14 +272,9 @@ pub fn decode(bytes: &[u8], path: &Path, geometry: &StoreGeometry) -> Loaded {
     if crc32(&header[..44]) != stored_crc {
         return whole("header checksum mismatch (corrupt)".to_string());
     }
-    let (Some(version), Some(history), Some(step_ns), Some(day_steps), Some(records), Some(last)) = (
-        c.u32(),
-        c.u32(),
-        c.u64(),
-        c.u32(),
-        c.u32(),
-        c.i64(),
-    ) else {
+    let (Some(version), Some(history), Some(step_ns), Some(day_steps), Some(records), Some(last)) =
+        (c.u32(), c.u32(), c.u64(), c.u32(), c.u32(), c.i64())
+    else {
         return whole("header cut short".to_string());
     };
     c.at = HEADER_LEN;
@@ -370,8 +365,7 @@ pub fn decode(bytes: &[u8], path: &Path, geometry: &StoreGeometry) -> Loaded {
 fn record_name(body: &[u8]) -> Option<String> {
     let mut c = Cursor { bytes: body, at: 0 };
     let n = c.u16()? as usize;
-    c.take(n)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
+    c.take(n).map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 fn decode_body(body: &[u8]) -> Result<(String, VmRollup), String> {
@@ -457,7 +451,10 @@ mod tests {
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
         assert_eq!(loaded.rollups, sample());
         assert_eq!(loaded.last_closed, Some(2099));
-        assert_eq!(bytes.len(), HEADER_LEN + 2 * 8 + 2 * BODY_FIXED + 4 + 5 + 4 * (5 + 2040));
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + 2 * 8 + 2 * BODY_FIXED + 4 + 5 + 4 * (5 + 2040)
+        );
     }
 
     #[test]
@@ -483,10 +480,18 @@ mod tests {
         let cut = &bytes[..bytes.len() - 100];
         let loaded = decode(cut, Path::new("f"), &geometry());
         assert_eq!(loaded.rollups.len(), 1);
-        assert!(loaded.problems[0].what.contains("torn"), "{:?}", loaded.problems);
+        assert!(
+            loaded.problems[0].what.contains("torn"),
+            "{:?}",
+            loaded.problems
+        );
         let loaded = decode(&bytes[..20], Path::new("f"), &geometry());
         assert!(loaded.rollups.is_empty());
-        assert!(loaded.problems[0].what.contains("header"), "{:?}", loaded.problems);
+        assert!(
+            loaded.problems[0].what.contains("header"),
+            "{:?}",
+            loaded.problems
+        );
     }
 
     #[test]
@@ -498,16 +503,28 @@ mod tests {
         };
         let loaded = decode(&bytes, Path::new("f"), &lab);
         assert!(loaded.rollups.is_empty());
-        assert!(loaded.problems[0].what.contains("steps of 300 s"), "{:?}", loaded.problems);
+        assert!(
+            loaded.problems[0].what.contains("steps of 300 s"),
+            "{:?}",
+            loaded.problems
+        );
         let mut v2 = bytes.clone();
         v2[8] = 2;
         let crc = crc32(&v2[..44]);
         v2[44..48].copy_from_slice(&crc.to_le_bytes());
         let loaded = decode(&v2, Path::new("f"), &geometry());
-        assert!(loaded.problems[0].what.contains("format version 2"), "{:?}", loaded.problems);
+        assert!(
+            loaded.problems[0].what.contains("format version 2"),
+            "{:?}",
+            loaded.problems
+        );
         let mut flipped = bytes;
         flipped[20] ^= 1;
         let loaded = decode(&flipped, Path::new("f"), &geometry());
-        assert!(loaded.problems[0].what.contains("header checksum"), "{:?}", loaded.problems);
+        assert!(
+            loaded.problems[0].what.contains("header checksum"),
+            "{:?}",
+            loaded.problems
+        );
     }
 }

@@ -173,7 +173,11 @@ impl RollupStore {
             Some(s) => s,
             None => self.vms.entry(vm.to_string()).or_default(),
         };
-        if state.rollup.as_ref().is_some_and(|r| step <= r.newest_step()) {
+        if state
+            .rollup
+            .as_ref()
+            .is_some_and(|r| step <= r.newest_step())
+        {
             return TickOutcome::Late;
         }
         match &mut state.pending {
@@ -280,7 +284,10 @@ mod tests {
         for d in [10.0, 20.0, 60.0] {
             assert_eq!(s.record("a", 5, d), TickOutcome::Accepted);
         }
-        assert!(s.get("a").is_none(), "not born before its first step closes");
+        assert!(
+            s.get("a").is_none(),
+            "not born before its first step closes"
+        );
         let c = s.close_step(5);
         assert_eq!((c.measured, c.filled), (1, 0));
         let r = s.get("a").expect("born");

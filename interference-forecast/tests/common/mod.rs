@@ -9,7 +9,9 @@ use interference_forecast::replay::trace::TraceReader;
 
 /// A file of the repository, from the crate's directory.
 pub fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 /// The Azure trace the model was trained on (`../shared/traces/`, or the directory
