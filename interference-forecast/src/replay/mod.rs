@@ -9,6 +9,11 @@
 //! [`Forecaster`], and one JSONL line is printed per VM per horizon:
 //! `{"vm", "minute", "horizon_min", "forecast"}`, `minute` being the target's.
 //!
+//! One known difference from `replay.py`: a VM whose cells stay empty for more than
+//! `HISTORY_STEPS` (2040) rows is dropped and starts again at its next value, as the
+//! contract's section 3 says and the agent does; `replay.py` forward-fills it forever.
+//! No trace in the repository has such a gap (the golden one's is 30 rows).
+//!
 //! Streaming: rows are read, forecast and written one at a time. An error in the file
 //! stops the replay with the file, line and column named; the lines of the rows before
 //! it have been written.
