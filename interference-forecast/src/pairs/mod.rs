@@ -2,7 +2,7 @@
 //! turned into the forecast slowdown of every ordered pair, calibrated per host from
 //! the nowcast.
 //!
-//! [`fair_share`] predicts, from demands, cpu.weight and cpusets, the share of a
+//! [`fair_share`](mod@fair_share) predicts, from demands, cpu.weight and cpusets, the share of a
 //! victim's runnable time each aggressor would take, the nowcast's own quantity;
 //! [`calibration`] learns this host's correction by comparing that prediction from
 //! *current* demands with the measured nowcast, round after round. The agent then

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{self, RollupProblem, StoreGeometry};
+use super::codec::StoreGeometry;
+use super::file::{self, RollupProblem};
 use super::ring::VmRollup;
 use crate::clock::Clock;
 use crate::contract::HISTORY_STEPS;
