@@ -1,6 +1,7 @@
 //! CPU and memory of `interference collect` (or, with `AGENT_OVERHEAD_COMMAND=agent`,
-//! of the whole agent: collect, features, scoring of all 2016 pairs with the built-in
-//! LSTM, policy and enforcement) while it tracks 64 VMs, and the median duration of
+//! of the whole agent: collect, scoring of all pairs with the default nowcast, policy,
+//! enforcement and billing, side by side with `--scorer lstm`, rounds alternating) while
+//! it tracks 64 VMs, and the median duration of
 //! one tick as the agent reports it (`interference_tick_duration_seconds`, sampled
 //! every tick).
 //!
@@ -98,6 +99,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// One variant's figures over the rounds.
+#[derive(Default)]
+struct Measured {
+    cpu_pct: Vec<f64>,
+    rss: Vec<f64>,
+    ticks_ms: Vec<f64>,
+    threads: usize,
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--vm-child") {
         vm_child();
@@ -133,63 +143,74 @@ fn main() -> anyhow::Result<()> {
     let cfg = dir.path().join("bench.toml");
     fs::write(&cfg, &config)?;
     let command = std::env::var("AGENT_OVERHEAD_COMMAND").unwrap_or_else(|_| "collect".into());
-    let mut cpu_pct = vec![];
-    let mut rss = vec![];
-    let mut ticks_ms = vec![];
-    let mut threads = 0;
+    // The agent is measured side by side with its previous default scorer (the LSTM),
+    // rounds alternating, so both see the same machine.
+    let variants: Vec<Vec<&str>> = if command == "agent" {
+        vec![vec![], vec!["--scorer", "lstm"]]
+    } else {
+        vec![vec![]]
+    };
+    let mut results: Vec<Measured> = variants.iter().map(|_| Measured::default()).collect();
     for round in 0..ROUNDS {
-        let metrics = dir.path().join("m.prom");
-        let samples = dir.path().join("s.jsonl");
-        let mut cmd = Command::new(&bin);
-        cmd.args([command.as_str(), "--config"]).arg(&cfg);
-        if command == "agent" {
-            cmd.arg("--journal")
-                .arg(dir.path().join("journal.jsonl"))
-                .arg("--ledger")
-                .arg(dir.path().join("ledger"));
-        }
-        let mut agent = cmd
-            .args(["--interval", "5s", "--metrics-file"])
-            .arg(&metrics)
-            .arg("--samples")
-            .arg(&samples)
-            .arg("--quiet")
-            .spawn()?;
-        let pid = agent.id();
-        // Start-up (BTF parsing, program load) is not steady state: measure after it.
-        std::thread::sleep(Duration::from_secs(6));
-        let c0 = cpu_seconds(pid)?;
-        let t0 = Instant::now();
-        while t0.elapsed() < ROUND {
-            std::thread::sleep(Duration::from_secs(5));
-            let text = fs::read_to_string(&metrics).unwrap_or_default();
-            if let Some(v) = text
-                .lines()
-                .find(|l| l.starts_with("interference_tick_duration_seconds "))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            {
-                ticks_ms.push(v * 1e3);
+        for (variant, extra) in variants.iter().enumerate() {
+            let m = &mut results[variant];
+            let metrics = dir.path().join("m.prom");
+            let samples = dir.path().join("s.jsonl");
+            let mut cmd = Command::new(&bin);
+            cmd.args([command.as_str(), "--config"]).arg(&cfg);
+            if command == "agent" {
+                cmd.arg("--journal")
+                    .arg(dir.path().join("journal.jsonl"))
+                    .arg("--ledger")
+                    .arg(dir.path().join("ledger"));
             }
+            let mut agent = cmd
+                .args(extra)
+                .args(["--interval", "5s", "--metrics-file"])
+                .arg(&metrics)
+                .arg("--samples")
+                .arg(&samples)
+                .arg("--quiet")
+                .spawn()?;
+            let pid = agent.id();
+            // Start-up (BTF parsing, program load) is not steady state: measure after it.
+            std::thread::sleep(Duration::from_secs(6));
+            let c0 = cpu_seconds(pid)?;
+            let t0 = Instant::now();
+            while t0.elapsed() < ROUND {
+                std::thread::sleep(Duration::from_secs(5));
+                let text = fs::read_to_string(&metrics).unwrap_or_default();
+                if let Some(v) = text
+                    .lines()
+                    .find(|l| l.starts_with("interference_tick_duration_seconds "))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                {
+                    m.ticks_ms.push(v * 1e3);
+                }
+            }
+            let c1 = cpu_seconds(pid)?;
+            let wall = t0.elapsed().as_secs_f64();
+            m.rss.push(status_kib(pid, "VmHWM:")? as f64 / 1024.0);
+            m.cpu_pct.push(100.0 * (c1 - c0) / wall);
+            let text = fs::read_to_string(&metrics).unwrap_or_default();
+            m.threads = text
+                .lines()
+                .filter(|l| l.starts_with("interference_vm_threads{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as usize;
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(pid.to_string())
+                .status();
+            agent.wait()?;
+            eprintln!(
+                "round {round} {command} {}: cpu {:.3}% rss {:.1} MiB, {} threads tracked",
+                extra.join(" "),
+                m.cpu_pct[round],
+                m.rss[round],
+                m.threads
+            );
         }
-        let c1 = cpu_seconds(pid)?;
-        let wall = t0.elapsed().as_secs_f64();
-        rss.push(status_kib(pid, "VmHWM:")? as f64 / 1024.0);
-        cpu_pct.push(100.0 * (c1 - c0) / wall);
-        let text = fs::read_to_string(&metrics).unwrap_or_default();
-        threads = text
-            .lines()
-            .filter(|l| l.starts_with("interference_vm_threads{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as usize;
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(pid.to_string())
-            .status();
-        agent.wait()?;
-        eprintln!(
-            "round {round}: cpu {:.3}% rss {:.1} MiB, {threads} threads tracked",
-            cpu_pct[round], rss[round]
-        );
     }
     for c in &mut children {
         let _ = c.kill();
@@ -203,15 +224,24 @@ fn main() -> anyhow::Result<()> {
     for d in cgroup_dirs("") {
         let _ = fs::remove_dir(&d);
     }
-    let ticks = ticks_ms.len();
-    println!("| command | VMs | threads tracked | tick | median CPU (% of one core) | median peak RSS (MiB) | median tick duration (ms, {ticks} samples) | rounds |");
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {command} | {VMS} | {threads} | 5 s | {:.3} | {:.1} | {:.1} | {ROUNDS} x {} s |",
-        median(cpu_pct),
-        median(rss),
-        median(ticks_ms),
-        ROUND.as_secs()
-    );
+    println!("| command | VMs | threads tracked | tick | median CPU (% of one core) | median peak RSS (MiB) | median tick duration (ms) | ticks sampled | rounds |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut tick_medians = vec![];
+    for (extra, m) in variants.iter().zip(results) {
+        let ticks = m.ticks_ms.len();
+        let tick = median(m.ticks_ms);
+        tick_medians.push(tick);
+        println!(
+            "| {command} {} | {VMS} | {} | 5 s | {:.3} | {:.1} | {tick:.1} | {ticks} | {ROUNDS} x {} s |",
+            extra.join(" "),
+            m.threads,
+            median(m.cpu_pct),
+            median(m.rss),
+            ROUND.as_secs()
+        );
+    }
+    if let [default, lstm] = tick_medians[..] {
+        println!("tick duration, default / lstm: {:.3}", default / lstm);
+    }
     Ok(())
 }

@@ -31,12 +31,23 @@
 //! geometry costs the whole file. A new format gets a new version number; this reader
 //! refuses it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::file::RollupProblem;
+use thiserror::Error;
+
 use super::ring::VmRollup;
 use crate::clock::Clock;
 use crate::contract::HISTORY_STEPS;
+
+/// Something wrong with the rollup file that made VMs start afresh.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{}{}: {what}", path.display(), vm.as_ref().map(|v| format!(" (VM {v:?})")).unwrap_or_default())]
+pub struct RollupProblem {
+    pub path: PathBuf,
+    /// The VM whose record is bad, when its name could be read.
+    pub vm: Option<String>,
+    pub what: String,
+}
 
 /// This writer's format version.
 pub const FORMAT_VERSION: u32 = 1;

@@ -13,21 +13,11 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::codec::{decode, encode, Loaded, StoreGeometry};
+use super::codec::{decode, encode, Loaded, RollupProblem, StoreGeometry};
 use super::ring::VmRollup;
 
 /// The file's name in the store's directory.
 pub const FILE_NAME: &str = "demand-rollups.bin";
-
-/// Something wrong with the rollup file that made VMs start afresh.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{}{}: {what}", path.display(), vm.as_ref().map(|v| format!(" (VM {v:?})")).unwrap_or_default())]
-pub struct RollupProblem {
-    pub path: PathBuf,
-    /// The VM whose record is bad, when its name could be read.
-    pub vm: Option<String>,
-    pub what: String,
-}
 
 /// The rollups could not be written (the previous file, if any, is intact).
 #[derive(Debug, Error)]

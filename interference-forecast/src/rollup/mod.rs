@@ -8,7 +8,8 @@ pub mod file;
 pub mod ring;
 pub mod store;
 
+pub use codec::RollupProblem;
 pub use codec::{StoreGeometry, FORMAT_VERSION};
-pub use file::{RollupProblem, SaveError, FILE_NAME};
+pub use file::{SaveError, FILE_NAME};
 pub use ring::VmRollup;
 pub use store::{ClosedStep, RollupStore, TickOutcome};

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::codec::RollupProblem;
 use super::codec::StoreGeometry;
-use super::file::{self, RollupProblem};
+use super::file;
 use super::ring::VmRollup;
 use crate::clock::Clock;
 use crate::contract::HISTORY_STEPS;
