@@ -24,7 +24,9 @@ pub struct Account {
     pub wait: f64,
     /// Wait after a preemption by one of the VM's own threads.
     pub own: f64,
-    /// Wait after a preemption, by the VM (or `host`) that took the CPU.
+    /// Wait after a preemption, by the VM (or `host`) that took the CPU; sorted by
+    /// name, one entry per name (a full host has a hundred neighbours per VM, looked
+    /// up for every pair).
     pub by: Vec<(String, f64)>,
     /// Hardware counters (LLC misses, instructions) were read for the VM.
     pub counters: bool,
@@ -38,10 +40,8 @@ impl Account {
         for p in &s.preempted_by {
             if p.by == s.vm {
                 own += p.seconds;
-            } else if let Some(e) = by.iter_mut().find(|(n, _)| *n == p.by) {
-                e.1 += p.seconds;
             } else {
-                by.push((p.by.clone(), p.seconds));
+                add_by(&mut by, &p.by, p.seconds);
             }
         }
         Self {
@@ -61,19 +61,23 @@ impl Account {
         self.own += other.own;
         self.counters = other.counters;
         for (n, secs) in &other.by {
-            match self.by.iter_mut().find(|(m, _)| m == n) {
-                Some(e) => e.1 += secs,
-                None => self.by.push((n.clone(), *secs)),
-            }
+            add_by(&mut self.by, n, *secs);
         }
     }
 
     /// The wait `aggressor` caused.
     pub fn by(&self, aggressor: &str) -> f64 {
         self.by
-            .iter()
-            .find(|(n, _)| n == aggressor)
-            .map_or(0.0, |(_, s)| *s)
+            .binary_search_by(|(n, _)| n.as_str().cmp(aggressor))
+            .map_or(0.0, |i| self.by[i].1)
+    }
+}
+
+/// Adds `seconds` to `name`'s entry of the sorted `by`, inserting it in order.
+fn add_by(by: &mut Vec<(String, f64)>, name: &str, seconds: f64) {
+    match by.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+        Ok(i) => by[i].1 += seconds,
+        Err(i) => by.insert(i, (name.to_owned(), seconds)),
     }
 }
 
