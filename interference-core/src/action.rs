@@ -73,6 +73,36 @@ pub struct Action {
     /// the journal) knows when it may be rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Cause>,
+    /// What raised the alarm: the measured score, or a forecast of it (only the
+    /// reversible cpu.weight rung may act on a forecast alone). Journals written before
+    /// forecasts existed read as `now`.
+    #[serde(default, skip_serializing_if = "Trigger::is_now")]
+    pub trigger: Trigger,
+}
+
+/// What raised a pair's alarm (`x_Trigger` in the ledger).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The nowcast: contention measured over the last ticks.
+    #[default]
+    Now,
+    /// The forecast: contention expected within the forecast's horizon, not measured
+    /// yet.
+    Forecast,
+}
+
+impl Trigger {
+    pub fn is_now(&self) -> bool {
+        *self == Trigger::Now
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trigger::Now => "now",
+            Trigger::Forecast => "forecast",
+        }
+    }
 }
 
 /// What a pair's mitigation answers: the CPU demand (usage plus run-queue wait, cores;

@@ -44,6 +44,84 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     #[serde(default)]
     pub billing: crate::billing::BillingConfig,
+    #[serde(default)]
+    pub forecast: ForecastConfig,
+}
+
+/// `[forecast]`: per-VM demand forecasts turned into forecast pair scores the policy
+/// acts on (issue 16; docs/forecast.md). Needs the nowcast scorer, which calibrates the
+/// pair mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Off by default: the forecast rung is opt-in until it has been measured against
+    /// the lab's trace replays (docs/forecast.md, "Acting on forecasts").
+    pub enabled: bool,
+    /// The forecaster's step: its rollups and its model's time steps.
+    #[serde(with = "humantime_duration")]
+    pub step: Duration,
+    /// One day of the tenants' rhythm; `day / step` must be the model's 288 steps (the
+    /// lab compresses a day by shortening both).
+    #[serde(with = "humantime_duration")]
+    pub day: Duration,
+    /// Seconds from Monday 00:00 UTC to the start of the tenants' week (minus their
+    /// UTC offset: UTC+2 is -7200).
+    pub origin_offset_seconds: i64,
+    /// How far ahead the policy looks: a whole number of steps up to 12, or less than
+    /// one step (the next step's forecast).
+    #[serde(with = "humantime_duration")]
+    pub horizon: Duration,
+    /// Where the per-VM rollups and the pair calibration are kept across restarts.
+    pub state_dir: PathBuf,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            step: Duration::from_secs(300),
+            day: Duration::from_secs(86_400),
+            origin_offset_seconds: 0,
+            horizon: Duration::from_secs(300),
+            state_dir: PathBuf::from("/var/lib/interference/forecast"),
+        }
+    }
+}
+
+impl ForecastConfig {
+    fn check(&self, score: &ScoreConfig, out: &mut Vec<(String, String)>) {
+        use interference_forecast::{contract::DAY_STEPS, Horizon, SubStep};
+        if !self.enabled {
+            return;
+        }
+        if score.scorer != ScorerKind::Nowcast {
+            out.push((
+                "forecast.enabled".into(),
+                format!(
+                    "forecasting calibrates on the nowcast; this config's scorer is {}",
+                    score.scorer
+                ),
+            ));
+        }
+        let (step, day) = (self.step.as_nanos(), self.day.as_nanos());
+        if step == 0 {
+            out.push(("forecast.step".into(), "must be more than 0".into()));
+            return;
+        }
+        if day != step * DAY_STEPS as u128 {
+            out.push((
+                "forecast.day".into(),
+                format!(
+                    "{} is not {DAY_STEPS} steps of {} (the model's day); set day = step x {DAY_STEPS}",
+                    humantime::format_duration(self.day),
+                    humantime::format_duration(self.step)
+                ),
+            ));
+        }
+        if let Err(e) = Horizon::from_duration(self.horizon).column(self.step, SubStep::NextStep) {
+            out.push(("forecast.horizon".into(), e.to_string()));
+        }
+    }
 }
 
 /// `[collect]`: the tick and where its output goes.
@@ -232,6 +310,7 @@ impl Config {
         self.score.check(&self.collect, &mut out);
         out.extend(self.policy.check());
         out.extend(self.billing.check());
+        self.forecast.check(&self.score, &mut out);
         out
     }
 
@@ -435,7 +514,7 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
         );
         assert_eq!(
             err("[collect]\ninterval = \"1s\"\n\n[polcy]\nthreshold = 50\n"),
-            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy, billing"#
+            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy, billing, forecast"#
         );
         assert_eq!(
             err("[discovery]\nqemu = \"yes\"\n"),
@@ -607,5 +686,37 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
             e.starts_with(&format!("cannot read config file {}: ", missing.display())),
             "{e}"
         );
+    }
+
+    #[test]
+    fn forecast_section_is_checked_with_its_lines() {
+        let ok =
+            parse("[forecast]\nenabled = true\nstep = \"1s\"\nday = \"288s\"\nhorizon = \"10s\"\n")
+                .unwrap();
+        assert!(ok.forecast.enabled);
+        assert_eq!(ok.forecast.horizon, Duration::from_secs(10));
+        assert!(!Config::default().forecast.enabled);
+
+        let e = err("[forecast]\nenabled = true\nday = \"12h\"\nhorizon = \"7m\"\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(
+            lines[0].starts_with("config.toml:3:7: forecast.day: 12h is not 288 steps of 5m"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("config.toml:4:11: forecast.horizon: "),
+            "{e}"
+        );
+
+        let e = err("[score]\nscorer = \"lstm\"\n[forecast]\nenabled = true\n");
+        assert!(
+            e.starts_with(
+                "config.toml:4:11: forecast.enabled: forecasting calibrates on the nowcast"
+            ),
+            "{e}"
+        );
+        // Off, nothing else is checked.
+        assert!(parse("[forecast]\nday = \"1h\"\n").is_ok());
     }
 }

@@ -40,6 +40,7 @@ fn cut_batch(id: &str) -> Action {
         .collect(),
         vcpus: Some(2),
         cause: None,
+        trigger: Default::default(),
     }
 }
 

@@ -73,6 +73,7 @@ fn action(id: String, vm: &str, change: Change) -> Action {
         .into_iter()
         .collect(),
         vcpus: Some(2),
+        trigger: Default::default(),
     }
 }
 

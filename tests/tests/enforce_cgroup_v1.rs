@@ -47,6 +47,7 @@ fn action(id: &str, vm: &str, change: Change) -> Action {
         vcpus: None,
         simulated: false,
         reason: "enforce_cgroup_v1 test".into(),
+        trigger: Default::default(),
     }
 }
 

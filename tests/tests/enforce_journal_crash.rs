@@ -49,6 +49,7 @@ fn action(id: String, vm: &str, change: Change) -> Action {
         vcpus: None,
         simulated: false,
         reason: "crash test".into(),
+        trigger: Default::default(),
     }
 }
 

@@ -58,6 +58,7 @@ fn action(id: &str, change: Change) -> Action {
         vcpus: None,
         simulated: false,
         reason: "lab_enforce_v2".into(),
+        trigger: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::describe;
 use super::money::Money;
 use super::period::parse_rfc3339;
 use super::record::{LedgerRecord, LineKind, Role};
+use crate::action::Trigger;
 
 /// Whether the line's amount follows from its own fields (to rounding).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +78,14 @@ pub fn explain(r: &LedgerRecord, other_side: Option<&LedgerRecord>) -> String {
             r.direction.as_deref().unwrap_or("?"),
             r.contention_score.unwrap_or(0.0)
         );
+        if r.trigger == Some(Trigger::Forecast) {
+            let _ = writeln!(
+                w,
+                "Trigger     forecast: the contention was expected within the forecast's horizon, \
+                 not measured yet; only a cpu.weight change may start on a forecast, and it is \
+                 rolled back if the contention does not come"
+            );
+        }
         if !r.unobservable.is_empty() {
             let _ = writeln!(
                 w,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::money::Money;
 use super::period::Period;
+use crate::action::Trigger;
 
 /// FOCUS ChargeCategory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +143,10 @@ pub struct LedgerRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub contention_score: Option<f32>,
+    /// What raised the action's alarm: `now` (the measured score) or `forecast` (the
+    /// score expected within the forecast's horizon). On every line of an action.
+    #[serde(rename = "x_Trigger", default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
     /// Contention dimensions the score could not see (`llc`, `membw` on a host without
     /// a PMU): the score measured CPU contention only.
     #[serde(

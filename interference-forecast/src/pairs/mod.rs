@@ -118,6 +118,22 @@ pub fn forecast_pairs(
         .collect()
 }
 
+/// The calibrated fair-share score of every ordered pair sharing CPUs from the
+/// *current* demands: what the forecast is checked against. Demand is usage plus
+/// run-queue wait, so a mitigation that only moves CPU time between the two VMs does
+/// not hide it: a forecast came true when this reached the alarm, mitigated or not.
+/// Ordered as [`forecast_pairs`].
+pub fn realised_pairs(vms: &[VmPlacement], calibration: &Calibration) -> Vec<PairNowcast> {
+    fair_share(vms, DemandOf::Now)
+        .into_iter()
+        .map(|p| PairNowcast {
+            victim: vms[p.victim].name.clone(),
+            aggressor: vms[p.aggressor].name.clone(),
+            score: calibration.apply(p.layout, p.slowdown),
+        })
+        .collect()
+}
+
 /// The calibration's samples of one round: for every ordered pair sharing CPUs that
 /// has a measured nowcast, the fair-share prediction from current demands and the
 /// measurement. Pairs without a nowcast are left out (not measured is not 0).
@@ -192,6 +208,16 @@ mod tests {
         // pooled into the measured one to keep the map monotone, and lift it a little.
         assert!((f[0].score - 25.0).abs() < 1.0, "{}", f[0].score);
         assert!((f[0].explanation.uncalibrated_score - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn realised_pairs_use_current_demand() {
+        let vms = [vm("v", &[0], 1.0, 0.1), vm("a", &[0], 1.0, 0.1)];
+        let r = realised_pairs(&vms, &Calibration::default());
+        assert_eq!(r.len(), 2);
+        assert!((r[0].score - 50.0).abs() < 1e-9, "{}", r[0].score);
+        let f = forecast_pairs(&vms, Duration::from_secs(300), &Calibration::default());
+        assert!(f[0].score < r[0].score);
     }
 
     #[test]

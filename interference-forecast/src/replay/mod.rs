@@ -37,15 +37,17 @@ use trace::{Row, TraceReader};
 /// Minutes per day on a trace's clock.
 const DAY_MINUTES: i64 = 1440;
 
+/// Errors name the trace (and line, column); the cause is the error's source, so print
+/// the chain (`{:#}` with anyhow).
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("cannot open trace {}: {source}", path.display())]
+    #[error("cannot open trace {}", path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot read trace {}:{line}: {source}", path.display())]
+    #[error("cannot read trace {}:{line}", path.display())]
     Read {
         path: PathBuf,
         line: u64,
@@ -71,20 +73,20 @@ pub enum ReplayError {
     },
     #[error("trace {}: {what}", path.display())]
     Step { path: PathBuf, what: String },
-    #[error("trace {}: {source}", path.display())]
+    #[error("trace {}", path.display())]
     Horizon {
         path: PathBuf,
         #[source]
         source: HorizonError,
     },
-    #[error("trace {}:{line}: {source}", path.display())]
+    #[error("trace {}:{line}: the model's run failed", path.display())]
     Model {
         path: PathBuf,
         line: u64,
         #[source]
         source: RunError,
     },
-    #[error("cannot write the replay's output: {0}")]
+    #[error("cannot write the replay's output")]
     Write(#[source] io::Error),
 }
 

@@ -15,7 +15,8 @@ use thiserror::Error;
 
 use super::settings::Settings;
 use super::{
-    Discover, Mitigation, Outputs, Scoring, ScoringError, TickError, TickLoop, TickReport,
+    Discover, Forecasting, Mitigation, Outputs, Scoring, ScoringError, TickError, TickLoop,
+    TickReport,
 };
 use crate::billing::{Billing, LedgerError};
 use crate::clock::now_ms;
@@ -57,6 +58,8 @@ pub enum AgentError {
     ModelWithoutLstm(std::path::PathBuf),
     #[error(transparent)]
     Scoring(#[from] ScoringError),
+    #[error("starting the forecaster")]
+    Forecasting(#[from] super::ForecastingError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("opening the journal {path}")]
@@ -244,7 +247,24 @@ impl Agent {
         let scorer = load_scorer(s)?;
         tracing::info!("scorer: {}", scorer.describe());
         let scoring = Scoring::new(scorer, s.interval, s.every)?;
-        let mut mitigation = build_mitigation(s, online_cpus()?)?;
+        let host_cpus = online_cpus()?;
+        let forecasting = if s.config.forecast.enabled {
+            let f = &s.config.forecast;
+            tracing::info!(
+                "forecasting demand: {} steps, {} days, acting {} ahead; state in {}",
+                humantime::format_duration(f.step),
+                humantime::format_duration(f.day),
+                humantime::format_duration(f.horizon),
+                f.state_dir.display()
+            );
+            Some(Forecasting::open(f, host_cpus.clone())?)
+        } else {
+            None
+        };
+        let mut mitigation = build_mitigation(s, host_cpus)?;
+        if forecasting.is_some() {
+            mitigation = mitigation.with_forecast_outcomes();
+        }
         // A crashed run's changes: billed, then put back, before anything new is decided.
         let leftover = mitigation.recover();
         if !leftover.is_empty() {
@@ -253,9 +273,12 @@ impl Agent {
                 leftover.len()
             );
         }
-        let lp = start_loop(s)?
+        let mut lp = start_loop(s)?
             .with_scoring(scoring)
             .with_mitigation(mitigation);
+        if let Some(f) = forecasting {
+            lp = lp.with_forecasting(f);
+        }
         tracing::info!(
             "agent: tick {}, scoring every {}, journal {}, ledger {}{}",
             humantime::format_duration(s.interval),
@@ -287,6 +310,7 @@ impl Agent {
     /// Puts back (and bills) every change this agent made: the host gets its values
     /// back whatever ended the run. One outcome per action restored.
     pub fn shutdown(&mut self) -> Vec<Outcome> {
+        self.lp.save_state();
         let Some(m) = self.lp.mitigation_mut() else {
             return Vec::new();
         };

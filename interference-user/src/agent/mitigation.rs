@@ -21,7 +21,8 @@ use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
 use crate::inventory::Vm;
 use crate::policy::{
-    Action, ActionResult, Change, Outcome, Policy, PolicyConfig, PolicyInput, VmInput,
+    Action, ActionResult, Change, ForecastResult, Outcome, Policy, PolicyConfig, PolicyInput,
+    VmInput,
 };
 use crate::predict::ContentionScore;
 use crate::telemetry::balloon::{BalloonProbe, GuestMemory};
@@ -46,6 +47,8 @@ pub struct Mitigation {
     billing: Option<Billing>,
     /// Guest memory for the balloon rung (None: the ladder has no balloon rung).
     balloon: Option<BalloonProbe>,
+    /// `interference_forecast_outcomes_total{result}`: rendered once forecasting is on.
+    forecast_outcomes: BTreeMap<&'static str, u64>,
 }
 
 impl Mitigation {
@@ -59,7 +62,20 @@ impl Mitigation {
             counts: BTreeMap::new(),
             billing: None,
             balloon: None,
+            forecast_outcomes: BTreeMap::new(),
         }
+    }
+
+    /// Scores carry forecasts: count what became of them, from zero.
+    pub fn with_forecast_outcomes(mut self) -> Self {
+        for r in [
+            ForecastResult::Confirmed,
+            ForecastResult::Missed,
+            ForecastResult::Withdrawn,
+        ] {
+            self.forecast_outcomes.insert(r.as_str(), 0);
+        }
+        self
     }
 
     /// Read the guest memory of VMs in hot pairs through QMP (the balloon rung needs
@@ -113,6 +129,10 @@ impl Mitigation {
             outcomes: &self.last_outcomes,
             hold_new: hold.as_deref(),
         });
+        for (pair, result) in &decision.forecast_outcomes {
+            tracing::info!("forecast for {pair}: {}", result.as_str());
+            *self.forecast_outcomes.entry(result.as_str()).or_default() += 1;
+        }
         let actions = self.apply(decision.actions, vms, now_ms);
         self.last_outcomes = actions.iter().map(|(_, o)| o.clone()).collect();
         Some(MitigationReport {
@@ -246,6 +266,15 @@ impl Mitigation {
             );
             for ((vm, action, result), n) in &self.counts {
                 f.sample(&[("vm", vm), ("action", action), ("result", result)], *n);
+            }
+        }
+        if !self.forecast_outcomes.is_empty() {
+            let mut f = w.counter(
+                "interference_forecast_outcomes_total",
+                "Forecasts that started a mitigation, by what became of them: confirmed (the contention came within the horizon), missed (it did not: rolled back), withdrawn (the pair calmed down first).",
+            );
+            for (result, n) in &self.forecast_outcomes {
+                f.sample(&[("result", result)], *n);
             }
         }
         if let Some(b) = &self.billing {

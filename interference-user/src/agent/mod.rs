@@ -9,11 +9,13 @@
 //! | `settings`   | flags and the config file resolved once ([`Settings`])        |
 //! | `assemble`   | [`Agent::build`]: the pipeline from settings                 |
 //! | `scoring`    | feeding the scorer every tick, a round every score interval |
+//! | `forecasting`| demand rollups every tick, forecast pair scores each round   |
 //! | `mitigation` | decide, enforce, bill after each round                       |
 //! | `restore`    | bill, then put back, what an agent left ([`restore()`])      |
 //! | `replay`     | recorded samples back into ticks                             |
 
 mod assemble;
+pub mod forecasting;
 mod mitigation;
 pub mod replay;
 mod restore;
@@ -21,13 +23,14 @@ mod scoring;
 pub mod settings;
 
 pub use assemble::{build_mitigation, load_scorer, online_cpus, start_loop, Agent, AgentError};
+pub use forecasting::{Forecasting, ForecastingError};
 pub use mitigation::{bill_owed, Mitigation, MitigationReport};
 pub use restore::{restore, RestoreReport};
 pub use scoring::{ScoreRound, Scoring, ScoringError};
 pub use settings::{Overrides, Settings, SettingsError};
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
@@ -73,6 +76,7 @@ pub struct TickLoop<K: KernelMaps> {
     outputs: Outputs,
     vms: Vec<Vm>,
     scoring: Option<Scoring>,
+    forecasting: Option<Forecasting>,
     mitigation: Option<Mitigation>,
 }
 
@@ -91,6 +95,7 @@ impl<K: KernelMaps> TickLoop<K> {
             outputs,
             vms,
             scoring: None,
+            forecasting: None,
             mitigation: None,
         })
     }
@@ -103,6 +108,24 @@ impl<K: KernelMaps> TickLoop<K> {
 
     pub fn scoring(&self) -> Option<&Scoring> {
         self.scoring.as_ref()
+    }
+
+    /// Forecasts demand and folds forecast pair scores into every scoring round
+    /// (`[forecast] enabled`).
+    pub fn with_forecasting(mut self, forecasting: Forecasting) -> Self {
+        self.forecasting = Some(forecasting);
+        self
+    }
+
+    pub fn forecasting(&self) -> Option<&Forecasting> {
+        self.forecasting.as_ref()
+    }
+
+    /// Saves what must outlive the run (the forecaster's rollups): at a clean exit.
+    pub fn save_state(&mut self) {
+        if let Some(f) = self.forecasting.as_mut() {
+            f.save();
+        }
     }
 
     /// Decides and enforces after every scoring round (`interference agent`).
@@ -134,7 +157,10 @@ impl<K: KernelMaps> TickLoop<K> {
                 tracing::warn!("{e}");
             }
         }
-        let scores = match self.scoring.as_mut().and_then(|s| s.push(&samples)) {
+        if let Some(f) = self.forecasting.as_mut() {
+            f.tick(&self.vms, &samples, SystemTime::now());
+        }
+        let mut scores = match self.scoring.as_mut().and_then(|s| s.push(&samples)) {
             Some(Ok(round)) => Some(round),
             Some(Err(e)) => {
                 tracing::warn!("scoring failed, no scores this round: {e}");
@@ -142,6 +168,9 @@ impl<K: KernelMaps> TickLoop<K> {
             }
             None => None,
         };
+        if let (Some(f), Some(round)) = (self.forecasting.as_mut(), scores.as_mut()) {
+            round.forecasts = f.attach(round, &self.vms, &samples);
+        }
         let mitigation = self
             .mitigation
             .as_mut()
@@ -153,6 +182,13 @@ impl<K: KernelMaps> TickLoop<K> {
             exporter.render_into(&mut w);
             if let Some(s) = &self.scoring {
                 s.metrics().render_into(&mut w);
+            }
+            if let Some(f) = &self.forecasting {
+                crate::export::prometheus::render_forecast(
+                    &mut w,
+                    f.metrics(),
+                    scores.as_ref().map_or(&[][..], |r| &r.forecasts[..]),
+                );
             }
             if let Some(m) = &self.mitigation {
                 m.render_into(&mut w);

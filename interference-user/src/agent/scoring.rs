@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use interference_forecast::pairs::PairForecast;
 use thiserror::Error;
 
 use crate::export::prometheus::ScoreMetrics;
@@ -47,6 +48,9 @@ pub struct ScoreRound {
     pub unobservable: Vec<(String, &'static str)>,
     /// VMs present but not yet scored because their window is not full.
     pub warming_up: Vec<String>,
+    /// With forecasting on: every ordered pair's forecast score and what explains it
+    /// (already folded into `contention`).
+    pub forecasts: Vec<PairForecast>,
     /// Feature assembly plus inference.
     pub duration: Duration,
 }
@@ -211,6 +215,7 @@ impl Scoring {
             nowcast,
             unobservable,
             warming_up,
+            forecasts: Vec::new(),
             duration: started.elapsed(),
         })
     }

@@ -55,6 +55,7 @@ fn action(
         .into_iter()
         .collect(),
         vcpus: Some(2),
+        trigger: Default::default(),
     }
 }
 

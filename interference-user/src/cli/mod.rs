@@ -5,6 +5,7 @@ mod args;
 mod bill;
 mod collect;
 mod explain;
+mod forecast;
 mod inventory;
 mod restore;
 mod score;
@@ -55,6 +56,9 @@ pub enum Command {
     Bill(bill::BillArgs),
     /// The full derivation of one ledger record.
     Explain(explain::ExplainArgs),
+    /// Replay a utilisation trace through the demand forecaster the agent runs, one
+    /// JSON line per VM, point and horizon.
+    Forecast(forecast::ForecastArgs),
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => restore::run(a),
         Command::Bill(a) => bill::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Forecast(a) => forecast::run(a),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use interference::agent::replay::{read_ticks, recorded_interval};
-use interference::agent::{load_scorer, start_loop, Overrides, ScoreRound, Scoring};
+use interference::agent::{load_scorer, start_loop, Forecasting, Overrides, ScoreRound, Scoring};
 use interference::config::ScorerKind;
 use interference::predict::WITHOUT_PMU;
 use interference::telemetry::VmSample;
@@ -61,6 +61,10 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut lp = start_loop(&settings)?.with_scoring(scoring);
+    if settings.config.forecast.enabled {
+        let cpus = interference::agent::online_cpus()?;
+        lp = lp.with_forecasting(Forecasting::open(&settings.config.forecast, cpus)?);
+    }
     let mut out = std::io::stdout().lock();
     let mut failed: Option<std::io::Error> = None;
     let format = args.format;
@@ -85,6 +89,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             }
         },
     ))?;
+    lp.save_state();
     match failed {
         // `interference score | head` is a normal way to stop.
         Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -257,6 +262,13 @@ fn write_jsonl(out: &mut impl std::io::Write, r: &ScoreRound, min: f32) -> std::
         let mut line = line;
         if !c.unobservable.is_empty() {
             line["unobservable"] = c.unobservable.clone().into();
+        }
+        // With `[forecast] enabled`: the measured and forecast parts of `score`.
+        if let Some(f) = &c.forecast {
+            line["now"] = f.now.into();
+            line["forecast"] = f.forecast.into();
+            line["horizon_s"] = (f.horizon_ms as f64 / 1000.0).into();
+            line["realised"] = f.realised.into();
         }
         writeln!(out, "{line}")?;
     }

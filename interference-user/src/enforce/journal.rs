@@ -817,6 +817,7 @@ mod tests {
             vcpus: None,
             simulated: false,
             reason: "test".into(),
+            trigger: Default::default(),
         }
     }
 

@@ -38,6 +38,7 @@ use thiserror::Error;
 use super::config::{PolicyConfig, Thresholds};
 use super::decision::Decision;
 use super::escalate;
+use super::forecast;
 use super::gate::{due, gate, observe, track_peak_demand, Due, Gate};
 use super::input::{PolicyInput, VmInput};
 use super::rollback;
@@ -45,6 +46,7 @@ use super::rules::Rules;
 use super::state::{pair_key, pair_key_into, PairState, PolicyState};
 use super::tick::{TickCtx, Work};
 use super::who;
+use crate::predict::ContentionScore;
 
 #[derive(Debug, Error)]
 #[error("invalid [policy] configuration: {}", .problems.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
@@ -133,6 +135,32 @@ impl Policy {
         let vms: HashMap<&str, &VmInput> = input.vms.iter().map(|v| (v.name.as_str(), v)).collect();
         d.skipped
             .extend(self.state.forget_vms(|n| vms.contains_key(n)));
+        // Pairs whose forecast missed: only their measured score counts for a while.
+        self.state
+            .forecast_muted
+            .retain(|_, until| *until > input.now_ms);
+        let unmuted: Vec<ContentionScore>;
+        let scores: &[ContentionScore] = if self.state.forecast_muted.is_empty() {
+            input.scores
+        } else {
+            unmuted = input
+                .scores
+                .iter()
+                .map(|s| {
+                    let muted = s.forecast.as_ref().is_some_and(|f| f.forecast > 0.0)
+                        && self
+                            .state
+                            .forecast_muted
+                            .contains_key(&pair_key(&s.vm, &s.neighbor));
+                    if muted {
+                        s.measured_only()
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            &unmuted
+        };
         let mut host_cpus = input.host_cpus.to_vec();
         host_cpus.sort_unstable();
         host_cpus.dedup();
@@ -146,7 +174,7 @@ impl Policy {
         let ratio = self.rules.config.quiet_demand_ratio;
         let mut buf = String::new();
         let tracking = !self.state.pairs.is_empty();
-        for s in input.scores {
+        for s in scores {
             if (!tracking && s.score < self.rules.min_on)
                 || !s.score.is_finite()
                 || s.vm == s.neighbor
@@ -182,49 +210,64 @@ impl Policy {
             let th = self
                 .rules
                 .thresholds(&buf, roles.protected.sla_tier.as_deref());
-            let (quiet, due, held, gate) = if let Some(ps) = self.state.pairs.get_mut(buf.as_str())
-            {
-                if ps.seen_tick == Some(tick) {
-                    // The same pair twice in one tick's scores: the first one counts.
-                    continue;
-                }
-                track_peak_demand(ps, &vms);
-                let gate = gate(ratio, &buf, ps, &vms);
-                if let Some(why) = observe(ps, Some(s.score), th, tick, &gate) {
-                    d.skipped.push((
-                        buf.clone(),
-                        format!(
-                            "rollback of {buf} waits: score {:.0} < {:.0}, but {why}",
-                            s.score, th.off
-                        ),
-                    ));
-                }
-                (
-                    ps.ticks_quiet,
-                    due(
-                        &self.rules.ladder,
-                        self.rules.config.escalate_after_ticks,
+            let (quiet, due, held, gate, missed) =
+                if let Some(ps) = self.state.pairs.get_mut(buf.as_str()) {
+                    if ps.seen_tick == Some(tick) {
+                        // The same pair twice in one tick's scores: the first one counts.
+                        continue;
+                    }
+                    let missed = forecast::settle(
                         ps,
-                    ),
-                    ps.held,
-                    gate,
-                )
-            } else if s.score >= th.on {
-                self.state.pairs.insert(
-                    buf.clone(),
-                    PairState {
-                        since_tick: tick,
-                        ticks_above: 1,
-                        last_score: Some(s.score),
-                        seen_tick: Some(tick),
-                        ..PairState::default()
-                    },
-                );
-                (0, Due::Now, false, Gate::Unknown)
-            } else {
-                continue;
-            };
-            if quiet >= k {
+                        Some(s),
+                        th,
+                        input.now_ms,
+                        &buf,
+                        &mut d.forecast_outcomes,
+                    );
+                    track_peak_demand(ps, &vms);
+                    let gate = gate(ratio, &buf, ps, &vms);
+                    if let Some(why) = observe(ps, Some(s.score), th, tick, &gate) {
+                        d.skipped.push((
+                            buf.clone(),
+                            format!(
+                                "rollback of {buf} waits: score {:.0} < {:.0}, but {why}",
+                                s.score, th.off
+                            ),
+                        ));
+                    }
+                    (
+                        ps.ticks_quiet,
+                        due(
+                            &self.rules.ladder,
+                            self.rules.config.escalate_after_ticks,
+                            ps,
+                        ),
+                        ps.held,
+                        gate,
+                        missed,
+                    )
+                } else if s.score >= th.on {
+                    self.state.pairs.insert(
+                        buf.clone(),
+                        PairState {
+                            since_tick: tick,
+                            ticks_above: 1,
+                            now_ticks_above: u32::from(s.now() >= th.on),
+                            last_score: Some(s.score),
+                            seen_tick: Some(tick),
+                            ..PairState::default()
+                        },
+                    );
+                    (0, Due::Now, false, Gate::Unknown, None)
+                } else {
+                    continue;
+                };
+            if let Some(m) = missed {
+                self.state
+                    .forecast_muted
+                    .insert(buf.clone(), input.now_ms.saturating_add(m.mute_ms));
+                ended.push((buf.clone(), (m.why, s.score)));
+            } else if quiet >= k {
                 ended.push((
                     buf.clone(),
                     (
@@ -267,6 +310,20 @@ impl Policy {
             let mut waits = Vec::new();
             for (key, ps) in self.state.pairs.iter_mut() {
                 if ps.seen_tick != Some(tick) {
+                    if let Some(m) = forecast::settle(
+                        ps,
+                        None,
+                        unscored,
+                        input.now_ms,
+                        key,
+                        &mut d.forecast_outcomes,
+                    ) {
+                        self.state
+                            .forecast_muted
+                            .insert(key.clone(), input.now_ms.saturating_add(m.mute_ms));
+                        ended.push((key.clone(), (m.why, 0.0)));
+                        continue;
+                    }
                     track_peak_demand(ps, &vms);
                     let gate = gate(ratio, key, ps, &vms);
                     if let Some(why) = observe(ps, None, unscored, tick, &gate) {
@@ -290,6 +347,15 @@ impl Policy {
         // sorted for a stable decision.
         ended.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, _) in &ended {
+            if self
+                .state
+                .pairs
+                .get(key)
+                .is_some_and(|p| p.forecast_watch.is_some())
+            {
+                d.forecast_outcomes
+                    .push((key.clone(), super::decision::ForecastResult::Withdrawn));
+            }
             self.state.release_pair(key);
         }
         let ended_why: HashMap<String, (String, f32)> = ended.into_iter().collect();

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::action::{Action, Cause, Change, Rung};
+use super::action::{Action, Cause, Change, Rung, Trigger};
 use super::config::rung_name;
 use super::decision::Decision;
+use super::forecast;
 use super::input::VmInput;
 use super::ladder::{self, Half, Plan};
 use super::rules::Rules;
@@ -55,9 +56,16 @@ pub(super) fn climb(
             ps.ticks_above,
             rung_name(prev)
         ),
-        (None, false) if w.score.score >= w.th.on => {
-            format!("score {:.0} >= {:.0}", w.score.score, w.th.on)
-        }
+        (None, false) if w.score.score >= w.th.on => match &w.score.forecast {
+            Some(f) if f.now < w.th.on => format!(
+                "forecast {:.0} >= {:.0} within {} (measured {:.0})",
+                f.forecast,
+                w.th.on,
+                humantime::format_duration(std::time::Duration::from_millis(f.horizon_ms)),
+                f.now
+            ),
+            _ => format!("score {:.0} >= {:.0}", w.score.score, w.th.on),
+        },
         (None, false) => format!(
             "score {:.0} >= off threshold {:.0}, pair active since tick {}",
             w.score.score, w.th.off, ps.since_tick
@@ -68,6 +76,10 @@ pub(super) fn climb(
         let rung = rules.ladder[i];
         if state.pairs[&w.key].done(rung) {
             continue;
+        }
+        if let Some(why) = forecast::rung_waits(rung, w.score, w.th, &state.pairs[&w.key]) {
+            d.skipped.push((w.key.clone(), why));
+            return;
         }
         let ctx = ladder::Ctx {
             config: &rules.config,
@@ -260,6 +272,10 @@ pub(super) fn apply_rung(
             parts,
         }),
     }
+    let trigger_kind = forecast::trigger(w.score, w.th);
+    if trigger_kind == Trigger::Forecast {
+        forecast::watch(ps, w.score, t.input.now_ms);
+    }
     if complete_now {
         ps.ticks_above = 0;
         ps.last_escalation_tick = Some(tick);
@@ -302,6 +318,7 @@ pub(super) fn apply_rung(
             simulated: rules.config.dry_run,
             reason: format!("{trigger}{note}: {who}; {}", a.what),
             change: a.change,
+            trigger: trigger_kind,
         };
         if let Change::Migrate { uri, .. } = &action.change {
             // Taken from the target's room now, so that the next pair this tick

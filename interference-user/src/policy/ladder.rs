@@ -394,6 +394,7 @@ mod tests {
                     vcpus: None,
                     simulated: false,
                     reason: String::new(),
+                    trigger: Default::default(),
                 },
                 tick: 1,
                 seq: 0,

@@ -11,6 +11,7 @@
 //! | `ladder` | what one rung changes for one pair (weight, pin, balloon, migrate)    |
 //! | `state`  | [`PolicyState`]: hysteresis counters, rungs, changes in force (serde) |
 //! | `engine` | [`Policy::decide`]: one tick, pure logic, no I/O                      |
+//! | `forecast` | acting on forecast scores: weight only, confirm, roll back a miss   |
 //!
 //! Usage, once per tick: build a [`PolicyInput`] (scores, VMs, host CPUs, the previous
 //! decision's outcomes), call [`Policy::decide`], hand the [`Decision`]'s actions to the
@@ -22,6 +23,7 @@ pub use interference_core::policy::config;
 mod decision;
 pub mod engine;
 mod escalate;
+pub mod forecast;
 mod gate;
 pub mod input;
 pub mod ladder;
@@ -38,7 +40,7 @@ pub use action::*;
 pub use config::{
     MigrationConfig, MigrationTarget, PairThresholds, PolicyConfig, Thresholds, TierThresholds,
 };
-pub use decision::Decision;
+pub use decision::{Decision, ForecastResult};
 pub use engine::{Policy, PolicyError};
 pub use input::{PolicyInput, VmInput};
-pub use state::{pair_key, Migrated, PairState, PolicyState};
+pub use state::{pair_key, ForecastWatch, Migrated, PairState, PolicyState};

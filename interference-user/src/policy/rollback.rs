@@ -93,6 +93,7 @@ pub(super) fn roll_back(
                 original.id,
                 super::state::reason_tail(&original)
             ),
+            trigger: Default::default(),
         };
         if let Some(h) = state
             .vms

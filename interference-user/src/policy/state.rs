@@ -61,6 +61,12 @@ pub struct PolicyState {
     /// failed migration gives it back. Absent in states written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrated: Vec<Migrated>,
+    /// Pairs whose forecast did not come true, by [`pair_key`], and until when (ms
+    /// since the epoch) only their measured score counts: a forecast that keeps
+    /// promising contention that never comes would otherwise apply and roll back the
+    /// same weight again and again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forecast_muted: BTreeMap<String, u64>,
 }
 
 /// One VM migrated to a target by this agent.
@@ -137,9 +143,33 @@ pub struct PairState {
     /// (reported once each time the hold starts).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// Consecutive ticks whose *measured* score (without the forecast part) was at or
+    /// above the on threshold: pin, balloon and migration wait for 2 when forecasting
+    /// is on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub now_ticks_above: u32,
+    /// The pair's mitigation started on a forecast: until when it must come true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_watch: Option<ForecastWatch>,
     /// The tick whose scores last updated the counters (not persisted).
     #[serde(skip)]
     pub(crate) seen_tick: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A mitigation started on a forecast, waiting for the contention it forecast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastWatch {
+    /// The forecast's horizon from the decision: if neither the measured score nor the
+    /// realised one reached the on threshold by then, the forecast missed.
+    pub deadline_ms: u64,
+    /// The forecast score that raised the alarm, and its horizon (for the reasons).
+    pub forecast: f32,
+    pub horizon_ms: u64,
 }
 
 impl PairState {
@@ -454,6 +484,7 @@ mod tests {
             vcpus: None,
             simulated: false,
             reason: format!("score 60 >= 40: x; change {vm}"),
+            trigger: Default::default(),
         }
     }
 

@@ -1414,3 +1414,172 @@ fn customer_tiers_name_each_customers_tier() {
         "{problems:?}"
     );
 }
+
+/// A pair's score with forecasting on: the measured part, the forecast (30 s ahead,
+/// six ticks) and the realised score; the pair's score is the larger of the first two.
+fn fcs(victim: &str, aggressor: &str, now: f32, forecast: f32, realised: f32) -> ContentionScore {
+    ContentionScore {
+        score: now.max(forecast),
+        forecast: Some(crate::predict::ForecastPart {
+            now,
+            forecast,
+            horizon_ms: 30_000,
+            realised,
+            now_direction: None,
+        }),
+        ..cs(victim, aggressor, now.max(forecast))
+    }
+}
+
+impl Sim {
+    fn step_scores(&mut self, scores: Vec<ContentionScore>) -> Decision {
+        let input = PolicyInput {
+            tick: self.tick,
+            now_ms: self.now_ms,
+            host_cpus: &self.host_cpus,
+            vms: &self.vms,
+            scores: &scores,
+            directed: &self.directed,
+            outcomes: &self.outcomes,
+            hold_new: None,
+        };
+        let d = self.policy.decide(&input);
+        self.outcomes = d.outcomes_as(self.result, self.now_ms + 10);
+        self.tick += 1;
+        self.now_ms += TICK_MS;
+        d
+    }
+
+    fn forecast(&mut self, now: f32, forecast: f32, realised: f32) -> Decision {
+        self.step_scores(vec![fcs("web", "batch", now, forecast, realised)])
+    }
+}
+
+fn triggers(d: &Decision) -> Vec<Trigger> {
+    d.actions.iter().map(|a| a.trigger).collect()
+}
+
+#[test]
+fn a_forecast_alone_takes_only_the_weight_rung_and_says_so() {
+    let mut sim = Sim::two();
+    let d = sim.forecast(10.0, 70.0, 10.0);
+    assert_eq!(rungs(&d), vec![Rung::Weight, Rung::Weight]);
+    assert_eq!(triggers(&d), vec![Trigger::Forecast, Trigger::Forecast]);
+    assert!(
+        d.actions[1]
+            .reason
+            .starts_with("forecast 70 >= 40 within 30s (measured 10), batch demands 1.50 cores"),
+        "{}",
+        d.actions[1].reason
+    );
+    // The forecast stays: the ladder would climb, but pin waits for measured contention.
+    for _ in 0..4 {
+        let d = sim.forecast(10.0, 70.0, 10.0);
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        if !d.skipped.is_empty() {
+            assert!(skipped_with(&d, "a forecast alarm"), "{:?}", d.skipped);
+        }
+    }
+    assert!(sim.policy.state().pairs["batch/web"]
+        .forecast_watch
+        .is_some());
+}
+
+#[test]
+fn pin_waits_for_two_measured_ticks_and_a_measurement_confirms_the_forecast() {
+    let mut sim = Sim::two();
+    assert_eq!(
+        rungs(&sim.forecast(10.0, 70.0, 10.0)),
+        vec![Rung::Weight; 2]
+    );
+    assert!(sim.forecast(10.0, 70.0, 10.0).actions.is_empty());
+    // Measured at last: the forecast is confirmed; pin is due by the ladder's count but
+    // has one measured tick only.
+    let d = sim.forecast(70.0, 70.0, 60.0);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(
+        skipped_with(&d, "for 2 ticks (1 so far)"),
+        "{:?}",
+        d.skipped
+    );
+    assert_eq!(
+        d.forecast_outcomes,
+        vec![("batch/web".to_owned(), ForecastResult::Confirmed)]
+    );
+    let d = sim.forecast(70.0, 70.0, 60.0);
+    assert_eq!(rungs(&d), vec![Rung::Pin, Rung::Pin]);
+    assert_eq!(triggers(&d), vec![Trigger::Now, Trigger::Now]);
+    assert!(sim.policy.state().pairs["batch/web"]
+        .forecast_watch
+        .is_none());
+}
+
+#[test]
+fn the_realised_score_confirms_a_forecast_the_weight_change_hides() {
+    let mut sim = Sim::two();
+    sim.forecast(10.0, 70.0, 10.0);
+    // The weight change keeps the measured score down; the demands say the contention
+    // came.
+    let d = sim.forecast(15.0, 70.0, 55.0);
+    assert_eq!(
+        d.forecast_outcomes,
+        vec![("batch/web".to_owned(), ForecastResult::Confirmed)]
+    );
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn a_forecast_that_does_not_come_true_is_rolled_back_counted_and_muted() {
+    let mut sim = Sim::two();
+    let first = sim.forecast(10.0, 70.0, 10.0);
+    let ids: Vec<String> = first.actions.iter().map(|a| a.id.clone()).collect();
+    // Five more ticks of 5 s: still within the 30 s horizon.
+    for _ in 0..5 {
+        let d = sim.forecast(10.0, 70.0, 10.0);
+        assert!(d.forecast_outcomes.is_empty());
+        assert!(d.actions.is_empty());
+    }
+    let d = sim.forecast(10.0, 70.0, 10.0);
+    assert_eq!(
+        d.forecast_outcomes,
+        vec![("batch/web".to_owned(), ForecastResult::Missed)]
+    );
+    let undone: Vec<String> = d
+        .actions
+        .iter()
+        .filter_map(|a| match &a.change {
+            Change::Rollback { action_id } => Some(action_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(undone.len(), 2, "{:?}", d.actions);
+    assert!(ids.iter().all(|id| undone.contains(id)));
+    assert!(
+        d.actions[0].reason.starts_with(
+            "forecast 70 did not come true within 30s (measured 10, realised 10 < 40)"
+        ),
+        "{}",
+        d.actions[0].reason
+    );
+    // Muted for one horizon: the same forecast starts nothing; a measurement would.
+    for _ in 0..5 {
+        assert!(sim.forecast(10.0, 70.0, 10.0).actions.is_empty());
+    }
+    assert!(!sim.policy.state().forecast_muted.is_empty());
+    let d = sim.forecast(70.0, 70.0, 70.0);
+    assert_eq!(triggers(&d), vec![Trigger::Now, Trigger::Now]);
+}
+
+#[test]
+fn without_forecasts_the_ladder_is_unchanged() {
+    // A measured alarm with forecasting on: trigger now, and pin after two measured
+    // ticks as before.
+    let mut sim = Sim::two();
+    let d = sim.forecast(70.0, 20.0, 70.0);
+    assert_eq!(triggers(&d), vec![Trigger::Now, Trigger::Now]);
+    assert!(sim.forecast(70.0, 20.0, 70.0).actions.is_empty());
+    assert_eq!(
+        rungs(&sim.forecast(70.0, 20.0, 70.0)),
+        vec![Rung::Pin, Rung::Pin]
+    );
+}

@@ -35,7 +35,10 @@ pub use interference_core::sidecar::{
 };
 pub use lstm::{LstmScorer, DEFAULT_MAX_BATCH};
 pub use nowcast::{share_taken, Nowcast, NowcastScore, DEFAULT_SMOOTHING, WITHOUT_PMU};
-pub use score::{contention_scores, directed_scores, ContentionScore, DirectedScore};
+pub use score::{
+    contention_scores, directed_scores, with_forecasts, ContentionScore, DirectedForecast,
+    DirectedScore, ForecastPart,
+};
 
 /// The seam between the pipeline and whatever predicts: the two scorers implement it,
 /// and tests of later stages can fake it.

@@ -33,6 +33,150 @@ pub struct ContentionScore {
     /// What the winning direction could not see (see [`DirectedScore::unobservable`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unobservable: Vec<&'static str>,
+    /// With forecasting on: the measured and the forecast parts of `score`, which is
+    /// the larger of the two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastPart>,
+}
+
+impl ContentionScore {
+    /// The measured part of the score (the whole score without forecasting).
+    pub fn now(&self) -> f32 {
+        self.forecast.as_ref().map_or(self.score, |f| f.now)
+    }
+}
+
+/// A pair's score split into what was measured and what is forecast.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ForecastPart {
+    /// The larger direction of the measured score (0 when nothing was measured).
+    pub now: f32,
+    /// The larger direction of the forecast score at `horizon_ms`.
+    pub forecast: f32,
+    pub horizon_ms: u64,
+    /// The larger direction of the pair mapping applied to the *current* demands: when
+    /// it reaches the alarm, the forecast came true (see
+    /// `interference_forecast::pairs::realised_pairs`).
+    pub realised: f32,
+    /// The measured direction (victim, aggressor) when the forecast's direction took
+    /// the pair's place: a policy that sets the forecast aside needs it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now_direction: Option<(String, String)>,
+}
+
+impl ContentionScore {
+    /// The pair as measured alone: the forecast part set aside (muted forecasts).
+    pub fn measured_only(&self) -> ContentionScore {
+        let mut s = self.clone();
+        if let Some(f) = s.forecast.as_mut() {
+            s.score = f.now;
+            if let Some((v, a)) = f.now_direction.take() {
+                s.victim = v;
+                s.aggressor = a;
+            }
+            f.forecast = 0.0;
+        }
+        s
+    }
+}
+
+/// One direction's forecast, from the forecast stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DirectedForecast {
+    pub victim: String,
+    pub aggressor: String,
+    /// Forecast slowdown (0-100) at the horizon.
+    pub forecast: f32,
+    /// The same mapping from current demands.
+    pub realised: f32,
+}
+
+/// Folds the forecasts into the pairs' scores: each pair's score becomes the larger of
+/// its measured and forecast scores, and names the direction that is larger; pairs
+/// only forecast are added. Every pair gets its [`ForecastPart`], so the policy knows
+/// which part raised an alarm. Highest score first, as [`contention_scores`].
+pub fn with_forecasts(
+    mut scores: Vec<ContentionScore>,
+    forecasts: &[DirectedForecast],
+    horizon_ms: u64,
+) -> Vec<ContentionScore> {
+    // Owned keys: the scores' names are looked up in it while the scores change.
+    let mut best: HashMap<(String, String), (&DirectedForecast, f32)> = HashMap::new();
+    for f in forecasts.iter().filter(|f| f.victim != f.aggressor) {
+        let key = if f.victim < f.aggressor {
+            (f.victim.clone(), f.aggressor.clone())
+        } else {
+            (f.aggressor.clone(), f.victim.clone())
+        };
+        best.entry(key)
+            .and_modify(|(b, realised)| {
+                *realised = realised.max(f.realised);
+                if f.forecast > b.forecast {
+                    *b = f;
+                }
+            })
+            .or_insert((f, f.realised));
+    }
+    for s in &mut scores {
+        let now = s.score;
+        let part = match best.remove(&(s.vm.clone(), s.neighbor.clone())) {
+            Some((f, realised)) => {
+                let mut now_direction = None;
+                if f.forecast > now {
+                    s.score = f.forecast;
+                    if s.victim != f.victim {
+                        now_direction = Some((
+                            std::mem::replace(&mut s.victim, f.victim.clone()),
+                            std::mem::replace(&mut s.aggressor, f.aggressor.clone()),
+                        ));
+                    }
+                }
+                ForecastPart {
+                    now,
+                    forecast: f.forecast,
+                    horizon_ms,
+                    realised,
+                    now_direction,
+                }
+            }
+            None => ForecastPart {
+                now,
+                horizon_ms,
+                ..ForecastPart::default()
+            },
+        };
+        s.forecast = Some(part);
+    }
+    // Pairs only forecast: those forecast to contend (a pair sharing CPUs at 0 is no
+    // news, and would only lengthen every round's list).
+    for ((vm, neighbor), (f, realised)) in best.into_iter().filter(|(_, (f, _))| f.forecast > 0.0) {
+        scores.push(ContentionScore {
+            vm,
+            neighbor,
+            score: f.forecast,
+            victim: f.victim.clone(),
+            aggressor: f.aggressor.clone(),
+            unobservable: Vec::new(),
+            forecast: Some(ForecastPart {
+                now: 0.0,
+                forecast: f.forecast,
+                horizon_ms,
+                realised,
+                now_direction: None,
+            }),
+        });
+    }
+    sort_scores(&mut scores);
+    scores
+}
+
+fn sort_scores(scores: &mut [ContentionScore]) {
+    scores.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.vm.cmp(&b.vm))
+            .then_with(|| a.neighbor.cmp(&b.neighbor))
+    });
 }
 
 /// Pairs the scorer's outputs with the `(victim, aggressor)` they were computed for.
@@ -95,14 +239,10 @@ pub fn contention_scores(directed: &[DirectedScore]) -> Vec<ContentionScore> {
             victim: d.victim.clone(),
             aggressor: d.aggressor.clone(),
             unobservable: d.unobservable.clone(),
+            forecast: None,
         })
         .collect();
-    scores.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.vm.cmp(&b.vm))
-            .then_with(|| a.neighbor.cmp(&b.neighbor))
-    });
+    sort_scores(&mut scores);
     scores
 }
 
@@ -186,5 +326,62 @@ mod tests {
         assert_eq!(ds[1], d("b", "a", 2.0));
         assert!(directed_scores(&pairs, &[1.0]).is_err());
         assert!(contention_scores(&[]).is_empty());
+    }
+
+    fn f(victim: &str, aggressor: &str, forecast: f32, realised: f32) -> DirectedForecast {
+        DirectedForecast {
+            victim: victim.into(),
+            aggressor: aggressor.into(),
+            forecast,
+            realised,
+        }
+    }
+
+    #[test]
+    fn forecasts_raise_scores_add_pairs_and_keep_the_measured_part() {
+        let now = contention_scores(&[d("a", "b", 30.0), d("b", "a", 10.0), d("c", "d", 50.0)]);
+        let merged = with_forecasts(
+            now,
+            &[
+                f("b", "a", 60.0, 20.0),
+                f("a", "b", 5.0, 25.0),
+                f("e", "c", 45.0, 0.0),
+            ],
+            300_000,
+        );
+        let names: Vec<(&str, &str, f32)> = merged
+            .iter()
+            .map(|s| (s.vm.as_str(), s.neighbor.as_str(), s.score))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("a", "b", 60.0), ("c", "d", 50.0), ("c", "e", 45.0)]
+        );
+        // The forecast direction wins the pair; the measured part is kept.
+        assert_eq!(
+            (merged[0].victim.as_str(), merged[0].aggressor.as_str()),
+            ("b", "a")
+        );
+        let part = merged[0].forecast.as_ref().expect("forecast part");
+        assert_eq!((part.now, part.forecast, part.realised), (30.0, 60.0, 25.0));
+        assert_eq!(merged[0].now(), 30.0);
+        let measured = merged[0].measured_only();
+        assert_eq!(
+            (
+                measured.score,
+                measured.victim.as_str(),
+                measured.aggressor.as_str()
+            ),
+            (30.0, "a", "b")
+        );
+        // Measured, no forecast: the score stands, the forecast part says 0.
+        assert_eq!(merged[1].forecast.as_ref().map(|p| p.forecast), Some(0.0));
+        assert_eq!(merged[1].now(), 50.0);
+        // Forecast only: nothing measured.
+        assert_eq!(merged[2].now(), 0.0);
+        assert_eq!(
+            (merged[2].victim.as_str(), merged[2].aggressor.as_str()),
+            ("e", "c")
+        );
     }
 }

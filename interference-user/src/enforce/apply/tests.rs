@@ -104,6 +104,7 @@ fn action(id: &str, vm: &str, change: Change) -> Action {
         vcpus: None,
         simulated: false,
         reason: "test".into(),
+        trigger: Default::default(),
     }
 }
 

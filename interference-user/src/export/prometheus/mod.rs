@@ -19,6 +19,7 @@
 
 mod billing;
 mod exporter;
+mod forecast;
 mod scores;
 mod text;
 mod textfile;
@@ -30,6 +31,7 @@ mod tests;
 
 pub use billing::render_billing;
 pub use exporter::MetricsExporter;
+pub use forecast::{render_forecast, ForecastMetrics};
 pub use scores::ScoreMetrics;
 pub use text::{
     escape_help, escape_label_value, format_value, Family, HistogramFamily, Labels, TextWriter,
