@@ -28,11 +28,21 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
+# A failing phase does not stop the next: one run shows every failure. The script
+# fails at the end if any phase did.
+failed=()
+
 phase "unit tests, the controller's (PostgreSQL, crashes, replicas, network namespaces) and every #[ignore]d one (root, QEMU, promtool)"
 # Release profile, like the integration tests, so the dependencies build once.
-cargo test --release --no-fail-fast --workspace --exclude interference-tests -- --include-ignored
+cargo test --release --no-fail-fast --workspace --exclude interference-tests -- --include-ignored \
+    || failed+=("unit and controller tests")
 
 phase "integration tests (root, eBPF, cgroups, QEMU)"
 # One at a time: they oversubscribe the CPUs on purpose and measure latency.
-cargo test --release --no-fail-fast -p interference-tests -- --include-ignored --test-threads=1
+cargo test --release --no-fail-fast -p interference-tests -- --include-ignored --test-threads=1 \
+    || failed+=("integration tests")
 phase "done"
+if ((${#failed[@]})); then
+    echo "FAILED: ${failed[*]}" >&2
+    exit 1
+fi

@@ -331,13 +331,24 @@ mod tests {
         );
     }
 
+    /// The error and its sources, as the CLI prints them.
+    fn chain(e: &ReplayError) -> String {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text += &format!(": {s}");
+            source = s.source();
+        }
+        text
+    }
+
     #[test]
     fn a_wrong_step_or_horizon_is_refused() {
         let e = run("minute,a\n0,1\n1,1\n", "5m").unwrap_err().to_string();
         assert!(e.contains("1 min") && e.contains("288"), "{e}");
-        let e = run("minute,a\n0,1\n5,1\n", "7m").unwrap_err().to_string();
-        assert!(e.contains("7m"), "{e}");
-        let e = run("minute,a\n0,1\n5,1\n", "30s").unwrap_err().to_string();
+        let e = chain(&run("minute,a\n0,1\n5,1\n", "7m").unwrap_err());
+        assert!(e.contains("7m") && e.contains("t.csv"), "{e}");
+        let e = chain(&run("minute,a\n0,1\n5,1\n", "30s").unwrap_err());
         assert!(e.contains("30s"), "{e}");
         let e = run("minute,a\n0,1\n", "5m").unwrap_err().to_string();
         assert!(e.contains("single row"), "{e}");
