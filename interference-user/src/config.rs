@@ -46,6 +46,63 @@ pub struct Config {
     pub billing: crate::billing::BillingConfig,
     #[serde(default)]
     pub forecast: ForecastConfig,
+    #[serde(default)]
+    pub fleet: FleetConfig,
+}
+
+/// `[fleet]`: the link to a central controller (`interference-controller`,
+/// docs/controller.md). Off unless `controller` is set: the agent alone is complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// `http://controller:7070`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// The host's token (`interference-controller hosts tokens create --host NAME`),
+    /// in a file readable by root only.
+    pub token_file: PathBuf,
+    /// The upload cursor (how far into the ledger the controller has acknowledged).
+    pub state_dir: PathBuf,
+    /// How often new ledger lines are sent.
+    #[serde(with = "humantime_duration")]
+    pub upload_every: Duration,
+    /// The most lines in one batch (the controller may accept fewer: it says so when
+    /// the agent registers).
+    pub batch_lines: u32,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            controller: None,
+            token_file: PathBuf::from("/etc/interference/host-token"),
+            state_dir: PathBuf::from("/var/lib/interference/fleet"),
+            upload_every: Duration::from_secs(5),
+            batch_lines: 500,
+        }
+    }
+}
+
+impl FleetConfig {
+    fn check(&self, out: &mut Vec<(String, String)>) {
+        if let Some(url) = &self.controller {
+            if !url.starts_with("http://") {
+                out.push((
+                    "fleet.controller".into(),
+                    format!("{url:?} must start with http:// (this build has no TLS: put the controller behind a TLS proxy)"),
+                ));
+            }
+        }
+        if self.upload_every.is_zero() {
+            out.push(("fleet.upload_every".into(), "must be more than 0".into()));
+        }
+        if !(1..=10_000).contains(&self.batch_lines) {
+            out.push((
+                "fleet.batch_lines".into(),
+                format!("{} is not within 1..=10000", self.batch_lines),
+            ));
+        }
+    }
 }
 
 /// `[forecast]`: per-VM demand forecasts turned into forecast pair scores the policy
@@ -311,6 +368,7 @@ impl Config {
         out.extend(self.policy.check());
         out.extend(self.billing.check());
         self.forecast.check(&self.score, &mut out);
+        self.fleet.check(&mut out);
         out
     }
 
@@ -514,7 +572,7 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
         );
         assert_eq!(
             err("[collect]\ninterval = \"1s\"\n\n[polcy]\nthreshold = 50\n"),
-            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy, billing, forecast"#
+            r#"config.toml:4:2: polcy: unknown field "polcy", expected one of vm, collect, discovery, score, policy, billing, forecast, fleet"#
         );
         assert_eq!(
             err("[discovery]\nqemu = \"yes\"\n"),

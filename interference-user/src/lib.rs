@@ -24,6 +24,7 @@ pub mod config;
 pub mod enforce;
 pub mod export;
 pub mod features;
+pub mod fleet;
 pub mod host;
 pub mod inventory;
 pub mod policy;

@@ -60,6 +60,8 @@ pub enum AgentError {
     Scoring(#[from] ScoringError),
     #[error("starting the forecaster")]
     Forecasting(#[from] super::ForecastingError),
+    #[error("starting the controller link")]
+    Fleet(#[from] crate::fleet::LinkError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("opening the journal {path}")]
@@ -261,6 +263,7 @@ impl Agent {
         } else {
             None
         };
+        let cpu_count = host_cpus.len();
         let mut mitigation = build_mitigation(s, host_cpus)?;
         if forecasting.is_some() {
             mitigation = mitigation.with_forecast_outcomes();
@@ -278,6 +281,20 @@ impl Agent {
             .with_mitigation(mitigation);
         if let Some(f) = forecasting {
             lp = lp.with_forecasting(f);
+        }
+        if let Some(url) = &s.config.fleet.controller {
+            // The ledger as billing writes it (nothing in a dry run).
+            let ledger = s.ledger.clone().filter(|_| !s.dry_run);
+            tracing::info!(
+                "reporting to the controller at {url}; ledger upload {}",
+                ledger
+                    .as_ref()
+                    .map_or("off".to_owned(), |d| d.display().to_string())
+            );
+            lp = lp.with_fleet(
+                crate::fleet::FleetLink::start(&s.config.fleet, ledger)?,
+                cpu_count,
+            );
         }
         tracing::info!(
             "agent: tick {}, scoring every {}, journal {}, ledger {}{}",
@@ -310,11 +327,12 @@ impl Agent {
     /// Puts back (and bills) every change this agent made: the host gets its values
     /// back whatever ended the run. One outcome per action restored.
     pub fn shutdown(&mut self) -> Vec<Outcome> {
-        self.lp.save_state();
-        let Some(m) = self.lp.mitigation_mut() else {
-            return Vec::new();
+        let restored = match self.lp.mitigation_mut() {
+            Some(m) => m.restore_all(),
+            None => Vec::new(),
         };
-        let restored = m.restore_all();
+        // After the last billing: the controller link gets the final lines.
+        self.lp.save_state();
         let failed = restored
             .iter()
             .filter(|o| o.result == ActionResult::Failed)

@@ -36,6 +36,7 @@ use thiserror::Error;
 
 use crate::export::jsonl::SampleWriter;
 use crate::export::prometheus::{write_atomic, MetricsExporter, TextWriter};
+use crate::fleet::{FleetLink, HostFacts};
 use crate::inventory::Vm;
 use crate::telemetry::collector::{CollectError, Collector};
 use crate::telemetry::kernel::KernelMaps;
@@ -78,6 +79,14 @@ pub struct TickLoop<K: KernelMaps> {
     scoring: Option<Scoring>,
     forecasting: Option<Forecasting>,
     mitigation: Option<Mitigation>,
+    fleet: Option<Fleet>,
+}
+
+/// The controller link and what it needs each tick.
+struct Fleet {
+    link: FleetLink,
+    host_cpus: usize,
+    memory_mib: u64,
 }
 
 impl<K: KernelMaps> TickLoop<K> {
@@ -97,6 +106,7 @@ impl<K: KernelMaps> TickLoop<K> {
             scoring: None,
             forecasting: None,
             mitigation: None,
+            fleet: None,
         })
     }
 
@@ -121,10 +131,25 @@ impl<K: KernelMaps> TickLoop<K> {
         self.forecasting.as_ref()
     }
 
-    /// Saves what must outlive the run (the forecaster's rollups): at a clean exit.
+    /// Reports to a controller (`[fleet]`): the host's capacity every tick; the link
+    /// uploads the ledger on its own thread.
+    pub fn with_fleet(mut self, link: FleetLink, host_cpus: usize) -> Self {
+        self.fleet = Some(Fleet {
+            link,
+            host_cpus,
+            memory_mib: crate::fleet::facts::memory_mib(),
+        });
+        self
+    }
+
+    /// Saves what must outlive the run (the forecaster's rollups) and lets the
+    /// controller link send what is left: at exit, after the last billing.
     pub fn save_state(&mut self) {
         if let Some(f) = self.forecasting.as_mut() {
             f.save();
+        }
+        if let Some(f) = self.fleet.as_mut() {
+            f.link.shutdown();
         }
     }
 
@@ -175,6 +200,15 @@ impl<K: KernelMaps> TickLoop<K> {
             .mitigation
             .as_mut()
             .and_then(|m| m.tick(&self.vms, &samples, scores.as_ref()));
+        if let Some(f) = &self.fleet {
+            f.link.update(HostFacts {
+                capacity: crate::fleet::facts::capacity(&self.vms, f.host_cpus, f.memory_mib),
+                contention: scores
+                    .as_ref()
+                    .and_then(|r| r.contention.first())
+                    .map_or(0.0, |c| c.score),
+            });
+        }
         let duration = started.elapsed();
         if let Some((path, exporter)) = &mut self.outputs.metrics {
             exporter.update(&samples, &self.collector.status().as_pairs(), duration);
@@ -192,6 +226,9 @@ impl<K: KernelMaps> TickLoop<K> {
             }
             if let Some(m) = &self.mitigation {
                 m.render_into(&mut w);
+            }
+            if let Some(f) = &self.fleet {
+                crate::fleet::render_status(&mut w, &f.link.status());
             }
             if let Err(e) = write_atomic(path, w.finish().as_bytes()) {
                 tracing::warn!("{e}");

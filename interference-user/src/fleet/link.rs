@@ -1,0 +1,375 @@
+//! The link itself: its own thread and runtime, so that a slow or absent controller can
+//! never delay a tick. It registers the host, then every `upload_every` sends the
+//! ledger lines after the cursor in batches, each acknowledged before the cursor moves,
+//! and heartbeats with the host's capacity and backlog at the pace the controller asks
+//! for. Every failure is retried with jittered exponential backoff (at least the
+//! controller's `Retry-After`); the agent keeps mitigating and billing meanwhile
+//! (fail-static), and the ledger holds what waits. At shutdown it tries, for a bounded
+//! time, to send what is left; the next start sends the rest.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use interference_fleet::client::{Backoff, ClientConfig, ClientError, FleetClient, RetryPolicy};
+use interference_fleet::wire::{
+    Capacity, Heartbeat, IngestBatch, Item, LedgerLine, Register, Registered,
+};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::cursor::UploadCursor;
+use super::tail::{self, PendingLine};
+use crate::clock::now_ms;
+use crate::config::FleetConfig;
+
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error("[fleet] token_file {path}: cannot read the host token")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[fleet] token_file {path} is empty")]
+    EmptyToken { path: PathBuf },
+    #[error("[fleet] controller")]
+    Client(#[from] ClientError),
+    #[error("starting the controller link's thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What the tick loop tells the link about the host, every tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostFacts {
+    pub capacity: Capacity,
+    /// The highest pair Contention Score of the last round.
+    pub contention: f32,
+}
+
+/// What the link has done (the metrics, `interference_fleet_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub registered: bool,
+    pub uploaded_lines: u64,
+    /// Whole ledger lines not acknowledged yet (at the last look).
+    pub backlog_lines: u64,
+    pub acked_seq: u64,
+    /// Calls that failed (each is retried).
+    pub failures: u64,
+    pub heartbeats: u64,
+}
+
+/// The running link: dropped or [`FleetLink::shutdown`], it sends what it can and stops.
+pub struct FleetLink {
+    status: Arc<Mutex<LinkStatus>>,
+    facts: watch::Sender<HostFacts>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Everything the link's thread needs.
+struct Link {
+    client: FleetClient,
+    config: FleetConfig,
+    ledger_dir: Option<PathBuf>,
+    status: Arc<Mutex<LinkStatus>>,
+    facts: watch::Receiver<HostFacts>,
+    stop: watch::Receiver<bool>,
+    cursor: UploadCursor,
+    batch_lines: usize,
+}
+
+impl FleetLink {
+    /// Reads the token and starts the link. `ledger_dir`: the ledger to upload (None:
+    /// billing is off, the link only registers and heartbeats).
+    pub fn start(config: &FleetConfig, ledger_dir: Option<PathBuf>) -> Result<Self, LinkError> {
+        let url = config.controller.clone().unwrap_or_default();
+        let token =
+            std::fs::read_to_string(&config.token_file).map_err(|source| LinkError::Token {
+                path: config.token_file.clone(),
+                source,
+            })?;
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err(LinkError::EmptyToken {
+                path: config.token_file.clone(),
+            });
+        }
+        let client = FleetClient::new(ClientConfig::new(url, token))?;
+        let cursor = UploadCursor::load(&config.state_dir).unwrap_or_else(|e| {
+            tracing::warn!("{e:#}; uploading the ledger from its start (the controller ignores lines it holds)");
+            UploadCursor::default()
+        });
+        let status = Arc::new(Mutex::new(LinkStatus {
+            acked_seq: cursor.seq,
+            ..LinkStatus::default()
+        }));
+        let (facts_tx, facts_rx) = watch::channel(HostFacts::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let link = Link {
+            client,
+            config: config.clone(),
+            ledger_dir,
+            status: status.clone(),
+            facts: facts_rx,
+            stop: stop_rx,
+            cursor,
+            batch_lines: config.batch_lines as usize,
+        };
+        let thread = std::thread::Builder::new()
+            .name("fleet-link".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!("controller link: cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(link.run());
+            })
+            .map_err(LinkError::Thread)?;
+        Ok(Self {
+            status,
+            facts: facts_tx,
+            stop: stop_tx,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn update(&self, facts: HostFacts) {
+        self.facts.send_replace(facts);
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Asks the link to send what is left (for at most its final-flush time) and waits
+    /// for it to stop.
+    pub fn shutdown(&mut self) {
+        self.stop.send_replace(true);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::warn!("controller link: its thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for FleetLink {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// How long a stopping agent keeps trying to send its last lines.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+impl Link {
+    async fn run(mut self) {
+        let Some(registered) = self.register().await else {
+            return;
+        };
+        self.batch_lines = self
+            .batch_lines
+            .min(registered.max_batch_items.max(1) as usize);
+        let heartbeat_every = Duration::from_millis(registered.heartbeat_every_ms.max(1000));
+        let mut next_heartbeat = Instant::now();
+        let mut backoff = Backoff::new(RetryPolicy::default());
+        loop {
+            let mut wait = self.config.upload_every;
+            match self.send_pending().await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    self.failed(&e);
+                    wait = backoff.next_delay(e.retry_after());
+                }
+            }
+            if Instant::now() >= next_heartbeat {
+                match self.heartbeat().await {
+                    Ok(()) => next_heartbeat = Instant::now() + heartbeat_every,
+                    Err(e) => {
+                        self.failed(&e);
+                        next_heartbeat = Instant::now() + wait.min(heartbeat_every);
+                    }
+                }
+            }
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = self.stop.changed() => true,
+            };
+            if stopping || *self.stop.borrow() {
+                self.final_flush().await;
+                return;
+            }
+        }
+    }
+
+    /// Registers, retrying until it works; None when asked to stop first.
+    async fn register(&mut self) -> Option<Registered> {
+        let body = Register {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            cpu_model: super::facts::cpu_model(),
+            qemu_version: super::facts::qemu_version(),
+            capacity: self.facts.borrow().capacity,
+            migration_uri: None,
+        };
+        let mut backoff = Backoff::new(RetryPolicy::default());
+        loop {
+            match self.client.register(&body).await {
+                Ok(r) => {
+                    tracing::info!(
+                        "registered with the controller as {} (group {}); it holds batches up to {}",
+                        r.host,
+                        r.group,
+                        r.last_seq
+                    );
+                    if let Ok(mut s) = self.status.lock() {
+                        s.registered = true;
+                    }
+                    return Some(r);
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    let delay = backoff.next_delay(e.retry_after());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends batches until nothing waits; the first failure returns (the cursor stays
+    /// where the last acknowledgement put it).
+    async fn send_pending(&mut self) -> Result<(), ClientError> {
+        let Some(dir) = self.ledger_dir.clone() else {
+            return Ok(());
+        };
+        loop {
+            let pending = match tail::pending(&dir, &self.cursor, self.batch_lines) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("controller link: {e:#}");
+                    return Ok(());
+                }
+            };
+            if let Ok(mut s) = self.status.lock() {
+                s.backlog_lines = pending.total;
+            }
+            if pending.lines.is_empty() {
+                return Ok(());
+            }
+            let items = items(&pending.lines);
+            if items.is_empty() {
+                // Only lines that cannot be sent: step over them.
+                tail::advance(&mut self.cursor, &pending.lines);
+                continue;
+            }
+            let batch = IngestBatch {
+                seq: self.cursor.seq + 1,
+                items,
+            };
+            let ack = self.client.ingest(&batch).await?;
+            for c in &ack.conflicts {
+                tracing::warn!(
+                    "the controller holds ledger record {c} with other content (kept its own)"
+                );
+            }
+            tail::advance(&mut self.cursor, &pending.lines);
+            self.cursor.seq = batch.seq;
+            if let Err(e) = self.cursor.save(&self.config.state_dir) {
+                // Sent and acknowledged; a restart resends them, which is harmless.
+                tracing::warn!("controller link: {e:#}");
+            }
+            if let Ok(mut s) = self.status.lock() {
+                s.uploaded_lines += pending.lines.len() as u64;
+                s.acked_seq = batch.seq;
+                s.backlog_lines = pending.total - pending.lines.len() as u64;
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ClientError> {
+        let facts = *self.facts.borrow();
+        let backlog = self.status.lock().map(|s| s.backlog_lines).unwrap_or(0);
+        self.client
+            .heartbeat(&Heartbeat {
+                at_ms: now_ms(),
+                capacity: facts.capacity,
+                contention: facts.contention,
+                draining: false,
+                policy_version: None,
+                model_sha: None,
+                shadow_model_sha: None,
+                backlog_items: backlog,
+                oldest_unsent_ms: None,
+            })
+            .await?;
+        if let Ok(mut s) = self.status.lock() {
+            s.heartbeats += 1;
+        }
+        Ok(())
+    }
+
+    /// At shutdown: what the last ticks billed, for at most [`FINAL_FLUSH`].
+    async fn final_flush(&mut self) {
+        match tokio::time::timeout(FINAL_FLUSH, self.send_pending()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "controller link: the last ledger lines wait for the next start: {e:#}"
+            ),
+            Err(_) => tracing::warn!(
+                "controller link: the last ledger lines wait for the next start (no answer within {})",
+                humantime::format_duration(FINAL_FLUSH)
+            ),
+        }
+    }
+
+    fn failed(&self, e: &ClientError) {
+        let first = self
+            .status
+            .lock()
+            .map(|mut s| {
+                s.failures += 1;
+                s.failures == 1
+            })
+            .unwrap_or(false);
+        // Every failure at debug; the first, and every hundredth, where operators look.
+        let n = self.status.lock().map(|s| s.failures).unwrap_or(0);
+        if first || n.is_multiple_of(100) {
+            tracing::warn!("controller link ({n} failures so far, retrying): {e:#}");
+        } else {
+            tracing::debug!("controller link: {e:#}");
+        }
+    }
+}
+
+/// The batch's items; a line that is not a JSON object (a corrupt ledger line, which
+/// `interference bill` reports too) cannot be sent and is passed over.
+fn items(lines: &[PendingLine]) -> Vec<Item> {
+    lines
+        .iter()
+        .filter_map(|l| match LedgerLine::from_json_line(&l.text) {
+            Ok(line) => Some(Item::Ledger {
+                line,
+                vm_uuid: None,
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    "ledger {} (ending at byte {}): not sent to the controller: {e}",
+                    l.file,
+                    l.end
+                );
+                None
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,21 @@
+//! The agent's link to a central controller (`[fleet]`, issue 17): registration,
+//! heartbeats with the host's capacity, and the ledger uploaded line for line by a
+//! cursor into the agent's own fsync'd files (docs/controller.md). Without a
+//! controller, or while it is unreachable, the agent runs exactly as alone.
+//!
+//! | module   | job                                                            |
+//! |----------|----------------------------------------------------------------|
+//! | `cursor` | how far the controller has acknowledged, saved crash-safe       |
+//! | `tail`   | the whole ledger lines after the cursor                        |
+//! | `facts`  | CPU model, QEMU version, capacity                              |
+//! | `link`   | the thread that registers, uploads and heartbeats, with backoff |
+//! | `metrics`| `interference_fleet_*` in the metrics textfile                 |
+
+pub mod cursor;
+pub mod facts;
+mod link;
+mod metrics;
+pub mod tail;
+
+pub use link::{FleetLink, HostFacts, LinkError, LinkStatus};
+pub use metrics::render_status;
