@@ -777,4 +777,24 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
         // Off, nothing else is checked.
         assert!(parse("[forecast]\nday = \"1h\"\n").is_ok());
     }
+
+    #[test]
+    fn fleet_section_is_checked() {
+        assert!(Config::default().fleet.controller.is_none());
+        let ok = parse("[fleet]\ncontroller = \"http://ctl:7070\"\n").unwrap();
+        assert_eq!(ok.fleet.controller.as_deref(), Some("http://ctl:7070"));
+        let e = err("[fleet]\ncontroller = \"https://ctl\"\nbatch_lines = 0\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(
+            lines[0].starts_with(
+                "config.toml:2:14: fleet.controller: \"https://ctl\" must start with http://"
+            ),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("config.toml:3:15: fleet.batch_lines: 0 is not within"),
+            "{e}"
+        );
+    }
 }
