@@ -4,6 +4,10 @@
 //! controller's ledger (its database's rows) equals the agent's fsync'd ledger files,
 //! line for line: nothing lost, nothing doubled.
 //!
+//! A second test: a fleet policy set on the controller reaches the agent, is applied
+//! between ticks and reported back in its heartbeat, and outlives the controller (the
+//! agent restarts on the saved state while the controller is down: fail-static).
+//!
 //! Settings besides the embedded defaults, and why: a 1 s tick and a 2 s charge
 //! interval so that ledger lines come within the test's half minute; `[fleet]` (off by
 //! default) with a 1 s upload interval.
@@ -252,4 +256,152 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
     );
     assert!(log.contains("registered with the controller"), "{log}");
     eprintln!("{} ledger lines, byte for byte on both sides", stored.len());
+}
+
+fn controller_cli(database: &str, args: &[&str]) -> String {
+    let out = Command::new(controller_bin())
+        .args(["--database", database])
+        .args(args)
+        .output()
+        .expect("run interference-controller");
+    assert!(
+        out.status.success(),
+        "interference-controller {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Mitigation actions the agent's log reports applied.
+fn actions_applied(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" applied: score"))
+        .count()
+}
+
+#[test]
+#[ignore = "needs root/QEMU"]
+fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
+    require_root("a_fleet_policy_is_applied_reported_and_outlives_the_controller");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = format!("sqlite://{}/controller.db", dir.path().display());
+    let token = controller_cli(
+        &database,
+        &["hosts", "tokens", "create", "--host", "policy-e2e"],
+    );
+    let token_file = dir.path().join("host-token");
+    std::fs::write(&token_file, token).expect("token");
+    // A policy that never acts on this test's contention (scores near 50).
+    let doc = dir.path().join("fleet.toml");
+    std::fs::write(
+        &doc,
+        "[policy]\non_threshold = 95.0\noff_threshold = 90.0\n",
+    )
+    .expect("doc");
+    let set = controller_cli(
+        &database,
+        &["policy", "set", "fleet", doc.to_str().expect("utf-8")],
+    );
+    assert!(set.contains("version"), "{set}");
+    let mut ctl = Controller {
+        database: database.clone(),
+        listen: format!("127.0.0.1:{}", free_port()),
+        log: dir.path().join("controller.log"),
+        child: None,
+    };
+    ctl.start();
+
+    let web = TestCgroup::new("fpol-web").expect("cgroup");
+    let batch = TestCgroup::new("fpol-batch").expect("cgroup");
+    let state_dir = dir.path().join("fleet");
+    let config = dir.path().join("host.toml");
+    let mut toml = String::new();
+    for cg in [&web, &batch] {
+        toml += &format!(
+            "[[vm]]\nname = {:?}\ncgroups = {:?}\nvcpus = 1\n\n",
+            cg.name,
+            cg.paths()
+        );
+    }
+    toml += &format!(
+        "[collect]\ninterval = \"1s\"\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\n",
+        ctl.listen,
+        token_file.display().to_string(),
+        state_dir.display().to_string()
+    );
+    std::fs::write(&config, toml).expect("config");
+    let journal = dir.path().join("journal.jsonl");
+
+    // 1. The agent gets the policy, applies it and says so in its heartbeat.
+    let log1 = dir.path().join("agent-1.log");
+    let mut a = agent(&config, &journal, &log1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = runtime
+        .block_on(Db::connect(&database, &DbOptions::default()))
+        .expect("controller database");
+    let started = Instant::now();
+    let reported = loop {
+        let row = runtime
+            .block_on(interference_controller::store::hosts::get(
+                &db,
+                "policy-e2e",
+            ))
+            .expect("hosts row");
+        if let Some(v) = row.and_then(|r| r.policy_version) {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no policy version reported within 30 s: {}",
+            std::fs::read_to_string(&log1).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(reported.starts_with("fleet@"), "{reported}");
+    sigterm(&mut a);
+    assert!(state_dir.join("desired.json").exists());
+    let log = std::fs::read_to_string(&log1).unwrap_or_default();
+    assert!(
+        log.contains(&format!("applied fleet policy {reported}")),
+        "{log}"
+    );
+
+    // 2. The controller is gone; a CPU neighbour arrives; the agent restarts on the
+    // saved policy and does not act (score ~50 < 95).
+    ctl.kill();
+    let mut web = web;
+    let mut batch = batch;
+    web.spin(Some(0)).expect("spin");
+    batch.spin(Some(0)).expect("spin");
+    let log2 = dir.path().join("agent-2.log");
+    let mut a = agent(&config, &journal, &log2);
+    std::thread::sleep(Duration::from_secs(10));
+    sigterm(&mut a);
+    let text = std::fs::read_to_string(&log2).unwrap_or_default();
+    assert!(
+        text.contains(&format!("applied fleet policy {reported}")),
+        "{text}"
+    );
+    assert_eq!(
+        actions_applied(&log2),
+        0,
+        "acted under the fleet policy: {text}"
+    );
+
+    // 3. Control: without the saved policy the same contention is acted on.
+    std::fs::remove_file(state_dir.join("desired.json")).expect("rm desired.json");
+    let log3 = dir.path().join("agent-3.log");
+    let mut a = agent(&config, &journal, &log3);
+    std::thread::sleep(Duration::from_secs(10));
+    sigterm(&mut a);
+    let text = std::fs::read_to_string(&log3).unwrap_or_default();
+    assert!(
+        actions_applied(&log3) > 0,
+        "the defaults did not act either: {text}"
+    );
 }

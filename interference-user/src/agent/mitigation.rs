@@ -95,6 +95,16 @@ impl Mitigation {
         self.billing.as_ref()
     }
 
+    /// A fleet policy from the controller, from the next round on; the agent's own
+    /// dry-run setting stays (a fleet document cannot make a dry run act).
+    pub fn reconfigure_policy(
+        &mut self,
+        mut config: PolicyConfig,
+    ) -> Result<(), crate::policy::PolicyError> {
+        config.dry_run |= self.policy.config().dry_run;
+        self.policy.reconfigure(config)
+    }
+
     pub fn enforcer_mut(&mut self) -> &mut Enforcer {
         &mut self.enforcer
     }

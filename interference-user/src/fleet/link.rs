@@ -6,6 +6,11 @@
 //! controller's `Retry-After`); the agent keeps mitigating and billing meanwhile
 //! (fail-static), and the ledger holds what waits. At shutdown it tries, for a bounded
 //! time, to send what is left; the next start sends the rest.
+//!
+//! Beside it, a long poll fetches the desired state (the fleet's layered policy); each
+//! new one is saved (`desired.json`, so a restart without a controller runs on it) and
+//! handed to the tick loop, which applies it between ticks and reports the version it
+//! applied; the heartbeat carries that version back.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use interference_fleet::client::{Backoff, ClientConfig, ClientError, FleetClient, RetryPolicy};
 use interference_fleet::wire::{
-    Capacity, Heartbeat, IngestBatch, Item, LedgerLine, Register, Registered,
+    Capacity, DesiredState, Heartbeat, IngestBatch, Item, LedgerLine, Register, Registered,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -59,11 +64,18 @@ pub struct LinkStatus {
     /// Calls that failed (each is retried).
     pub failures: u64,
     pub heartbeats: u64,
+    /// The fleet policy version the tick loop applied (None: the host's own).
+    pub policy_version: Option<String>,
 }
+
+/// The desired state saved in the state directory: what a restart runs on.
+pub const DESIRED_FILE: &str = "desired.json";
 
 /// The running link: dropped or [`FleetLink::shutdown`], it sends what it can and stops.
 pub struct FleetLink {
     status: Arc<Mutex<LinkStatus>>,
+    /// A desired state received and not applied yet.
+    desired: Arc<Mutex<Option<DesiredState>>>,
     facts: watch::Sender<HostFacts>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -71,6 +83,7 @@ pub struct FleetLink {
 
 /// Everything the link's thread needs.
 struct Link {
+    desired: Arc<Mutex<Option<DesiredState>>>,
     client: FleetClient,
     config: FleetConfig,
     ledger_dir: Option<PathBuf>,
@@ -106,9 +119,12 @@ impl FleetLink {
             acked_seq: cursor.seq,
             ..LinkStatus::default()
         }));
+        // The last desired state, until the controller says otherwise (fail-static).
+        let desired = Arc::new(Mutex::new(load_desired(&config.state_dir)));
         let (facts_tx, facts_rx) = watch::channel(HostFacts::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let link = Link {
+            desired: desired.clone(),
             client,
             config: config.clone(),
             ledger_dir,
@@ -136,6 +152,7 @@ impl FleetLink {
             .map_err(LinkError::Thread)?;
         Ok(Self {
             status,
+            desired,
             facts: facts_tx,
             stop: stop_tx,
             thread: Some(thread),
@@ -144,6 +161,18 @@ impl FleetLink {
 
     pub fn update(&self, facts: HostFacts) {
         self.facts.send_replace(facts);
+    }
+
+    /// A desired state to apply between ticks, once.
+    pub fn take_desired(&self) -> Option<DesiredState> {
+        self.desired.lock().ok().and_then(|mut d| d.take())
+    }
+
+    /// The tick loop applied this fleet policy version: the next heartbeat says so.
+    pub fn applied(&self, policy_version: &str) {
+        if let Ok(mut s) = self.status.lock() {
+            s.policy_version = Some(policy_version.to_owned());
+        }
     }
 
     pub fn status(&self) -> LinkStatus {
@@ -180,6 +209,11 @@ impl Link {
             .batch_lines
             .min(registered.max_batch_items.max(1) as usize);
         let heartbeat_every = Duration::from_millis(registered.heartbeat_every_ms.max(1000));
+        let poll = tokio::spawn(poll_desired(
+            self.client.clone(),
+            self.desired.clone(),
+            self.config.state_dir.clone(),
+        ));
         let mut next_heartbeat = Instant::now();
         let mut backoff = Backoff::new(RetryPolicy::default());
         loop {
@@ -205,6 +239,7 @@ impl Link {
                 _ = self.stop.changed() => true,
             };
             if stopping || *self.stop.borrow() {
+                poll.abort();
                 self.final_flush().await;
                 return;
             }
@@ -299,14 +334,18 @@ impl Link {
 
     async fn heartbeat(&mut self) -> Result<(), ClientError> {
         let facts = *self.facts.borrow();
-        let backlog = self.status.lock().map(|s| s.backlog_lines).unwrap_or(0);
+        let (backlog, policy_version) = self
+            .status
+            .lock()
+            .map(|s| (s.backlog_lines, s.policy_version.clone()))
+            .unwrap_or_default();
         self.client
             .heartbeat(&Heartbeat {
                 at_ms: now_ms(),
                 capacity: facts.capacity,
                 contention: facts.contention,
                 draining: false,
-                policy_version: None,
+                policy_version,
                 model_sha: None,
                 shadow_model_sha: None,
                 backlog_items: backlog,
@@ -350,6 +389,59 @@ impl Link {
             tracing::debug!("controller link: {e:#}");
         }
     }
+}
+
+/// The desired-state long poll: each new state is saved, then queued for the tick loop.
+async fn poll_desired(
+    client: FleetClient,
+    desired: Arc<Mutex<Option<DesiredState>>>,
+    state_dir: PathBuf,
+) {
+    let mut etag: Option<String> = None;
+    let mut backoff = Backoff::new(RetryPolicy::default());
+    loop {
+        match client.desired(etag.as_deref()).await {
+            Ok(Some(state)) => {
+                backoff.reset();
+                etag = Some(state.etag.clone());
+                if let Err(e) = save_desired(&state_dir, &state) {
+                    tracing::warn!(
+                        "saving the desired state in {}: {e} (applied all the same)",
+                        state_dir.display()
+                    );
+                }
+                tracing::info!("controller: desired policy {}", state.policy.version);
+                if let Ok(mut d) = desired.lock() {
+                    *d = Some(state);
+                }
+            }
+            Ok(None) => backoff.reset(),
+            Err(e) => {
+                tracing::debug!("controller link: desired state: {e:#}");
+                tokio::time::sleep(backoff.next_delay(e.retry_after())).await;
+            }
+        }
+    }
+}
+
+fn save_desired(dir: &std::path::Path, state: &DesiredState) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{DESIRED_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(serde_json::to_string(state)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(DESIRED_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The saved desired state, if any (an unreadable one is reported and ignored).
+fn load_desired(dir: &std::path::Path) -> Option<DesiredState> {
+    let path = dir.join(DESIRED_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    serde_json::from_str(&text)
+        .map_err(|e| tracing::warn!("{}: not a desired state, ignored: {e}", path.display()))
+        .ok()
 }
 
 /// The batch's items; a line that is not a JSON object (a corrupt ledger line, which

@@ -17,5 +17,5 @@ mod link;
 mod metrics;
 pub mod tail;
 
-pub use link::{FleetLink, HostFacts, LinkError, LinkStatus};
+pub use link::{FleetLink, HostFacts, LinkError, LinkStatus, DESIRED_FILE};
 pub use metrics::render_status;

@@ -70,6 +70,23 @@ impl Policy {
     /// hysteresis, holdings or cooldowns to remember, and its action ids carry a new
     /// run number.
     pub fn new(config: PolicyConfig, id_prefix: impl Into<String>) -> Result<Self, PolicyError> {
+        Ok(Self {
+            rules: Self::rules(config, id_prefix.into())?,
+            state: PolicyState::default(),
+        })
+    }
+
+    /// A new configuration (a fleet policy from the controller) for the ticks to come:
+    /// what is in force, the pairs' counters and the ids go on; thresholds, ladder and
+    /// limits are the new ones from the next decision. An invalid configuration
+    /// changes nothing.
+    pub fn reconfigure(&mut self, config: PolicyConfig) -> Result<(), PolicyError> {
+        let prefix = self.rules.id_prefix.clone();
+        self.rules = Self::rules(config, prefix)?;
+        Ok(())
+    }
+
+    fn rules(config: PolicyConfig, id_prefix: String) -> Result<Rules, PolicyError> {
         let problems = config.check();
         if !problems.is_empty() {
             return Err(PolicyError { problems });
@@ -89,15 +106,12 @@ impl Policy {
             .chain(config.tiers.values().filter_map(|t| t.on_threshold))
             .chain(config.pairs.iter().filter_map(|p| p.on_threshold))
             .fold(f32::INFINITY, f32::min);
-        Ok(Self {
-            rules: Rules {
-                ladder: config.ladder(),
-                config,
-                id_prefix: id_prefix.into(),
-                pair_thresholds,
-                min_on,
-            },
-            state: PolicyState::default(),
+        Ok(Rules {
+            ladder: config.ladder(),
+            config,
+            id_prefix,
+            pair_thresholds,
+            min_on,
         })
     }
 

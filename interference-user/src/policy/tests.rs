@@ -1583,3 +1583,31 @@ fn without_forecasts_the_ladder_is_unchanged() {
         vec![Rung::Pin, Rung::Pin]
     );
 }
+
+#[test]
+fn a_new_configuration_keeps_what_is_in_force_and_decides_by_its_thresholds() {
+    let mut sim = Sim::two();
+    assert_eq!(rungs(&sim.hot(70.0)), vec![Rung::Weight, Rung::Weight]);
+    sim.policy
+        .reconfigure(PolicyConfig {
+            on_threshold: 95.0,
+            off_threshold: 90.0,
+            ..config()
+        })
+        .expect("valid");
+    // The weights stay in force (held by the pair); no new rung at 70 < 95.
+    for _ in 0..3 {
+        assert!(sim.hot(70.0).actions.is_empty());
+    }
+    assert!(!sim.policy.state().vms.is_empty());
+    // A bad configuration changes nothing.
+    assert!(sim
+        .policy
+        .reconfigure(PolicyConfig {
+            on_threshold: 10.0,
+            off_threshold: 50.0,
+            ..config()
+        })
+        .is_err());
+    assert_eq!(sim.policy.config().on_threshold, 95.0);
+}
