@@ -149,39 +149,44 @@ fn agent_ledger(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+fn controller_cli(database: &str, args: &[&str]) -> String {
+    let out = Command::new(controller_bin())
+        .args(["--database", database])
+        .args(args)
+        .output()
+        .expect("run interference-controller");
+    assert!(
+        out.status.success(),
+        "interference-controller {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A controller on loopback with its SQLite database in `dir`, and a token for `host`
+/// in a root-only file: (database URL, token file, controller).
+fn controller_for(dir: &Path, host: &str) -> (String, PathBuf, Controller) {
+    let database = format!("sqlite://{}/controller.db", dir.display());
+    let token = controller_cli(&database, &["hosts", "tokens", "create", "--host", host]);
+    let token_file = dir.join("host-token");
+    std::fs::write(&token_file, token).expect("token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut ctl = Controller {
+        database: database.clone(),
+        listen: format!("127.0.0.1:{}", free_port()),
+        log: dir.join("controller.log"),
+        child: None,
+    };
+    ctl.start();
+    (database, token_file, ctl)
+}
+
 #[test]
 #[ignore = "needs root/QEMU"]
 fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
     require_root("the_controller_holds_the_agents_ledger_line_for_line_through_crashes");
     let dir = tempfile::tempdir().expect("tempdir");
-    let database = format!("sqlite://{}/controller.db", dir.path().display());
-    let token = Command::new(controller_bin())
-        .args([
-            "--database",
-            &database,
-            "hosts",
-            "tokens",
-            "create",
-            "--host",
-            "fleet-e2e",
-        ])
-        .output()
-        .expect("create a host token");
-    assert!(
-        token.status.success(),
-        "{}",
-        String::from_utf8_lossy(&token.stderr)
-    );
-    let token_file = dir.path().join("host-token");
-    std::fs::write(&token_file, String::from_utf8_lossy(&token.stdout).trim()).expect("token");
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let mut ctl = Controller {
-        database: database.clone(),
-        listen: format!("127.0.0.1:{}", free_port()),
-        log: dir.path().join("controller.log"),
-        child: None,
-    };
-    ctl.start();
+    let (database, token_file, mut ctl) = controller_for(dir.path(), "fleet-e2e");
 
     let mut web = TestCgroup::new("fleet-web").expect("cgroup");
     let mut batch = TestCgroup::new("fleet-batch").expect("cgroup");
@@ -258,20 +263,6 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
     eprintln!("{} ledger lines, byte for byte on both sides", stored.len());
 }
 
-fn controller_cli(database: &str, args: &[&str]) -> String {
-    let out = Command::new(controller_bin())
-        .args(["--database", database])
-        .args(args)
-        .output()
-        .expect("run interference-controller");
-    assert!(
-        out.status.success(),
-        "interference-controller {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Mitigation actions the agent's log reports applied.
 fn actions_applied(log: &Path) -> usize {
     std::fs::read_to_string(log)
@@ -286,13 +277,8 @@ fn actions_applied(log: &Path) -> usize {
 fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
     require_root("a_fleet_policy_is_applied_reported_and_outlives_the_controller");
     let dir = tempfile::tempdir().expect("tempdir");
-    let database = format!("sqlite://{}/controller.db", dir.path().display());
-    let token = controller_cli(
-        &database,
-        &["hosts", "tokens", "create", "--host", "policy-e2e"],
-    );
-    let token_file = dir.path().join("host-token");
-    std::fs::write(&token_file, token).expect("token");
+    let (database, token_file, mut ctl) = controller_for(dir.path(), "policy-e2e");
+    ctl.kill();
     // A policy that never acts on this test's contention (scores near 50).
     let doc = dir.path().join("fleet.toml");
     std::fs::write(
@@ -305,12 +291,6 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
         &["policy", "set", "fleet", doc.to_str().expect("utf-8")],
     );
     assert!(set.contains("version"), "{set}");
-    let mut ctl = Controller {
-        database: database.clone(),
-        listen: format!("127.0.0.1:{}", free_port()),
-        log: dir.path().join("controller.log"),
-        child: None,
-    };
     ctl.start();
 
     let web = TestCgroup::new("fpol-web").expect("cgroup");

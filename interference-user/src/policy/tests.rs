@@ -75,22 +75,7 @@ impl Sim {
 
     /// One tick with these (victim, aggressor, score) pairs.
     fn step(&mut self, scores: &[(&str, &str, f32)]) -> Decision {
-        let scores: Vec<ContentionScore> = scores.iter().map(|&(v, a, s)| cs(v, a, s)).collect();
-        let input = PolicyInput {
-            tick: self.tick,
-            now_ms: self.now_ms,
-            host_cpus: &self.host_cpus,
-            vms: &self.vms,
-            scores: &scores,
-            directed: &self.directed,
-            outcomes: &self.outcomes,
-            hold_new: None,
-        };
-        let d = self.policy.decide(&input);
-        self.outcomes = d.outcomes_as(self.result, self.now_ms + 10);
-        self.tick += 1;
-        self.now_ms += TICK_MS;
-        d
+        self.step_scores(scores.iter().map(|&(v, a, s)| cs(v, a, s)).collect())
     }
 
     fn hot(&mut self, score: f32) -> Decision {

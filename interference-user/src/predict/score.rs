@@ -103,12 +103,8 @@ pub fn with_forecasts(
     // Owned keys: the scores' names are looked up in it while the scores change.
     let mut best: HashMap<(String, String), (&DirectedForecast, f32)> = HashMap::new();
     for f in forecasts.iter().filter(|f| f.victim != f.aggressor) {
-        let key = if f.victim < f.aggressor {
-            (f.victim.clone(), f.aggressor.clone())
-        } else {
-            (f.aggressor.clone(), f.victim.clone())
-        };
-        best.entry(key)
+        let (a, b) = unordered(&f.victim, &f.aggressor);
+        best.entry((a.to_owned(), b.to_owned()))
             .and_modify(|(b, realised)| {
                 *realised = realised.max(f.realised);
                 if f.forecast > b.forecast {
@@ -170,6 +166,15 @@ pub fn with_forecasts(
     scores
 }
 
+/// A pair's two names in the order its [`ContentionScore`] lists them (`vm < neighbor`).
+fn unordered<'a>(x: &'a str, y: &'a str) -> (&'a str, &'a str) {
+    if x < y {
+        (x, y)
+    } else {
+        (y, x)
+    }
+}
+
 fn sort_scores(scores: &mut [ContentionScore]) {
     scores.sort_by(|a, b| {
         b.score
@@ -217,12 +222,7 @@ fn wins(a: &DirectedScore, b: &DirectedScore) -> bool {
 pub fn contention_scores(directed: &[DirectedScore]) -> Vec<ContentionScore> {
     let mut best: HashMap<(&str, &str), &DirectedScore> = HashMap::new();
     for d in directed.iter().filter(|d| d.victim != d.aggressor) {
-        let key = if d.victim < d.aggressor {
-            (d.victim.as_str(), d.aggressor.as_str())
-        } else {
-            (d.aggressor.as_str(), d.victim.as_str())
-        };
-        best.entry(key)
+        best.entry(unordered(&d.victim, &d.aggressor))
             .and_modify(|b| {
                 if wins(d, b) {
                     *b = d;
