@@ -11,10 +11,12 @@
 //! | `scoring`    | feeding the scorer every tick, a round every score interval |
 //! | `forecasting`| demand rollups every tick, forecast pair scores each round   |
 //! | `mitigation` | decide, enforce, bill after each round                       |
+//! | `desired`    | a fleet policy from the controller, applied between ticks    |
 //! | `restore`    | bill, then put back, what an agent left ([`restore()`])      |
 //! | `replay`     | recorded samples back into ticks                             |
 
 mod assemble;
+mod desired;
 pub mod forecasting;
 mod mitigation;
 pub mod replay;
@@ -178,7 +180,7 @@ impl<K: KernelMaps> TickLoop<K> {
         // A fleet policy from the controller applies before this tick decides.
         if let Some(f) = &self.fleet {
             if let Some(state) = f.link.take_desired() {
-                apply_desired(&state, self.mitigation.as_mut(), &f.link);
+                desired::apply(&state, self.mitigation.as_mut(), &f.link);
             }
         }
         let samples = self.collector.sample(&self.vms)?;
@@ -247,41 +249,6 @@ impl<K: KernelMaps> TickLoop<K> {
             scores,
             mitigation,
         })
-    }
-}
-
-/// A desired state from the controller, between ticks: its `[policy]` replaces the
-/// running one (checked as the config file is; a bad one changes nothing, reported).
-/// `[billing]` changes take effect at the next start: prices and periods do not change
-/// under running charges.
-fn apply_desired(
-    state: &interference_fleet::wire::DesiredState,
-    mitigation: Option<&mut Mitigation>,
-    link: &FleetLink,
-) {
-    let version = &state.policy.version;
-    let origin = std::path::PathBuf::from(format!("<fleet policy {version}>"));
-    let config = match crate::config::Config::parse(
-        &state.policy.toml,
-        &origin,
-        &crate::inventory::Mounts::default(),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("fleet policy {version} not applied, the running one stays: {e}");
-            return;
-        }
-    };
-    let Some(m) = mitigation else {
-        link.applied(version);
-        return;
-    };
-    match m.reconfigure_policy(config.policy) {
-        Ok(()) => {
-            tracing::info!("applied fleet policy {version}");
-            link.applied(version);
-        }
-        Err(e) => tracing::warn!("fleet policy {version} not applied, the running one stays: {e}"),
     }
 }
 

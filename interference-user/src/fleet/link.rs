@@ -216,29 +216,42 @@ impl Link {
         ));
         let mut next_heartbeat = Instant::now();
         let mut backoff = Backoff::new(RetryPolicy::default());
+        // A stop interrupts whatever is in flight (the final flush sends it again).
+        let mut stop = self.stop.clone();
         loop {
             let mut wait = self.config.upload_every;
-            match self.send_pending().await {
-                Ok(()) => backoff.reset(),
-                Err(e) => {
+            let sent = tokio::select! {
+                r = self.send_pending() => Some(r),
+                _ = stop.changed() => None,
+            };
+            match sent {
+                Some(Ok(())) => backoff.reset(),
+                Some(Err(e)) => {
                     self.failed(&e);
                     wait = backoff.next_delay(e.retry_after());
                 }
+                None => wait = Duration::ZERO,
             }
-            if Instant::now() >= next_heartbeat {
-                match self.heartbeat().await {
-                    Ok(()) => next_heartbeat = Instant::now() + heartbeat_every,
-                    Err(e) => {
+            if Instant::now() >= next_heartbeat && !*stop.borrow() {
+                let beat = tokio::select! {
+                    r = self.heartbeat() => Some(r),
+                    _ = stop.changed() => None,
+                };
+                match beat {
+                    Some(Ok(())) => next_heartbeat = Instant::now() + heartbeat_every,
+                    Some(Err(e)) => {
                         self.failed(&e);
                         next_heartbeat = Instant::now() + wait.min(heartbeat_every);
                     }
+                    None => {}
                 }
             }
-            let stopping = tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
-                _ = self.stop.changed() => true,
-            };
-            if stopping || *self.stop.borrow() {
+            let stopping = *stop.borrow()
+                || tokio::select! {
+                    _ = tokio::time::sleep(wait) => false,
+                    _ = stop.changed() => true,
+                };
+            if stopping {
                 poll.abort();
                 self.final_flush().await;
                 return;
