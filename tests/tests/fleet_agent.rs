@@ -10,7 +10,8 @@
 //!
 //! Settings besides the embedded defaults, and why: a 1 s tick and a 2 s charge
 //! interval so that ledger lines come within the test's half minute; `[fleet]` (off by
-//! default) with a 1 s upload interval.
+//! default) with a 1 s upload interval; the policy test bills nothing (it is about
+//! decisions, and must not write the host's default ledger).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -306,7 +307,7 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
         );
     }
     toml += &format!(
-        "[collect]\ninterval = \"1s\"\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\n",
+        "[collect]\ninterval = \"1s\"\n\n[billing]\nenabled = false\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\n",
         ctl.listen,
         token_file.display().to_string(),
         state_dir.display().to_string()
