@@ -14,6 +14,7 @@
 //! decisions, and must not write the host's default ledger).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::Write as _;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use interference_controller::db::{Db, DbOptions};
 use interference_controller::store::ingest;
+use interference_tests::agent::{log_text, Agent, Log};
 use interference_tests::{interference_bin, require_root, TestCgroup};
 
 fn controller_bin() -> PathBuf {
@@ -96,38 +98,25 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn agent(config: &Path, journal: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("agent log");
-    Command::new(interference_bin())
-        .args(["agent", "--config"])
-        .arg(config)
-        .arg("--journal")
-        .arg(journal)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the agent")
+/// The real agent on `config`, its log into `log`.
+fn agent(config: &Path, journal: &Path, log: &Log) -> Agent {
+    let args = [
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--journal"),
+        journal.as_os_str(),
+    ];
+    Agent::start(&args, Instant::now(), log.clone())
 }
 
-fn sigterm(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let started = Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            assert!(status.success(), "agent exited with {status}");
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "agent did not stop within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// SIGTERM: the agent restores, bills, sends its last lines and exits cleanly.
+fn sigterm(a: Agent, log: &Log) {
+    let status = a.stop();
+    assert!(
+        status.success(),
+        "agent exited with {status}: {}",
+        log_text(log)
+    );
 }
 
 /// Every line of the agent's ledger files, by record id.
@@ -216,9 +205,9 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
         .and_then(|mut f| f.write_all(toml.as_bytes()))
         .expect("config");
     let journal = dir.path().join("journal.jsonl");
-    let agent_log = dir.path().join("agent.log");
+    let agent_log = Log::default();
 
-    let mut a = agent(&config, &journal, &agent_log);
+    let a = agent(&config, &journal, &agent_log);
     std::thread::sleep(Duration::from_secs(6));
     // The controller crashes mid-ingest and comes back; the agent keeps billing.
     ctl.kill();
@@ -226,14 +215,13 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
     ctl.start();
     std::thread::sleep(Duration::from_secs(4));
     // The agent crashes; the next run bills what it left and uploads from its cursor.
-    let _ = a.kill();
-    let _ = a.wait();
-    let mut a = agent(&config, &journal, &agent_log);
+    a.kill9();
+    let a = agent(&config, &journal, &agent_log);
     std::thread::sleep(Duration::from_secs(8));
-    sigterm(&mut a);
+    sigterm(a, &agent_log);
 
     let expected = agent_ledger(&ledger);
-    let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let log = log_text(&agent_log);
     assert!(
         expected.values().any(|l| l.contains("\"x_ActionId\"")),
         "the agent billed no mitigation: {log}"
@@ -265,9 +253,8 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
 }
 
 /// Mitigation actions the agent's log reports applied.
-fn actions_applied(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
+fn actions_applied(log: &Log) -> usize {
+    log_text(log)
         .lines()
         .filter(|l| l.contains(" applied: score"))
         .count()
@@ -316,8 +303,8 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
     let journal = dir.path().join("journal.jsonl");
 
     // 1. The agent gets the policy, applies it and says so in its heartbeat.
-    let log1 = dir.path().join("agent-1.log");
-    let mut a = agent(&config, &journal, &log1);
+    let log1 = Log::default();
+    let a = agent(&config, &journal, &log1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -339,14 +326,14 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no policy version reported within 30 s: {}",
-            std::fs::read_to_string(&log1).unwrap_or_default()
+            log_text(&log1)
         );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(reported.starts_with("fleet@"), "{reported}");
-    sigterm(&mut a);
+    sigterm(a, &log1);
     assert!(state_dir.join("desired.json").exists());
-    let log = std::fs::read_to_string(&log1).unwrap_or_default();
+    let log = log_text(&log1);
     assert!(
         log.contains(&format!("applied fleet policy {reported}")),
         "{log}"
@@ -359,11 +346,11 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
     let mut batch = batch;
     web.spin(Some(0)).expect("spin");
     batch.spin(Some(0)).expect("spin");
-    let log2 = dir.path().join("agent-2.log");
-    let mut a = agent(&config, &journal, &log2);
+    let log2 = Log::default();
+    let a = agent(&config, &journal, &log2);
     std::thread::sleep(Duration::from_secs(10));
-    sigterm(&mut a);
-    let text = std::fs::read_to_string(&log2).unwrap_or_default();
+    sigterm(a, &log2);
+    let text = log_text(&log2);
     assert!(
         text.contains(&format!("applied fleet policy {reported}")),
         "{text}"
@@ -376,11 +363,11 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
 
     // 3. Control: without the saved policy the same contention is acted on.
     std::fs::remove_file(state_dir.join("desired.json")).expect("rm desired.json");
-    let log3 = dir.path().join("agent-3.log");
-    let mut a = agent(&config, &journal, &log3);
+    let log3 = Log::default();
+    let a = agent(&config, &journal, &log3);
     std::thread::sleep(Duration::from_secs(10));
-    sigterm(&mut a);
-    let text = std::fs::read_to_string(&log3).unwrap_or_default();
+    sigterm(a, &log3);
+    let text = log_text(&log3);
     assert!(
         actions_applied(&log3) > 0,
         "the defaults did not act either: {text}"

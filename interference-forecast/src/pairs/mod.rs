@@ -118,44 +118,73 @@ pub fn forecast_pairs(
         .collect()
 }
 
-/// The calibrated fair-share score of every ordered pair sharing CPUs from the
-/// *current* demands: what the forecast is checked against. Demand is usage plus
-/// run-queue wait, so a mitigation that only moves CPU time between the two VMs does
-/// not hide it: a forecast came true when this reached the alarm, mitigated or not.
-/// Ordered as [`forecast_pairs`].
-pub fn realised_pairs(vms: &[VmPlacement], calibration: &Calibration) -> Vec<PairNowcast> {
-    fair_share(vms, DemandOf::Now)
-        .into_iter()
-        .map(|p| PairNowcast {
-            victim: vms[p.victim].name.clone(),
-            aggressor: vms[p.aggressor].name.clone(),
-            score: calibration.apply(p.layout, p.slowdown),
-        })
-        .collect()
+/// The fair-share mapping of the *current* demands, computed once a round: the
+/// calibration's samples and the realised scores both read it.
+pub struct NowShares<'a> {
+    vms: &'a [VmPlacement],
+    shares: Vec<FairShare>,
 }
 
-/// The calibration's samples of one round: for every ordered pair sharing CPUs that
-/// has a measured nowcast, the fair-share prediction from current demands and the
-/// measurement. Pairs without a nowcast are left out (not measured is not 0).
+impl<'a> NowShares<'a> {
+    pub fn new(vms: &'a [VmPlacement]) -> Self {
+        Self {
+            vms,
+            shares: fair_share(vms, DemandOf::Now),
+        }
+    }
+
+    /// The calibration's samples of one round: for every ordered pair sharing CPUs
+    /// that has a measured nowcast, the fair-share prediction from current demands and
+    /// the measurement. Pairs without a nowcast are left out (not measured is not 0).
+    pub fn calibration_samples(&self, nowcasts: &[PairNowcast]) -> Vec<CalibrationSample> {
+        let measured: HashMap<(&str, &str), f64> = nowcasts
+            .iter()
+            .map(|n| ((n.victim.as_str(), n.aggressor.as_str()), n.score))
+            .collect();
+        self.shares
+            .iter()
+            .filter_map(|p| {
+                let key = (
+                    self.vms[p.victim].name.as_str(),
+                    self.vms[p.aggressor].name.as_str(),
+                );
+                measured.get(&key).map(|&m| CalibrationSample {
+                    layout: p.layout,
+                    predicted: p.slowdown,
+                    measured: m,
+                })
+            })
+            .collect()
+    }
+
+    /// The calibrated fair-share score of every ordered pair sharing CPUs from the
+    /// current demands: what the forecast is checked against. Demand is usage plus
+    /// run-queue wait, so a mitigation that only moves CPU time between the two VMs
+    /// does not hide it: a forecast came true when this reached the alarm, mitigated
+    /// or not. Ordered as [`forecast_pairs`].
+    pub fn realised(&self, calibration: &Calibration) -> Vec<PairNowcast> {
+        self.shares
+            .iter()
+            .map(|p| PairNowcast {
+                victim: self.vms[p.victim].name.clone(),
+                aggressor: self.vms[p.aggressor].name.clone(),
+                score: calibration.apply(p.layout, p.slowdown),
+            })
+            .collect()
+    }
+}
+
+/// [`NowShares::realised`] of `vms`.
+pub fn realised_pairs(vms: &[VmPlacement], calibration: &Calibration) -> Vec<PairNowcast> {
+    NowShares::new(vms).realised(calibration)
+}
+
+/// [`NowShares::calibration_samples`] of `vms`.
 pub fn calibration_samples(
     vms: &[VmPlacement],
     nowcasts: &[PairNowcast],
 ) -> Vec<CalibrationSample> {
-    let measured: HashMap<(&str, &str), f64> = nowcasts
-        .iter()
-        .map(|n| ((n.victim.as_str(), n.aggressor.as_str()), n.score))
-        .collect();
-    fair_share(vms, DemandOf::Now)
-        .into_iter()
-        .filter_map(|p| {
-            let key = (vms[p.victim].name.as_str(), vms[p.aggressor].name.as_str());
-            measured.get(&key).map(|&m| CalibrationSample {
-                layout: p.layout,
-                predicted: p.slowdown,
-                measured: m,
-            })
-        })
-        .collect()
+    NowShares::new(vms).calibration_samples(nowcasts)
 }
 
 #[cfg(test)]

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use interference_forecast::pairs::{
-    calibration_samples, forecast_pairs, realised_pairs, Calibration, PairForecast, PairNowcast,
-    VmPlacement,
+    forecast_pairs, Calibration, NowShares, PairForecast, PairNowcast, VmPlacement,
 };
 use interference_forecast::{
     demand_percent, Clock, ClockError, DemandModel, ForecastEngine, Forecaster, Horizon,
@@ -183,15 +182,18 @@ impl Forecasting {
                 score: f64::from(n.smoothed),
             })
             .collect();
+        // One fair-share pass over the current demands serves the calibration and the
+        // realised scores.
+        let now = NowShares::new(&placements);
         self.calibration
-            .observe(&calibration_samples(&placements, &nowcasts));
+            .observe(&now.calibration_samples(&nowcasts));
         self.metrics.calibration_rounds = self.calibration.rounds;
         let forecasts = forecast_pairs(&placements, self.horizon, &self.calibration);
-        let realised: HashMap<(String, String), f64> =
-            realised_pairs(&placements, &self.calibration)
-                .into_iter()
-                .map(|p| ((p.victim, p.aggressor), p.score))
-                .collect();
+        let realised: HashMap<(String, String), f64> = now
+            .realised(&self.calibration)
+            .into_iter()
+            .map(|p| ((p.victim, p.aggressor), p.score))
+            .collect();
         let directed: Vec<DirectedForecast> = forecasts
             .iter()
             .map(|f| DirectedForecast {
