@@ -17,16 +17,18 @@
 //! | [`horizon`] | horizons in time to output columns | contract |
 //! | [`engine`] | the agent's glue: ticks in, a round at the end of each step | clock, rollup, forecaster |
 //! | [`replay`] | `interference forecast --replay`: a trace through the same code | all of the above |
+//! | [`import`] | `interference forecast --import`: a trace's history into the rollups | replay's reader, rollup |
 //! | [`pairs`] | fair-share pair slowdowns from forecast demands, calibrated on the nowcast | - |
 //!
 //! No tokio, no aya: the agent calls in from its own loop; everything but the rollup
-//! file, the model file and the replay's trace is pure.
+//! file, the model file and the traces read by a replay or an import is pure.
 
 pub mod clock;
 pub mod contract;
 pub mod engine;
 pub mod forecaster;
 pub mod horizon;
+pub mod import;
 pub mod inputs;
 pub mod model;
 pub mod pairs;
@@ -37,6 +39,7 @@ pub use clock::{Clock, ClockError};
 pub use engine::{demand_percent, ForecastEngine, StepEnd};
 pub use forecaster::{ForecastSource, Forecaster, Round, Skipped, VmForecast};
 pub use horizon::{Horizon, HorizonError, SubStep};
+pub use import::{import_trace, ImportError, ImportSummary};
 pub use model::{DemandModel, ModelError, ModelRuntime, PreparedModel, RunError, TractRuntime};
 pub use replay::{replay_file, ReplayError, ReplaySummary};
 pub use rollup::{RollupProblem, RollupStore, TickOutcome, VmRollup};

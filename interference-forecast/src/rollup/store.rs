@@ -234,7 +234,7 @@ impl RollupStore {
             }
             !stale
         });
-        self.last_closed = Some(self.last_closed.map_or(t, |c| c.max(t)));
+        self.mark_closed(t);
         closed
     }
 
@@ -248,6 +248,25 @@ impl RollupStore {
         self.vms
             .iter()
             .filter_map(|(n, s)| s.rollup.as_ref().map(|r| (n.as_str(), r)))
+    }
+
+    /// Puts a whole rollup in place of the VM's (history imported from elsewhere,
+    /// [`crate::import`]); its open step, if any, is dropped. True when it replaced one.
+    pub fn insert(&mut self, vm: &str, rollup: VmRollup) -> bool {
+        let old = self.vms.insert(
+            vm.to_string(),
+            VmState {
+                rollup: Some(rollup),
+                pending: None,
+            },
+        );
+        old.is_some_and(|s| s.rollup.is_some())
+    }
+
+    /// Records that every step up to `t` has been closed (an import covered them): ticks
+    /// for those steps are late from now on, and the next step to close is `t + 1`.
+    pub fn mark_closed(&mut self, t: i64) {
+        self.last_closed = Some(self.last_closed.map_or(t, |c| c.max(t)));
     }
 
     /// Forgets a VM (e.g. deleted for good): its rollup goes at the next save.

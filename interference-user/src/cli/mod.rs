@@ -56,8 +56,8 @@ pub enum Command {
     Bill(bill::BillArgs),
     /// The full derivation of one ledger record.
     Explain(explain::ExplainArgs),
-    /// Replay a utilisation trace through the demand forecaster the agent runs, one
-    /// JSON line per VM, point and horizon.
+    /// Replay a utilisation trace through the demand forecaster the agent runs (one
+    /// JSON line per VM, point and horizon), or import one as the agent's history.
     Forecast(forecast::ForecastArgs),
 }
 

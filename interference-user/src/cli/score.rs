@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use interference::agent::replay::{read_ticks, recorded_interval};
@@ -10,6 +11,7 @@ use interference::agent::{load_scorer, start_loop, Forecasting, Overrides, Score
 use interference::config::ScorerKind;
 use interference::predict::WITHOUT_PMU;
 use interference::telemetry::VmSample;
+use interference_forecast::pairs::PairForecast;
 
 use super::args::{LoopArgs, ScorerArgs};
 
@@ -36,7 +38,9 @@ pub struct ScoreArgs {
     /// instead of this host, with the same code. JSONL output is then one line per
     /// ordered pair of the VMs of each tick: {"timestamp_ms", "victim", "aggressor",
     /// "score", ...}, the external-scorer format of scripts/model/evaluate.py.
-    /// The collector interval is the recording's unless --interval says.
+    /// The collector interval is the recording's unless --interval says. With
+    /// `[forecast] enabled` in --config the recording's clock drives the forecaster and
+    /// each line adds "now" (measured) and "forecast"; "score" is then their larger.
     #[arg(
         long,
         value_name = "SAMPLES.jsonl",
@@ -119,28 +123,53 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
         scorer.describe()
     );
     let mut scoring = Scoring::new(scorer, interval, settings.every)?;
+    // With `[forecast] enabled`, the recording's own clock drives the forecaster: its
+    // steps end as the recorded ticks pass them, exactly as in the agent.
+    let mut forecasting = match settings.config.forecast.enabled {
+        true => Some(Forecasting::open(
+            &settings.config.forecast,
+            interference::agent::online_cpus()?,
+        )?),
+        false => None,
+    };
     let mut out = std::io::stdout().lock();
     let written: std::io::Result<()> = (|| {
         for t in &ticks {
+            if let Some(f) = forecasting.as_mut() {
+                let at = t.iter().map(|s| s.timestamp_ms).max().unwrap_or(0);
+                f.tick(&[], t, UNIX_EPOCH + Duration::from_millis(at));
+            }
             let Some(round) = scoring.push(t) else {
                 continue;
             };
-            let round = match round {
+            let mut round = match round {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("scoring failed, no scores this round: {e}");
                     continue;
                 }
             };
+            let forecasts = match forecasting.as_mut() {
+                Some(f) => f.attach(&mut round, &[], t),
+                None => Vec::new(),
+            };
             match args.format {
                 Format::Table => write_table(&mut out, &round, args.min_score)?,
-                Format::Jsonl => {
-                    write_replay_jsonl(&mut out, &round, t, settings.scorer, args.min_score)?
-                }
+                Format::Jsonl => write_replay_jsonl(
+                    &mut out,
+                    &round,
+                    t,
+                    &forecasts,
+                    settings.scorer,
+                    args.min_score,
+                )?,
             }
         }
         out.flush()
     })();
+    if let Some(f) = forecasting.as_mut() {
+        f.save();
+    }
     match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing scores to stdout"),
@@ -148,10 +177,13 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Every ordered pair of the tick's VMs, 0 where nobody took anything.
+/// One line per ordered pair; with forecasts, `score` is what the policy acts on, the
+/// larger of the measured score (`now`) and the pair's `forecast`.
 fn write_replay_jsonl(
     out: &mut impl std::io::Write,
     r: &ScoreRound,
     tick: &[VmSample],
+    forecasts: &[PairForecast],
     kind: ScorerKind,
     min: f32,
 ) -> std::io::Result<()> {
@@ -161,7 +193,12 @@ fn write_replay_jsonl(
                 .directed
                 .iter()
                 .find(|d| d.victim == v.vm && d.aggressor == a.vm);
-            let score = d.map_or(0.0, |d| d.slowdown);
+            let now = d.map_or(0.0, |d| d.slowdown);
+            let forecast = forecasts
+                .iter()
+                .find(|f| f.victim == v.vm && f.aggressor == a.vm)
+                .map(|f| f.score as f32);
+            let score = forecast.map_or(now, |f| now.max(f));
             if score < min {
                 continue;
             }
@@ -182,6 +219,10 @@ fn write_replay_jsonl(
                 if v.llc.is_none() {
                     line["unobservable"] = WITHOUT_PMU.to_vec().into();
                 }
+            }
+            if !forecasts.is_empty() {
+                line["now"] = now.into();
+                line["forecast"] = forecast.unwrap_or(0.0).into();
             }
             writeln!(out, "{line}")?;
         }
