@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::cursor::UploadCursor;
-use super::tail::{self, PendingLine};
+use super::tail::{PendingLine, Tail};
 use crate::clock::now_ms;
 use crate::config::FleetConfig;
 
@@ -91,6 +91,8 @@ struct Link {
     facts: watch::Receiver<HostFacts>,
     stop: watch::Receiver<bool>,
     cursor: UploadCursor,
+    /// Reads the ledger after the cursor and keeps the backlog's count.
+    tail: Tail,
     batch_lines: usize,
 }
 
@@ -132,6 +134,7 @@ impl FleetLink {
             facts: facts_rx,
             stop: stop_rx,
             cursor,
+            tail: Tail::default(),
             batch_lines: config.batch_lines as usize,
         };
         let thread = std::thread::Builder::new()
@@ -302,7 +305,7 @@ impl Link {
             return Ok(());
         };
         loop {
-            let pending = match tail::pending(&dir, &self.cursor, self.batch_lines) {
+            let pending = match self.tail.pending(&dir, &self.cursor, self.batch_lines) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!("controller link: {e:#}");
@@ -318,7 +321,7 @@ impl Link {
             let items = items(&pending.lines);
             if items.is_empty() {
                 // Only lines that cannot be sent: step over them.
-                tail::advance(&mut self.cursor, &pending.lines);
+                self.tail.advance(&mut self.cursor, &pending.lines);
                 continue;
             }
             let batch = IngestBatch {
@@ -331,7 +334,7 @@ impl Link {
                     "the controller holds ledger record {c} with other content (kept its own)"
                 );
             }
-            tail::advance(&mut self.cursor, &pending.lines);
+            self.tail.advance(&mut self.cursor, &pending.lines);
             self.cursor.seq = batch.seq;
             if let Err(e) = self.cursor.save(&self.config.state_dir) {
                 // Sent and acknowledged; a restart resends them, which is harmless.
