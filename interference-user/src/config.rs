@@ -146,6 +146,20 @@ impl Default for ForecastConfig {
 }
 
 impl ForecastConfig {
+    /// The host's forecast clock these settings describe, for a model whose day is
+    /// `model_day_steps` steps: the agent's and `forecast --import`'s alike.
+    pub fn clock(
+        &self,
+        model_day_steps: usize,
+    ) -> Result<interference_forecast::Clock, interference_forecast::ClockError> {
+        interference_forecast::Clock::host(
+            self.step,
+            self.day,
+            self.origin_offset_seconds,
+            model_day_steps,
+        )
+    }
+
     fn check(&self, score: &ScoreConfig, out: &mut Vec<(String, String)>) {
         use interference_forecast::{contract::DAY_STEPS, Horizon, SubStep};
         if !self.enabled {

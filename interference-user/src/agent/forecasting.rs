@@ -17,8 +17,8 @@ use interference_forecast::pairs::{
     forecast_pairs, Calibration, NowShares, PairForecast, PairNowcast, VmPlacement,
 };
 use interference_forecast::{
-    demand_percent, Clock, ClockError, DemandModel, ForecastEngine, Forecaster, Horizon,
-    HorizonError, ModelError, SubStep,
+    demand_percent, ClockError, DemandModel, ForecastEngine, Forecaster, Horizon, HorizonError,
+    ModelError, SubStep,
 };
 use thiserror::Error;
 
@@ -70,12 +70,7 @@ impl Forecasting {
     /// `config.state_dir` (what cannot be read starts afresh, logged).
     pub fn open(config: &ForecastConfig, host_cpus: Vec<u32>) -> Result<Self, ForecastingError> {
         let model = DemandModel::builtin()?;
-        let clock = Clock::host(
-            config.step,
-            config.day,
-            config.origin_offset_seconds,
-            model.sidecar().clock.day_steps,
-        )?;
+        let clock = config.clock(model.sidecar().clock.day_steps)?;
         let column =
             Horizon::from_duration(config.horizon).column(config.step, SubStep::NextStep)?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| {

@@ -16,12 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use interference_forecast::{
-    contract::DAY_STEPS, horizon, import_trace, replay::trace::TraceReader, replay_file, Clock,
+    contract::DAY_STEPS, horizon, import_trace, replay::trace::TraceReader, replay_file,
     DemandModel, Forecaster, RollupStore,
 };
 
 use super::args::ConfigArgs;
-use interference::config::ForecastConfig;
 use interference::host::Mounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,7 +110,7 @@ fn run_import(trace: PathBuf, args: &ForecastArgs) -> anyhow::Result<()> {
     }
     .load(&mounts)?
     .forecast;
-    let clock = host_clock(&config)?;
+    let clock = config.clock(DAY_STEPS).context("[forecast] step and day")?;
     let until = match &args.until {
         Some(text) => parse_instant(text).with_context(|| format!("--until {text}"))?,
         None => SystemTime::now(),
@@ -174,17 +173,6 @@ fn run_import(trace: PathBuf, args: &ForecastArgs) -> anyhow::Result<()> {
         tracing::warn!("[forecast] is not enabled in this config: the agent will not read the rollups until it is");
     }
     Ok(())
-}
-
-/// The agent's clock from its `[forecast]` settings.
-fn host_clock(config: &ForecastConfig) -> anyhow::Result<Clock> {
-    Clock::host(
-        config.step,
-        config.day,
-        config.origin_offset_seconds,
-        DAY_STEPS,
-    )
-    .context("[forecast] step and day")
 }
 
 /// `now`, Unix seconds (fractions allowed) or RFC 3339.

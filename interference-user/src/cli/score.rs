@@ -125,12 +125,11 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
     let mut scoring = Scoring::new(scorer, interval, settings.every)?;
     // With `[forecast] enabled`, the recording's own clock drives the forecaster: its
     // steps end as the recorded ticks pass them, exactly as in the agent.
-    let mut forecasting = match settings.config.forecast.enabled {
-        true => Some(Forecasting::open(
-            &settings.config.forecast,
-            interference::agent::online_cpus()?,
-        )?),
-        false => None,
+    let mut forecasting = if settings.config.forecast.enabled {
+        let cpus = interference::agent::online_cpus()?;
+        Some(Forecasting::open(&settings.config.forecast, cpus)?)
+    } else {
+        None
     };
     let mut out = std::io::stdout().lock();
     let written: std::io::Result<()> = (|| {
@@ -176,8 +175,7 @@ fn replay(args: ScoreArgs, path: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
-/// Every ordered pair of the tick's VMs, 0 where nobody took anything.
-/// One line per ordered pair; with forecasts, `score` is what the policy acts on, the
+/// Every ordered pair of the tick's VMs, 0 where nobody took anything; with forecasts, `score` is what the policy acts on, the
 /// larger of the measured score (`now`) and the pair's `forecast`.
 fn write_replay_jsonl(
     out: &mut impl std::io::Write,
