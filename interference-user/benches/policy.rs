@@ -104,6 +104,7 @@ fn run(label: &str, stride: usize) {
             directed: &[],
             outcomes: &outcomes,
             hold_new: None,
+            blocked_customers: &[],
         };
         let start = Instant::now();
         let decision = policy.decide(&input);

@@ -69,6 +69,13 @@ pub struct FleetConfig {
     /// The most lines in one batch (the controller may accept fewer: it says so when
     /// the agent registers).
     pub batch_lines: u32,
+    /// The outbox (action phases, score events, capacity, rollups waiting for the
+    /// controller) is kept under this many MiB by dropping its oldest summaries; action
+    /// phases are never dropped. 64 MiB is some 200 hours of a 50-VM host's items.
+    pub buffer_mib: u64,
+    /// Each VM's summary (rollup) covers this long, aligned on the epoch.
+    #[serde(with = "humantime_duration")]
+    pub rollup_window: Duration,
 }
 
 impl Default for FleetConfig {
@@ -79,6 +86,8 @@ impl Default for FleetConfig {
             state_dir: PathBuf::from("/var/lib/interference/fleet"),
             upload_every: Duration::from_secs(5),
             batch_lines: 500,
+            buffer_mib: 64,
+            rollup_window: Duration::from_secs(300),
         }
     }
 }
@@ -95,6 +104,18 @@ impl FleetConfig {
         }
         if self.upload_every.is_zero() {
             out.push(("fleet.upload_every".into(), "must be more than 0".into()));
+        }
+        if self.buffer_mib == 0 {
+            out.push(("fleet.buffer_mib".into(), "must be at least 1".into()));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.rollup_window) {
+            out.push((
+                "fleet.rollup_window".into(),
+                format!(
+                    "{} is not within 1s..=1h",
+                    humantime::format_duration(self.rollup_window)
+                ),
+            ));
         }
         if !(1..=10_000).contains(&self.batch_lines) {
             out.push((

@@ -269,6 +269,7 @@ impl Agent {
             mitigation = mitigation.with_forecast_outcomes();
         }
         // A crashed run's changes: billed, then put back, before anything new is decided.
+        let history = mitigation.history();
         let leftover = mitigation.recover();
         if !leftover.is_empty() {
             tracing::info!(
@@ -294,7 +295,9 @@ impl Agent {
             lp = lp.with_fleet(
                 crate::fleet::FleetLink::start(&s.config.fleet, ledger)?,
                 cpu_count,
+                s.config.fleet.rollup_window,
             );
+            lp.report_journal(&history, &leftover);
         }
         tracing::info!(
             "agent: tick {}, scoring every {}, journal {}, ledger {}{}",
@@ -327,10 +330,11 @@ impl Agent {
     /// Puts back (and bills) every change this agent made: the host gets its values
     /// back whatever ended the run. One outcome per action restored.
     pub fn shutdown(&mut self) -> Vec<Outcome> {
-        let restored = match self.lp.mitigation_mut() {
-            Some(m) => m.restore_all(),
-            None => Vec::new(),
+        let (history, restored) = match self.lp.mitigation_mut() {
+            Some(m) => (m.history(), m.restore_all()),
+            None => Default::default(),
         };
+        self.lp.report_journal(&history, &restored);
         // After the last billing: the controller link gets the final lines.
         self.lp.save_state();
         let failed = restored

@@ -14,11 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use interference_fleet::wire::Limits;
+
 use super::ScoreRound;
 use crate::billing::{Billing, VmUsage};
 use crate::clock::now_ms;
 use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
+use crate::fleet::limits::TenantCap;
 use crate::inventory::Vm;
 use crate::policy::{
     Action, ActionResult, Change, ForecastResult, Outcome, Policy, PolicyConfig, PolicyInput,
@@ -49,6 +52,10 @@ pub struct Mitigation {
     balloon: Option<BalloonProbe>,
     /// `interference_forecast_outcomes_total{result}`: rendered once forecasting is on.
     forecast_outcomes: BTreeMap<&'static str, u64>,
+    /// The fleet's per-tenant action cap (`[fleet]`; no cap without a controller).
+    tenant_cap: TenantCap,
+    /// Pairs the cap holds back now (logged once when it starts holding them).
+    capped: BTreeSet<String>,
 }
 
 impl Mitigation {
@@ -63,6 +70,8 @@ impl Mitigation {
             billing: None,
             balloon: None,
             forecast_outcomes: BTreeMap::new(),
+            tenant_cap: TenantCap::default(),
+            capped: BTreeSet::new(),
         }
     }
 
@@ -105,6 +114,16 @@ impl Mitigation {
         self.policy.reconfigure(config)
     }
 
+    /// The fleet's limits from the controller's desired state, from the next round on.
+    pub fn set_limits(&mut self, limits: &Limits) {
+        self.tenant_cap.set(limits);
+    }
+
+    /// Pair scores at or above it are the ones that matter beyond this host.
+    pub fn off_threshold(&self) -> f32 {
+        self.policy.config().off_threshold
+    }
+
     pub fn enforcer_mut(&mut self) -> &mut Enforcer {
         &mut self.enforcer
     }
@@ -129,6 +148,7 @@ impl Mitigation {
         let memory = self.read_memory(vms, &round.contention);
         let inputs = vm_inputs(vms, samples, &memory, self.policy.config());
         let hold = self.billing.as_ref().and_then(Billing::holds_new_charges);
+        let blocked = self.tenant_cap.blocked(now_ms);
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -138,17 +158,35 @@ impl Mitigation {
             directed: &round.directed,
             outcomes: &self.last_outcomes,
             hold_new: hold.as_deref(),
+            blocked_customers: &blocked,
         });
         for (pair, result) in &decision.forecast_outcomes {
             tracing::info!("forecast for {pair}: {}", result.as_str());
             *self.forecast_outcomes.entry(result.as_str()).or_default() += 1;
         }
+        self.log_capped(&decision.skipped);
         let actions = self.apply(decision.actions, vms, now_ms);
+        self.tenant_cap.count(now_ms, &actions);
         self.last_outcomes = actions.iter().map(|(_, o)| o.clone()).collect();
         Some(MitigationReport {
             actions,
             skipped: decision.skipped,
         })
+    }
+
+    /// Says once, when it starts, that the fleet's per-tenant cap holds a pair back.
+    fn log_capped(&mut self, skipped: &[(String, String)]) {
+        let now: BTreeSet<String> = skipped
+            .iter()
+            .filter(|(_, why)| why.contains("tenant cap: "))
+            .map(|(pair, why)| {
+                if !self.capped.contains(pair) {
+                    tracing::info!("{pair}: no new action: {why}");
+                }
+                pair.clone()
+            })
+            .collect();
+        self.capped = now;
     }
 
     /// Guest memory of the VMs in pairs at or above the off threshold, read through
@@ -251,6 +289,12 @@ impl Mitigation {
         }
         self.settle();
         self.enforcer.restore_all()
+    }
+
+    /// The actions the journal holds, with their outcomes (what the controller is told
+    /// again at start and at exit).
+    pub fn history(&self) -> Vec<(Action, Outcome)> {
+        self.enforcer.history()
     }
 
     /// Puts back everything this agent changed (clean exit, SIGTERM).

@@ -38,8 +38,10 @@ use thiserror::Error;
 
 use crate::export::jsonl::SampleWriter;
 use crate::export::prometheus::{write_atomic, MetricsExporter, TextWriter};
+use crate::fleet::report::{ReportInput, Reporter};
 use crate::fleet::{FleetLink, HostFacts};
 use crate::inventory::Vm;
+use crate::policy::{Action, Outcome};
 use crate::telemetry::collector::{CollectError, Collector};
 use crate::telemetry::kernel::KernelMaps;
 use crate::telemetry::VmSample;
@@ -87,6 +89,8 @@ pub struct TickLoop<K: KernelMaps> {
 /// The controller link and what it needs each tick.
 struct Fleet {
     link: FleetLink,
+    /// Turns ticks into the items the controller gets besides the ledger.
+    reporter: Reporter,
     host_cpus: usize,
     memory_mib: u64,
 }
@@ -133,11 +137,18 @@ impl<K: KernelMaps> TickLoop<K> {
         self.forecasting.as_ref()
     }
 
-    /// Reports to a controller (`[fleet]`): the host's capacity every tick; the link
-    /// uploads the ledger on its own thread.
-    pub fn with_fleet(mut self, link: FleetLink, host_cpus: usize) -> Self {
+    /// Reports to a controller (`[fleet]`): the host's capacity, what was done and
+    /// each VM's summary every `rollup_window`; the link uploads them and the ledger
+    /// on its own thread.
+    pub fn with_fleet(
+        mut self,
+        link: FleetLink,
+        host_cpus: usize,
+        rollup_window: Duration,
+    ) -> Self {
         self.fleet = Some(Fleet {
             link,
+            reporter: Reporter::new(rollup_window.as_millis() as u64),
             host_cpus,
             memory_mib: crate::fleet::facts::memory_mib(),
         });
@@ -151,7 +162,17 @@ impl<K: KernelMaps> TickLoop<K> {
             f.save();
         }
         if let Some(f) = self.fleet.as_mut() {
+            f.link.push(&f.reporter.flush());
             f.link.shutdown();
+        }
+    }
+
+    /// Tells the controller what the journal holds and what a restore put back (see
+    /// `fleet::report::journal_phases`); nothing without `[fleet]`.
+    pub fn report_journal(&self, history: &[(Action, Outcome)], restored: &[Outcome]) {
+        if let Some(f) = &self.fleet {
+            f.link
+                .push(&crate::fleet::report::journal_phases(history, restored));
         }
     }
 
@@ -208,14 +229,24 @@ impl<K: KernelMaps> TickLoop<K> {
             .mitigation
             .as_mut()
             .and_then(|m| m.tick(&self.vms, &samples, scores.as_ref()));
-        if let Some(f) = &self.fleet {
+        if let Some(f) = self.fleet.as_mut() {
+            let capacity = crate::fleet::facts::capacity(&self.vms, f.host_cpus, f.memory_mib);
             f.link.update(HostFacts {
-                capacity: crate::fleet::facts::capacity(&self.vms, f.host_cpus, f.memory_mib),
+                capacity,
                 contention: scores
                     .as_ref()
                     .and_then(|r| r.contention.first())
                     .map_or(0.0, |c| c.score),
             });
+            let items = f.reporter.tick(&ReportInput {
+                now_ms: crate::clock::now_ms(),
+                samples: &samples,
+                pairs: scores.as_ref().map_or(&[][..], |r| &r.contention[..]),
+                off_threshold: self.mitigation.as_ref().map(Mitigation::off_threshold),
+                actions: mitigation.as_ref().map_or(&[][..], |m| &m.actions[..]),
+                capacity,
+            });
+            f.link.push(&items);
         }
         let duration = started.elapsed();
         if let Some((path, exporter)) = &mut self.outputs.metrics {

@@ -1,5 +1,5 @@
-//! The upload cursor: how far into each ledger file the controller has acknowledged,
-//! and the sequence number of the last acknowledged batch. The ledger itself is the
+//! The upload cursor: how far into each ledger file and into the outbox the controller
+//! has acknowledged, and the sequence number of the last acknowledged batch. The ledger itself is the
 //! buffer (no second copy of a line is kept); the cursor only moves forward, after an
 //! acknowledgement, and is replaced crash-safe (temporary file, fsync, rename, fsync of
 //! the directory). Lost or unreadable, it starts over from the beginning: the
@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::outbox::OutboxMark;
 
 pub const CURSOR_FILE: &str = "upload-cursor.json";
 
@@ -45,6 +47,9 @@ pub struct UploadCursor {
     pub seq: u64,
     /// Ledger file name -> bytes acknowledged from its start (whole lines).
     pub files: BTreeMap<String, u64>,
+    /// How far into the outbox (the other items) the controller has acknowledged.
+    #[serde(default)]
+    pub outbox: OutboxMark,
 }
 
 impl UploadCursor {

@@ -7,6 +7,11 @@
 //! (fail-static), and the ledger holds what waits. At shutdown it tries, for a bounded
 //! time, to send what is left; the next start sends the rest.
 //!
+//! The other items (action phases, score events, capacity, rollups) wait in the
+//! outbox, a bounded file in the state directory the tick loop appends to
+//! ([`FleetLink::push`]); they are sent after the ledger lines, acknowledged the same
+//! way, and their mark is saved in the same cursor.
+//!
 //! Beside it, a long poll fetches the desired state (the fleet's layered policy); each
 //! new one is saved (`desired.json`, so a restart without a controller runs on it) and
 //! handed to the tick loop, which applies it between ticks and reports the version it
@@ -25,6 +30,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::cursor::UploadCursor;
+use super::outbox::{Outbox, OutboxError};
 use super::tail::{PendingLine, Tail};
 use crate::clock::now_ms;
 use crate::config::FleetConfig;
@@ -41,6 +47,8 @@ pub enum LinkError {
     EmptyToken { path: PathBuf },
     #[error("[fleet] controller")]
     Client(#[from] ClientError),
+    #[error("[fleet] state_dir: opening the controller outbox")]
+    Outbox(#[from] OutboxError),
     #[error("starting the controller link's thread")]
     Thread(#[source] std::io::Error),
 }
@@ -60,6 +68,12 @@ pub struct LinkStatus {
     pub uploaded_lines: u64,
     /// Whole ledger lines not acknowledged yet (at the last look).
     pub backlog_lines: u64,
+    /// Outbox items (action phases, score events, capacity, rollups) acknowledged.
+    pub uploaded_items: u64,
+    /// Outbox items waiting for an acknowledgement.
+    pub outbox_items: u64,
+    /// Outbox items dropped because the outbox was full.
+    pub outbox_dropped: u64,
     pub acked_seq: u64,
     /// Calls that failed (each is retried).
     pub failures: u64,
@@ -76,6 +90,7 @@ pub struct FleetLink {
     status: Arc<Mutex<LinkStatus>>,
     /// A desired state received and not applied yet.
     desired: Arc<Mutex<Option<DesiredState>>>,
+    outbox: Arc<Mutex<Outbox>>,
     facts: watch::Sender<HostFacts>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -93,6 +108,7 @@ struct Link {
     cursor: UploadCursor,
     /// Reads the ledger after the cursor and keeps the backlog's count.
     tail: Tail,
+    outbox: Arc<Mutex<Outbox>>,
     batch_lines: usize,
 }
 
@@ -117,10 +133,17 @@ impl FleetLink {
             tracing::warn!("{e:#}; uploading the ledger from its start (the controller ignores lines it holds)");
             UploadCursor::default()
         });
+        let outbox = Outbox::open(
+            &config.state_dir,
+            config.buffer_mib.saturating_mul(1 << 20),
+            cursor.outbox,
+        )?;
         let status = Arc::new(Mutex::new(LinkStatus {
             acked_seq: cursor.seq,
+            outbox_items: outbox.pending(),
             ..LinkStatus::default()
         }));
+        let outbox = Arc::new(Mutex::new(outbox));
         // The last desired state, until the controller says otherwise (fail-static).
         let desired = Arc::new(Mutex::new(load_desired(&config.state_dir)));
         let (facts_tx, facts_rx) = watch::channel(HostFacts::default());
@@ -135,6 +158,7 @@ impl FleetLink {
             stop: stop_rx,
             cursor,
             tail: Tail::default(),
+            outbox: outbox.clone(),
             batch_lines: config.batch_lines as usize,
         };
         let thread = std::thread::Builder::new()
@@ -156,6 +180,7 @@ impl FleetLink {
         Ok(Self {
             status,
             desired,
+            outbox,
             facts: facts_tx,
             stop: stop_tx,
             thread: Some(thread),
@@ -164,6 +189,27 @@ impl FleetLink {
 
     pub fn update(&self, facts: HostFacts) {
         self.facts.send_replace(facts);
+    }
+
+    /// Items for the controller, kept in the outbox until it acknowledges them (an
+    /// outbox that cannot be written loses them, reported: they are summaries and
+    /// audit copies, the ledger and the journal stay whole).
+    pub fn push(&self, items: &[Item]) {
+        if items.is_empty() {
+            return;
+        }
+        let Ok(mut outbox) = self.outbox.lock() else {
+            return;
+        };
+        if let Err(e) = outbox.push(items) {
+            tracing::warn!("{} items for the controller lost: {e:#}", items.len());
+        }
+        let (pending, dropped) = (outbox.pending(), outbox.dropped());
+        drop(outbox);
+        if let Ok(mut s) = self.status.lock() {
+            s.outbox_items = pending;
+            s.outbox_dropped = dropped;
+        }
     }
 
     /// A desired state to apply between ticks, once.
@@ -298,9 +344,62 @@ impl Link {
         }
     }
 
-    /// Sends batches until nothing waits; the first failure returns (the cursor stays
-    /// where the last acknowledgement put it).
+    /// Sends batches until nothing waits, the ledger's first; the first failure
+    /// returns (the cursor stays where the last acknowledgement put it).
     async fn send_pending(&mut self) -> Result<(), ClientError> {
+        self.send_ledger().await?;
+        self.send_outbox().await
+    }
+
+    async fn send_outbox(&mut self) -> Result<(), ClientError> {
+        loop {
+            let read = self.outbox.lock().map(|mut o| o.read(self.batch_lines));
+            let batch = match read {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::warn!("controller link: {e:#}");
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
+            if batch.lines == 0 {
+                return Ok(());
+            }
+            if !batch.items.is_empty() {
+                let sent = IngestBatch {
+                    seq: self.cursor.seq + 1,
+                    items: batch.items.clone(),
+                };
+                self.client.ingest(&sent).await?;
+                self.cursor.seq = sent.seq;
+            }
+            let acked = self.outbox.lock().map(|mut o| {
+                let mark = o.ack(&batch);
+                (mark, o.pending())
+            });
+            let (mark, pending) = match acked {
+                Ok((Ok(mark), pending)) => (mark, pending),
+                Ok((Err(e), _)) => {
+                    tracing::warn!("controller link: {e:#}");
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
+            if let Some(mark) = mark {
+                self.cursor.outbox = mark;
+            }
+            if let Err(e) = self.cursor.save(&self.config.state_dir) {
+                tracing::warn!("controller link: {e:#}");
+            }
+            if let Ok(mut s) = self.status.lock() {
+                s.uploaded_items += batch.items.len() as u64;
+                s.acked_seq = self.cursor.seq;
+                s.outbox_items = pending;
+            }
+        }
+    }
+
+    async fn send_ledger(&mut self) -> Result<(), ClientError> {
         let Some(dir) = self.ledger_dir.clone() else {
             return Ok(());
         };
@@ -353,7 +452,7 @@ impl Link {
         let (backlog, policy_version) = self
             .status
             .lock()
-            .map(|s| (s.backlog_lines, s.policy_version.clone()))
+            .map(|s| (s.backlog_lines + s.outbox_items, s.policy_version.clone()))
             .unwrap_or_default();
         self.client
             .heartbeat(&Heartbeat {

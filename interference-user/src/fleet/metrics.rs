@@ -20,6 +20,21 @@ pub fn render_status(w: &mut TextWriter, s: &LinkStatus) {
     )
     .sample(&[], s.backlog_lines);
     w.counter(
+        "interference_fleet_uploaded_items_total",
+        "Action phases, score events, capacity samples and rollups the controller acknowledged since start.",
+    )
+    .sample(&[], s.uploaded_items);
+    w.gauge(
+        "interference_fleet_outbox_items",
+        "Items waiting in the outbox for the controller's acknowledgement.",
+    )
+    .sample(&[], s.outbox_items);
+    w.counter(
+        "interference_fleet_outbox_dropped_total",
+        "Rollups, score events and capacity samples dropped because the outbox was full.",
+    )
+    .sample(&[], s.outbox_dropped);
+    w.counter(
         "interference_fleet_failures_total",
         "Calls to the controller that failed (each is retried with backoff).",
     )

@@ -8,13 +8,19 @@
 //! | `cursor` | how far the controller has acknowledged, saved crash-safe       |
 //! | `tail`   | the whole ledger lines after the cursor                        |
 //! | `facts`  | CPU model, QEMU version, capacity                              |
+//! | `report` | action phases, hot pairs, capacity, rollups from the ticks      |
+//! | `outbox` | the bounded on-disk buffer those items wait in                  |
+//! | `limits` | the fleet's per-tenant action cap, applied between controller polls |
 //! | `link`   | the thread that registers, uploads and heartbeats, with backoff |
 //! | `metrics`| `interference_fleet_*` in the metrics textfile                 |
 
 pub mod cursor;
 pub mod facts;
+pub mod limits;
 mod link;
 mod metrics;
+pub mod outbox;
+pub mod report;
 pub mod tail;
 
 pub use link::{FleetLink, HostFacts, LinkError, LinkStatus, DESIRED_FILE};

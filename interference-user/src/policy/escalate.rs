@@ -177,6 +177,18 @@ pub(super) fn held_back(
 ) -> Option<String> {
     let cooldown = rules.config.cooldown.as_millis() as u64;
     for a in acts {
+        let customer = t
+            .input
+            .vms
+            .iter()
+            .find(|v| v.name == a.vm)
+            .and_then(|v| v.customer.as_ref());
+        if let Some(c) = customer.filter(|c| t.input.blocked_customers.binary_search(c).is_ok()) {
+            return Some(format!(
+                "tenant cap: {c}, the customer of {}, reached the fleet's actions per tenant for today",
+                a.vm
+            ));
+        }
         if t.claimed.contains(a.vm.as_str()) {
             return Some(format!(
                 "conflict: {} was already changed this tick for a higher-scoring pair",

@@ -59,4 +59,7 @@ pub struct PolicyInput<'a> {
     /// Why no new mitigation may start this tick (the ledger cannot take what it
     /// would owe); rollbacks go on. None: nothing holds them.
     pub hold_new: Option<&'a str>,
+    /// Customers whose VMs may not be changed by a new action (the fleet's per-tenant
+    /// cap for the day, `fleet::limits`); rollbacks go on. Sorted.
+    pub blocked_customers: &'a [String],
 }

@@ -22,6 +22,8 @@ struct Sim {
     /// How the enforcement stage answers the next decision's actions.
     result: ActionResult,
     directed: Vec<DirectedScore>,
+    /// Customers the fleet's per-tenant cap blocks.
+    blocked: Vec<String>,
 }
 
 /// A VM that gets the CPU it wants: its demand is its usage. A test that expects a
@@ -66,6 +68,7 @@ impl Sim {
             outcomes: Vec::new(),
             result: ActionResult::Applied,
             directed: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -153,6 +156,35 @@ fn first_tick_above_boosts_the_victim_and_cuts_the_aggressor() {
         ("web", "batch")
     );
     assert!(d.skipped.is_empty(), "{:?}", d.skipped);
+}
+
+#[test]
+fn a_tenant_over_the_fleet_cap_gets_no_new_action_but_its_rollbacks_run() {
+    let mut sim = Sim::two();
+    sim.vms[1].customer = Some("batch-co".into());
+    sim.blocked = vec!["batch-co".into()];
+    let d = sim.hot(63.2);
+    assert!(d.actions.is_empty(), "{:?}", changes(&d));
+    assert!(
+        skipped_with(&d, "tenant cap: batch-co, the customer of batch"),
+        "{:?}",
+        d.skipped
+    );
+    // Acted on before the cap was reached: the rollback still comes.
+    sim.blocked.clear();
+    assert_eq!(sim.hot(63.2).actions.len(), 2);
+    sim.blocked = vec!["batch-co".into()];
+    sim.calm("batch");
+    let mut rolled_back = 0;
+    for _ in 0..20 {
+        rolled_back += sim
+            .hot(5.0)
+            .actions
+            .iter()
+            .filter(|a| matches!(a.change, Change::Rollback { .. }))
+            .count();
+    }
+    assert_eq!(rolled_back, 2);
 }
 
 #[test]
@@ -1427,6 +1459,7 @@ impl Sim {
             directed: &self.directed,
             outcomes: &self.outcomes,
             hold_new: None,
+            blocked_customers: &self.blocked,
         };
         let d = self.policy.decide(&input);
         self.outcomes = d.outcomes_as(self.result, self.now_ms + 10);
