@@ -579,3 +579,244 @@ fn the_fleet_cap_on_actions_per_tenant_holds_on_the_host_and_across_restarts() {
         "not held back by the cap: {text}"
     );
 }
+
+/// The shipped model's files, in the repository.
+fn shipped_model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(name)
+}
+
+/// Waits until the controller's row of `host` satisfies `ok` (the heartbeat carries
+/// what the agent has in force), failing with the agent's log after 40 s.
+fn wait_for_host(
+    runtime: &tokio::runtime::Runtime,
+    db: &Db,
+    host: &str,
+    log: &Log,
+    what: &str,
+    ok: impl Fn(&interference_controller::store::hosts::HostRow) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let row = runtime
+            .block_on(interference_controller::store::hosts::get(db, host))
+            .expect("hosts row");
+        if row.as_ref().is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{what}: not within 40 s (row {row:?}): {}",
+            log_text(log)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until the agent's log holds `text`.
+fn wait_for_log(log: &Log, text: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let all = log_text(log);
+        if all.contains(text) {
+            return all;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no {text:?} in the agent's log within 40 s: {all}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+#[ignore = "needs root/QEMU"]
+fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refused() {
+    require_root("model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refused");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = "model-e2e";
+    let (database, token_file, mut ctl) = controller_for(dir.path(), host);
+    ctl.kill();
+    // Every host takes part in a rollout (one host here), promoted by hand only.
+    let doc = dir.path().join("fleet.toml");
+    std::fs::write(
+        &doc,
+        "[fleet.rollout]\ncanary_share_pct = 100\nauto_promote = false\n",
+    )
+    .expect("doc");
+    controller_cli(
+        &database,
+        &["policy", "set", "fleet", doc.to_str().expect("utf-8")],
+    );
+    let onnx = shipped_model("contention-lstm.onnx");
+    let onnx = onnx.to_str().expect("utf-8");
+    let good = controller_cli(&database, &["models", "upload", onnx]);
+    // A bundle whose golden outputs the model does not reproduce.
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(shipped_model("contention-lstm.golden.json")).expect("golden"),
+    )
+    .expect("golden JSON");
+    let mut wrong = golden.clone();
+    wrong["output"][0] = serde_json::json!(wrong["output"][0].as_f64().expect("a number") + 3.0);
+    let wrong_path = dir.path().join("wrong.golden.json");
+    std::fs::write(&wrong_path, serde_json::to_vec(&wrong).expect("JSON")).expect("write");
+    let mismatch = controller_cli(
+        &database,
+        &[
+            "models",
+            "upload",
+            onnx,
+            "--golden",
+            wrong_path.to_str().expect("utf-8"),
+        ],
+    );
+    // A bundle the controller will serve with a changed byte (its stored golden file
+    // is altered below, after the upload checked it).
+    let respaced = dir.path().join("respaced.golden.json");
+    std::fs::write(&respaced, serde_json::to_vec_pretty(&golden).expect("JSON")).expect("write");
+    let corrupt = controller_cli(
+        &database,
+        &[
+            "models",
+            "upload",
+            onnx,
+            "--golden",
+            respaced.to_str().expect("utf-8"),
+        ],
+    );
+    ctl.start();
+
+    let mut web = TestCgroup::new("fmod-web").expect("cgroup");
+    let mut batch = TestCgroup::new("fmod-batch").expect("cgroup");
+    web.spin(Some(0)).expect("spin");
+    batch.spin(Some(0)).expect("spin");
+    let state_dir = dir.path().join("fleet");
+    let config = dir.path().join("host.toml");
+    let mut toml = String::new();
+    for cg in [&web, &batch] {
+        toml += &format!(
+            "[[vm]]\nname = {:?}\ncgroups = {:?}\nvcpus = 1\n\n",
+            cg.name,
+            cg.paths()
+        );
+    }
+    // No billing: the test is about models. 5 s rollups, so that they name the model
+    // acting within the test.
+    toml += &format!(
+        "[collect]\ninterval = \"1s\"\n\n[billing]\nenabled = false\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\nrollup_window = \"5s\"\n",
+        ctl.listen,
+        token_file.display().to_string(),
+        state_dir.display().to_string()
+    );
+    std::fs::write(&config, toml).expect("config");
+    let journal = dir.path().join("journal.jsonl");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = runtime
+        .block_on(Db::connect(&database, &DbOptions::default()))
+        .expect("controller database");
+    let log = Log::default();
+    let a = agent(&config, &journal, &log);
+
+    // 1. Shadow: verified and scored beside the host's own scorer, not acted with.
+    controller_cli(&database, &["models", "promote", &good]);
+    wait_for_host(&runtime, &db, host, &log, "the bundle in shadow", |h| {
+        h.shadow_model_sha.as_deref() == Some(good.as_str()) && h.model_sha.is_none()
+    });
+    wait_for_log(
+        &log,
+        &format!("model bundle {good} (contention-lstm 1.0.0) verified"),
+    );
+    assert!(state_dir
+        .join("models")
+        .join(&good)
+        .join("manifest.json")
+        .exists());
+
+    // 2. Canary (every host here): the bundle acts; the items name it.
+    controller_cli(&database, &["models", "promote", &good]);
+    wait_for_host(&runtime, &db, host, &log, "the bundle acting", |h| {
+        h.model_sha.as_deref() == Some(good.as_str())
+    });
+    let started = Instant::now();
+    loop {
+        let n: i64 = runtime
+            .block_on(
+                sqlx::query("SELECT COUNT(*) FROM rollups WHERE model_sha = $1")
+                    .bind(good.as_str())
+                    .fetch_one(db.pool()),
+            )
+            .map(|r| sqlx::Row::get(&r, 0))
+            .expect("rollups");
+        if n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no rollup names the acting model: {}",
+            log_text(&log)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // 3. Rolled back: the host's own scorer again, the bundle kept on disk.
+    controller_cli(&database, &["models", "rollback"]);
+    wait_for_host(
+        &runtime,
+        &db,
+        host,
+        &log,
+        "back to the host's scorer",
+        |h| h.model_sha.is_none() && h.shadow_model_sha.is_none(),
+    );
+    wait_for_log(&log, "scoring with the host's own scorer");
+    assert!(state_dir.join("models").join(&good).exists());
+
+    // 4. Golden vectors the model does not reproduce: refused, nothing changes.
+    controller_cli(&database, &["models", "promote", &mismatch]);
+    let text = wait_for_log(&log, &format!("model bundle {mismatch}: refused"));
+    assert!(text.contains("window 0 scores"), "{text}");
+    controller_cli(&database, &["models", "rollback"]);
+
+    // 5. The controller serves a changed byte: the sha256 refuses it.
+    let golden_sha = sha256_file(&respaced);
+    runtime
+        .block_on(
+            sqlx::query("UPDATE blobs SET bytes = $1 WHERE sha256 = $2")
+                .bind(b"{\"input_shape\": [1, 6, 49]}".to_vec())
+                .bind(golden_sha.as_str())
+                .execute(db.pool()),
+        )
+        .expect("alter the stored blob");
+    controller_cli(&database, &["models", "promote", &corrupt]);
+    let text = wait_for_log(&log, &format!("model bundle {corrupt}: fetching it"));
+    assert!(text.contains("whose sha256 is"), "{text}");
+    std::thread::sleep(Duration::from_secs(3));
+    let row = runtime
+        .block_on(interference_controller::store::hosts::get(&db, host))
+        .expect("hosts row")
+        .expect("registered");
+    assert_eq!(
+        (row.model_sha, row.shadow_model_sha),
+        (None, None),
+        "a refused bundle was reported in force"
+    );
+    assert!(!state_dir.join("models").join(&corrupt).exists());
+    sigterm(a, &log);
+}
+
+/// The sha256 of a file, lower-case hex.
+fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}

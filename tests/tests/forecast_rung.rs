@@ -43,6 +43,7 @@ fn round(now: f32, forecast: f32, realised: f32) -> ScoreRound {
             }),
         }],
         directed: Vec::new(),
+        shadow: Vec::new(),
         nowcast: Vec::new(),
         unobservable: Vec::new(),
         warming_up: Vec::new(),

@@ -155,14 +155,19 @@ impl FleetClient {
 
     /// A bundle's manifest, checked against its address.
     pub async fn model_manifest(&self, sha256: &str) -> Result<BundleManifest, ClientError> {
-        let bytes = self
-            .get_verified("model manifest", &routes::model_manifest(sha256), sha256)
-            .await?;
+        let bytes = self.model_manifest_bytes(sha256).await?;
         let url = format!("{}{}", self.base, routes::model_manifest(sha256));
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
             message: e.to_string(),
         })
+    }
+
+    /// A bundle's manifest as stored (the bytes its address is the sha256 of), checked
+    /// against that address: what an agent keeps on disk to verify it again later.
+    pub async fn model_manifest_bytes(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        self.get_verified("model manifest", &routes::model_manifest(sha256), sha256)
+            .await
     }
 
     /// A bundle file, checked against its sha256.

@@ -200,8 +200,13 @@ impl<K: KernelMaps> TickLoop<K> {
         }
         // A fleet policy from the controller applies before this tick decides.
         if let Some(f) = &self.fleet {
-            if let Some(state) = f.link.take_desired() {
-                desired::apply(&state, self.mitigation.as_mut(), &f.link);
+            if let Some(prepared) = f.link.take_desired() {
+                desired::apply(
+                    prepared,
+                    self.mitigation.as_mut(),
+                    self.scoring.as_mut(),
+                    &f.link,
+                );
             }
         }
         let samples = self.collector.sample(&self.vms)?;
@@ -238,6 +243,10 @@ impl<K: KernelMaps> TickLoop<K> {
                     .and_then(|r| r.contention.first())
                     .map_or(0.0, |c| c.score),
             });
+            let (active_sha, shadow_sha) = self
+                .scoring
+                .as_ref()
+                .map_or((None, None), Scoring::model_shas);
             let items = f.reporter.tick(&ReportInput {
                 now_ms: crate::clock::now_ms(),
                 samples: &samples,
@@ -245,6 +254,8 @@ impl<K: KernelMaps> TickLoop<K> {
                 off_threshold: self.mitigation.as_ref().map(Mitigation::off_threshold),
                 actions: mitigation.as_ref().map_or(&[][..], |m| &m.actions[..]),
                 capacity,
+                model_sha: active_sha,
+                shadow: shadow_sha.zip(scores.as_ref().map(|r| &r.shadow[..])),
             });
             f.link.push(&items);
         }

@@ -24,12 +24,15 @@ use std::time::{Duration, Instant};
 
 use interference_fleet::client::{Backoff, ClientConfig, ClientError, FleetClient, RetryPolicy};
 use interference_fleet::wire::{
-    Capacity, DesiredState, Heartbeat, IngestBatch, Item, LedgerLine, Register, Registered,
+    Capacity, Heartbeat, IngestBatch, Item, LedgerLine, Register, Registered,
 };
 use thiserror::Error;
 use tokio::sync::watch;
 
+use super::assign::Assigner;
 use super::cursor::UploadCursor;
+use super::desired::{self, Prepared, Slot};
+use super::models::ModelStore;
 use super::outbox::{Outbox, OutboxError};
 use super::tail::{PendingLine, Tail};
 use crate::clock::now_ms;
@@ -80,16 +83,16 @@ pub struct LinkStatus {
     pub heartbeats: u64,
     /// The fleet policy version the tick loop applied (None: the host's own).
     pub policy_version: Option<String>,
+    /// The model bundles acting and in shadow (None: the host's own scorer; none).
+    pub model_sha: Option<String>,
+    pub shadow_model_sha: Option<String>,
 }
-
-/// The desired state saved in the state directory: what a restart runs on.
-pub const DESIRED_FILE: &str = "desired.json";
 
 /// The running link: dropped or [`FleetLink::shutdown`], it sends what it can and stops.
 pub struct FleetLink {
     status: Arc<Mutex<LinkStatus>>,
     /// A desired state received and not applied yet.
-    desired: Arc<Mutex<Option<DesiredState>>>,
+    desired: Slot,
     outbox: Arc<Mutex<Outbox>>,
     facts: watch::Sender<HostFacts>,
     stop: watch::Sender<bool>,
@@ -98,7 +101,9 @@ pub struct FleetLink {
 
 /// Everything the link's thread needs.
 struct Link {
-    desired: Arc<Mutex<Option<DesiredState>>>,
+    desired: Slot,
+    /// Prepares the models of the desired states (moves to the poll task).
+    assigner: Option<Assigner>,
     client: FleetClient,
     config: FleetConfig,
     ledger_dir: Option<PathBuf>,
@@ -145,11 +150,13 @@ impl FleetLink {
         }));
         let outbox = Arc::new(Mutex::new(outbox));
         // The last desired state, until the controller says otherwise (fail-static).
-        let desired = Arc::new(Mutex::new(load_desired(&config.state_dir)));
+        let mut assigner = Assigner::new(ModelStore::new(&config.state_dir));
+        let desired = Arc::new(Mutex::new(desired::saved(&config.state_dir, &mut assigner)));
         let (facts_tx, facts_rx) = watch::channel(HostFacts::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let link = Link {
             desired: desired.clone(),
+            assigner: Some(assigner),
             client,
             config: config.clone(),
             ledger_dir,
@@ -213,7 +220,7 @@ impl FleetLink {
     }
 
     /// A desired state to apply between ticks, once.
-    pub fn take_desired(&self) -> Option<DesiredState> {
+    pub fn take_desired(&self) -> Option<Prepared> {
         self.desired.lock().ok().and_then(|mut d| d.take())
     }
 
@@ -221,6 +228,14 @@ impl FleetLink {
     pub fn applied(&self, policy_version: &str) {
         if let Ok(mut s) = self.status.lock() {
             s.policy_version = Some(policy_version.to_owned());
+        }
+    }
+
+    /// The tick loop switched models: the next heartbeat says which are in force.
+    pub fn models_applied(&self, active: Option<&str>, shadow: Option<&str>) {
+        if let Ok(mut s) = self.status.lock() {
+            s.model_sha = active.map(str::to_owned);
+            s.shadow_model_sha = shadow.map(str::to_owned);
         }
     }
 
@@ -258,10 +273,15 @@ impl Link {
             .batch_lines
             .min(registered.max_batch_items.max(1) as usize);
         let heartbeat_every = Duration::from_millis(registered.heartbeat_every_ms.max(1000));
-        let poll = tokio::spawn(poll_desired(
+        let assigner = self
+            .assigner
+            .take()
+            .unwrap_or_else(|| Assigner::new(ModelStore::new(&self.config.state_dir)));
+        let poll = tokio::spawn(desired::poll(
             self.client.clone(),
             self.desired.clone(),
             self.config.state_dir.clone(),
+            assigner,
         ));
         let mut next_heartbeat = Instant::now();
         let mut backoff = Backoff::new(RetryPolicy::default());
@@ -449,10 +469,17 @@ impl Link {
 
     async fn heartbeat(&mut self) -> Result<(), ClientError> {
         let facts = *self.facts.borrow();
-        let (backlog, policy_version) = self
+        let (backlog, policy_version, model_sha, shadow_model_sha) = self
             .status
             .lock()
-            .map(|s| (s.backlog_lines + s.outbox_items, s.policy_version.clone()))
+            .map(|s| {
+                (
+                    s.backlog_lines + s.outbox_items,
+                    s.policy_version.clone(),
+                    s.model_sha.clone(),
+                    s.shadow_model_sha.clone(),
+                )
+            })
             .unwrap_or_default();
         self.client
             .heartbeat(&Heartbeat {
@@ -461,8 +488,8 @@ impl Link {
                 contention: facts.contention,
                 draining: false,
                 policy_version,
-                model_sha: None,
-                shadow_model_sha: None,
+                model_sha,
+                shadow_model_sha,
                 backlog_items: backlog,
                 oldest_unsent_ms: None,
             })
@@ -504,59 +531,6 @@ impl Link {
             tracing::debug!("controller link: {e:#}");
         }
     }
-}
-
-/// The desired-state long poll: each new state is saved, then queued for the tick loop.
-async fn poll_desired(
-    client: FleetClient,
-    desired: Arc<Mutex<Option<DesiredState>>>,
-    state_dir: PathBuf,
-) {
-    let mut etag: Option<String> = None;
-    let mut backoff = Backoff::new(RetryPolicy::default());
-    loop {
-        match client.desired(etag.as_deref()).await {
-            Ok(Some(state)) => {
-                backoff.reset();
-                etag = Some(state.etag.clone());
-                if let Err(e) = save_desired(&state_dir, &state) {
-                    tracing::warn!(
-                        "saving the desired state in {}: {e} (applied all the same)",
-                        state_dir.display()
-                    );
-                }
-                tracing::info!("controller: desired policy {}", state.policy.version);
-                if let Ok(mut d) = desired.lock() {
-                    *d = Some(state);
-                }
-            }
-            Ok(None) => backoff.reset(),
-            Err(e) => {
-                tracing::debug!("controller link: desired state: {e:#}");
-                tokio::time::sleep(backoff.next_delay(e.retry_after())).await;
-            }
-        }
-    }
-}
-
-fn save_desired(dir: &std::path::Path, state: &DesiredState) -> std::io::Result<()> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{DESIRED_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(serde_json::to_string(state)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(DESIRED_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// The saved desired state, if any (an unreadable one is reported and ignored).
-fn load_desired(dir: &std::path::Path) -> Option<DesiredState> {
-    let path = dir.join(DESIRED_FILE);
-    let text = std::fs::read_to_string(&path).ok()?;
-    serde_json::from_str(&text)
-        .map_err(|e| tracing::warn!("{}: not a desired state, ignored: {e}", path.display()))
-        .ok()
 }
 
 /// The batch's items; a line that is not a JSON object (a corrupt ledger line, which

@@ -41,13 +41,17 @@ pub struct ReportInput<'a> {
     /// What the policy did this tick.
     pub actions: &'a [(Action, Outcome)],
     pub capacity: Capacity,
+    /// The model bundle acting (None: the host's own scorer), named in every item.
+    pub model_sha: Option<&'a str>,
+    /// The shadow bundle and its pair scores of this round.
+    pub shadow: Option<(&'a str, &'a [ContentionScore])>,
 }
 
 pub struct Reporter {
     window_ms: u64,
     windows: BTreeMap<String, Window>,
-    /// (victim, aggressor) -> the highest event of its current minute.
-    hot: BTreeMap<(String, String), ScoreEvent>,
+    /// (victim, aggressor, shadow) -> the highest event of its current minute.
+    hot: BTreeMap<(String, String, bool), ScoreEvent>,
     last_capacity: Option<u64>,
     watches: Vec<Watch>,
 }
@@ -68,6 +72,8 @@ struct Window {
     memory_bytes: u64,
     max_score: f32,
     actions: u32,
+    /// The model acting at the window's last tick.
+    model_sha: Option<String>,
 }
 
 /// An applied action whose protected VM is watched for [`OUTCOME_AFTER_MS`].
@@ -96,6 +102,9 @@ impl Reporter {
         let mut out = Vec::new();
         for s in t.samples {
             self.add_sample(s, &mut out);
+            if let Some(w) = self.windows.get_mut(&s.vm) {
+                w.model_sha = t.model_sha.map(str::to_owned);
+            }
         }
         // A VM that left: its window closes once a whole window passed without it.
         let now = t.now_ms.saturating_sub(1) / self.window_ms;
@@ -126,9 +135,10 @@ impl Reporter {
 
     fn phases(&mut self, t: &ReportInput<'_>, out: &mut Vec<Item>) {
         for (action, outcome) in t.actions {
-            let Some(phase) = phase_of(action, outcome) else {
+            let Some(mut phase) = phase_of(action, outcome) else {
                 continue;
             };
+            phase.model_sha = t.model_sha.map(str::to_owned);
             if phase.phase == Phase::Done {
                 for vm in [&action.vm, &action.protects] {
                     if let Some(w) = self.windows.get_mut(vm) {
@@ -231,7 +241,7 @@ impl Reporter {
 
     fn scores(&mut self, t: &ReportInput<'_>, out: &mut Vec<Item>) {
         let minute = t.now_ms / SCORE_EVENT_MS;
-        let ended: Vec<(String, String)> = self
+        let ended: Vec<(String, String, bool)> = self
             .hot
             .iter()
             .filter(|(_, e)| e.at_ms / SCORE_EVENT_MS != minute)
@@ -251,22 +261,32 @@ impl Reporter {
                     w.max_score = w.max_score.max(p.score);
                 }
             }
-            let event = ScoreEvent {
-                victim: p.victim.clone(),
-                aggressor: p.aggressor.clone(),
-                at_ms: t.now_ms,
-                score: p.score,
-                model_sha: None,
-                shadow: false,
-            };
-            let key = (p.victim.clone(), p.aggressor.clone());
-            match self.hot.get(&key) {
-                Some(e) if e.score >= p.score => {}
-                _ => {
-                    self.hot.insert(key, event);
-                }
+            self.hot_pair(p, t.now_ms, t.model_sha, false);
+        }
+        if let Some((sha, pairs)) = t.shadow {
+            for p in pairs.iter().filter(|p| p.score >= off) {
+                self.hot_pair(p, t.now_ms, Some(sha), true);
             }
         }
+    }
+
+    /// Keeps `p` as its pair's event of the minute if it is the highest so far.
+    fn hot_pair(&mut self, p: &ContentionScore, now_ms: u64, model: Option<&str>, shadow: bool) {
+        let key = (p.victim.clone(), p.aggressor.clone(), shadow);
+        if self.hot.get(&key).is_some_and(|e| e.score >= p.score) {
+            return;
+        }
+        self.hot.insert(
+            key,
+            ScoreEvent {
+                victim: p.victim.clone(),
+                aggressor: p.aggressor.clone(),
+                at_ms: now_ms,
+                score: p.score,
+                model_sha: model.map(str::to_owned),
+                shadow,
+            },
+        );
     }
 }
 
@@ -353,7 +373,7 @@ impl Window {
             memory_mib: self.memory_bytes >> 20,
             max_score: self.max_score,
             actions: self.actions,
-            model_sha: None,
+            model_sha: self.model_sha,
             forecast_abs_error: None,
         }
     }

@@ -12,6 +12,7 @@
 //! | (core)      | the model's JSON sidecar (`interference_core::sidecar`)          |
 //! | `graph`     | checks on the ONNX graph; zero initial states for tract          |
 //! | `lstm`      | load the ONNX model once with tract, score batches of windows    |
+//! | `golden`    | a model reproduces its golden vectors before it is used          |
 //! | `nowcast`   | the default score: the share of runnable time a neighbour took   |
 //! | `heuristic` | the threshold baseline, no model needed                          |
 //! | `score`     | directed slowdowns -> Contention Score per unordered pair        |
@@ -19,6 +20,7 @@
 
 mod builtin;
 mod error;
+mod golden;
 mod graph;
 mod heuristic;
 mod lstm;
@@ -29,6 +31,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use error::{ModelError, PredictError, SidecarError};
+pub use golden::{check_golden, GoldenError, GOLDEN_TOLERANCE};
 pub use heuristic::HeuristicScorer;
 pub use interference_core::sidecar::{
     self, Architecture, Dim, Normalisation, Sidecar, TensorSpec, SIDECAR_FORMAT,

@@ -66,6 +66,8 @@ fn tick(
         off_threshold: Some(25.0),
         actions,
         capacity: Capacity::default(),
+        model_sha: None,
+        shadow: None,
     })
 }
 
@@ -232,5 +234,51 @@ fn a_journal_gives_its_phases_again_and_a_restore_its_rollbacks() {
             ("h-1-4-0/rollback".into(), "h-1-4-0".into(), co),
         ],
         "a failed restore is no rollback"
+    );
+}
+
+#[test]
+fn shadow_scores_travel_apart_from_the_acting_models() {
+    let mut r = Reporter::new(300_000);
+    let samples = [sample("web", 1_000, &[]), sample("batch", 1_000, &[])];
+    let live = [pair(30.0)];
+    let shadow = [pair(70.0)];
+    let mut out = r.tick(&ReportInput {
+        now_ms: 1_000,
+        samples: &samples,
+        pairs: &live,
+        off_threshold: Some(25.0),
+        actions: &[],
+        capacity: Capacity::default(),
+        model_sha: Some("acting"),
+        shadow: Some(("candidate", &shadow)),
+    });
+    out.extend(r.flush());
+    let mut events: Vec<(Option<String>, bool, f32)> = out
+        .iter()
+        .filter_map(|i| match i {
+            Item::Score(e) => Some((e.model_sha.clone(), e.shadow, e.score)),
+            _ => None,
+        })
+        .collect();
+    events.sort_by_key(|a| a.1);
+    assert_eq!(
+        events,
+        [
+            (Some("acting".into()), false, 30.0),
+            (Some("candidate".into()), true, 70.0)
+        ]
+    );
+    let rollup = out
+        .iter()
+        .find_map(|i| match i {
+            Item::Rollup(r) => Some(r),
+            _ => None,
+        })
+        .expect("rollup");
+    assert_eq!(rollup.model_sha.as_deref(), Some("acting"));
+    assert_eq!(
+        rollup.max_score, 30.0,
+        "the shadow's scores are not the VM's"
     );
 }
