@@ -9,7 +9,7 @@
 //! argue its own rollback. The same mapping from the *current* demands is the
 //! "realised" score a forecast-started mitigation is checked against.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,10 @@ pub struct Forecasting {
     /// The host's online CPUs: the cpuset of a VM whose cgroup has none.
     host_cpus: Vec<u32>,
     metrics: ForecastMetrics,
+    /// Each VM's forecast of the next step: (that step, demand percent).
+    next_step: HashMap<String, (i64, f64)>,
+    /// |forecast - measured| of the last closed step, per VM measured in it.
+    step_errors: BTreeMap<String, f64>,
 }
 
 impl Forecasting {
@@ -95,6 +99,8 @@ impl Forecasting {
             horizon: config.horizon,
             column,
             latest: HashMap::new(),
+            next_step: HashMap::new(),
+            step_errors: BTreeMap::new(),
             host_cpus,
             metrics: ForecastMetrics {
                 horizon_seconds: config.horizon.as_secs_f64(),
@@ -105,6 +111,12 @@ impl Forecasting {
 
     pub fn metrics(&self) -> &ForecastMetrics {
         &self.metrics
+    }
+
+    /// The one-step-ahead error of the last round, per VM (percent points of its
+    /// allocated cores), with the round's number: what the fleet's rollouts compare.
+    pub fn step_errors(&self) -> (u64, &BTreeMap<String, f64>) {
+        (self.metrics.rounds, &self.step_errors)
     }
 
     /// Every tick: each VM's demand into its rollups; at a step's end, a round.
@@ -130,6 +142,25 @@ impl Forecasting {
             return;
         };
         self.metrics.rounds += 1;
+        // The previous round's forecast of this step against what the step measured.
+        let closed = end.closed.step;
+        let store = self.engine.store();
+        self.step_errors = self
+            .next_step
+            .iter()
+            .filter(|(_, (step, _))| *step == closed)
+            .filter_map(|(vm, (_, forecast))| {
+                let r = store.get(vm)?;
+                let measured = r.value(0).filter(|_| r.last_seen_step() == closed)?;
+                Some((vm.clone(), (f64::from(measured) - forecast).abs()))
+            })
+            .collect();
+        self.next_step = end
+            .round
+            .forecasts
+            .iter()
+            .map(|f| (f.vm.clone(), (closed + 1, f.demand[0])))
+            .collect();
         if let Some(e) = &end.round.run_error {
             self.metrics.run_failures += 1;
             tracing::warn!("demand forecast: {e}; every VM forecast at its level");

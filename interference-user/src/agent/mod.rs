@@ -256,6 +256,7 @@ impl<K: KernelMaps> TickLoop<K> {
                 capacity,
                 model_sha: active_sha,
                 shadow: shadow_sha.zip(scores.as_ref().map(|r| &r.shadow[..])),
+                forecast_errors: self.forecasting.as_ref().map(Forecasting::step_errors),
             });
             f.link.push(&items);
         }

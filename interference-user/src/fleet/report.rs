@@ -45,6 +45,9 @@ pub struct ReportInput<'a> {
     pub model_sha: Option<&'a str>,
     /// The shadow bundle and its pair scores of this round.
     pub shadow: Option<(&'a str, &'a [ContentionScore])>,
+    /// With forecasting on: the forecaster's round number and its last one-step-ahead
+    /// error per VM (percent points of the VM's cores).
+    pub forecast_errors: Option<(u64, &'a BTreeMap<String, f64>)>,
 }
 
 pub struct Reporter {
@@ -54,6 +57,8 @@ pub struct Reporter {
     hot: BTreeMap<(String, String, bool), ScoreEvent>,
     last_capacity: Option<u64>,
     watches: Vec<Watch>,
+    /// The forecaster round whose errors were counted last.
+    forecast_round: u64,
 }
 
 /// One VM's open rollup window.
@@ -74,6 +79,9 @@ struct Window {
     actions: u32,
     /// The model acting at the window's last tick.
     model_sha: Option<String>,
+    /// One-step-ahead forecast errors of the window: their sum and count.
+    forecast_error: f64,
+    forecasts: u32,
 }
 
 /// An applied action whose protected VM is watched for [`OUTCOME_AFTER_MS`].
@@ -94,6 +102,7 @@ impl Reporter {
             hot: BTreeMap::new(),
             last_capacity: None,
             watches: Vec::new(),
+            forecast_round: 0,
         }
     }
 
@@ -109,6 +118,17 @@ impl Reporter {
         // A VM that left: its window closes once a whole window passed without it.
         let now = t.now_ms.saturating_sub(1) / self.window_ms;
         self.close_windows(now.saturating_sub(1), &mut out);
+        if let Some((round, errors)) = t.forecast_errors {
+            if round != self.forecast_round {
+                self.forecast_round = round;
+                for (vm, e) in errors {
+                    if let Some(w) = self.windows.get_mut(vm) {
+                        w.forecast_error += e;
+                        w.forecasts += 1;
+                    }
+                }
+            }
+        }
         self.watch(t, &mut out);
         self.phases(t, &mut out);
         self.scores(t, &mut out);
@@ -373,8 +393,9 @@ impl Window {
             memory_mib: self.memory_bytes >> 20,
             max_score: self.max_score,
             actions: self.actions,
+            forecast_abs_error: (self.forecasts > 0)
+                .then(|| self.forecast_error / f64::from(self.forecasts)),
             model_sha: self.model_sha,
-            forecast_abs_error: None,
         }
     }
 }

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use interference_fleet::wire::{Capacity, Item, Phase};
 
 use super::*;
@@ -68,6 +70,7 @@ fn tick(
         capacity: Capacity::default(),
         model_sha: None,
         shadow: None,
+        forecast_errors: None,
     })
 }
 
@@ -252,6 +255,7 @@ fn shadow_scores_travel_apart_from_the_acting_models() {
         capacity: Capacity::default(),
         model_sha: Some("acting"),
         shadow: Some(("candidate", &shadow)),
+        forecast_errors: None,
     });
     out.extend(r.flush());
     let mut events: Vec<(Option<String>, bool, f32)> = out
@@ -281,4 +285,41 @@ fn shadow_scores_travel_apart_from_the_acting_models() {
         rollup.max_score, 30.0,
         "the shadow's scores are not the VM's"
     );
+}
+
+#[test]
+fn rollups_average_the_forecast_errors_of_their_window_once_per_round() {
+    let mut r = Reporter::new(10_000);
+    let samples = |ts| [sample("web", ts, &[])];
+    let errors: BTreeMap<String, f64> = [("web".to_owned(), 4.0)].into();
+    let later: BTreeMap<String, f64> = [("web".to_owned(), 8.0)].into();
+    let mut out = Vec::new();
+    for (ts, errs) in [
+        (1_000, Some((1, &errors))),
+        (2_000, Some((1, &errors))),
+        (3_000, Some((2, &later))),
+        (4_000, None),
+    ] {
+        let s = samples(ts);
+        out.extend(r.tick(&ReportInput {
+            now_ms: ts,
+            samples: &s,
+            pairs: &[],
+            off_threshold: None,
+            actions: &[],
+            capacity: Capacity::default(),
+            model_sha: None,
+            shadow: None,
+            forecast_errors: errs,
+        }));
+    }
+    out.extend(r.flush());
+    let e = out
+        .iter()
+        .find_map(|i| match i {
+            Item::Rollup(r) => Some(r.forecast_abs_error),
+            _ => None,
+        })
+        .expect("rollup");
+    assert_eq!(e, Some(6.0), "round 1 counted once, then round 2");
 }
