@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -177,6 +176,39 @@ fn controller_for(dir: &Path, host: &str) -> (String, PathBuf, Controller) {
     (database, token_file, ctl)
 }
 
+/// The config of a host with `vms` (the first high priority, each its own customer
+/// `<name>-co`) billing into `ledger` and reporting to the controller at `controller`.
+/// Besides the defaults: a 1 s tick and a 2 s charge interval so that ledger lines
+/// come within a test's half minute, `[fleet]` with a 1 s upload interval and 5 s
+/// rollups.
+fn billed_config(
+    dir: &Path,
+    vms: [&TestCgroup; 2],
+    controller: &str,
+    token_file: &Path,
+    ledger: &Path,
+) -> PathBuf {
+    let config = dir.join("host.toml");
+    let mut toml = String::new();
+    for (cg, priority) in vms.iter().zip(["high", "normal"]) {
+        toml += &format!(
+            "[[vm]]\nname = {:?}\ncgroups = {:?}\npriority = {priority:?}\nvcpus = 1\ncustomer = {:?}\n\n",
+            cg.name,
+            cg.paths(),
+            format!("{}-co", cg.name)
+        );
+    }
+    toml += &format!(
+        "[collect]\ninterval = \"1s\"\n\n[billing]\nledger_dir = {:?}\ncharge_interval = \"2s\"\n\n\
+         [fleet]\ncontroller = \"http://{controller}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\nrollup_window = \"5s\"\n",
+        ledger.display().to_string(),
+        token_file.display().to_string(),
+        dir.join("fleet").display().to_string()
+    );
+    std::fs::write(&config, toml).expect("config");
+    config
+}
+
 #[test]
 #[ignore = "needs root/QEMU"]
 fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
@@ -189,27 +221,13 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
     web.spin(Some(0)).expect("spin web");
     batch.spin(Some(0)).expect("spin batch");
     let ledger = dir.path().join("ledger");
-    let config = dir.path().join("host.toml");
-    let mut toml = String::new();
-    for (cg, priority) in [(&web, "high"), (&batch, "normal")] {
-        toml += &format!(
-            "[[vm]]\nname = {:?}\ncgroups = {:?}\npriority = {priority:?}\nvcpus = 1\ncustomer = {:?}\n\n",
-            cg.name,
-            cg.paths(),
-            format!("{}-co", cg.name)
-        );
-    }
-    toml += &format!(
-        "[collect]\ninterval = \"1s\"\n\n[billing]\nledger_dir = {:?}\ncharge_interval = \"2s\"\n\n\
-         [fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\nrollup_window = \"5s\"\n",
-        ledger.display().to_string(),
-        ctl.listen,
-        token_file.display().to_string(),
-        dir.path().join("fleet").display().to_string()
+    let config = billed_config(
+        dir.path(),
+        [&web, &batch],
+        &ctl.listen,
+        &token_file,
+        &ledger,
     );
-    std::fs::File::create(&config)
-        .and_then(|mut f| f.write_all(toml.as_bytes()))
-        .expect("config");
     let journal = dir.path().join("journal.jsonl");
     let agent_log = Log::default();
 
@@ -379,6 +397,77 @@ async fn check_other_items(db: &Db, log: &str, (names, usage): (&[String; 2], [u
         "{} actions: done and rolled back on the controller; {} score events",
         applied.len(),
         events.len()
+    );
+}
+
+#[test]
+#[ignore = "needs root/QEMU"]
+fn lost_acknowledgements_double_nothing_and_the_agent_mitigates_throughout() {
+    require_root("lost_acknowledgements_double_nothing_and_the_agent_mitigates_throughout");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (database, token_file, ctl) = controller_for(dir.path(), "acks-e2e");
+    // The proxy answers after the controller committed, and loses 30% of the answers.
+    let net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = ctl.listen.parse().expect("an address");
+    let proxy = net
+        .block_on(interference_fleet_lab::proxy::FaultProxy::start(upstream))
+        .expect("proxy");
+    proxy.set_drop(0.3);
+
+    let mut web = TestCgroup::new("facks-web").expect("cgroup");
+    let mut batch = TestCgroup::new("facks-batch").expect("cgroup");
+    web.spin(Some(0)).expect("spin web");
+    batch.spin(Some(0)).expect("spin batch");
+    let ledger = dir.path().join("ledger");
+    let through = proxy.addr.to_string();
+    let config = billed_config(dir.path(), [&web, &batch], &through, &token_file, &ledger);
+    let journal = dir.path().join("journal.jsonl");
+    let agent_log = Log::default();
+    let usage_before = [cpu_usage_usec(&web), cpu_usage_usec(&batch)];
+    let a = agent(&config, &journal, &agent_log);
+    std::thread::sleep(Duration::from_secs(20));
+    sigterm(a, &agent_log);
+    let dropped = proxy.dropped();
+    assert!(dropped > 0, "no answer was lost");
+    // What the last lost answers left waiting goes with the next run.
+    proxy.set_drop(0.0);
+    let a = agent(&config, &journal, &agent_log);
+    std::thread::sleep(Duration::from_secs(5));
+    sigterm(a, &agent_log);
+    let usage = [
+        cpu_usage_usec(&web) - usage_before[0],
+        cpu_usage_usec(&batch) - usage_before[1],
+    ];
+
+    let expected = agent_ledger(&ledger);
+    let log = log_text(&agent_log);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = runtime
+        .block_on(Db::connect(&database, &DbOptions::default()))
+        .expect("controller database");
+    let stored: BTreeMap<String, String> = runtime
+        .block_on(ingest::ledger_lines(&db))
+        .expect("ledger rows")
+        .into_iter()
+        .collect();
+    assert!(
+        stored == expected,
+        "the controller holds {} lines, the agent wrote {}, or their bytes differ: {log}",
+        stored.len(),
+        expected.len()
+    );
+    let names = [web.name.clone(), batch.name.clone()];
+    runtime.block_on(check_other_items(&db, &log, (&names, usage)));
+    eprintln!(
+        "{dropped} answers lost; {} ledger lines byte for byte",
+        stored.len()
     );
 }
 
