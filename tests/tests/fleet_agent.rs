@@ -10,14 +10,14 @@
 //! whose windows never overlap across the runs and whose CPU adds up to what the
 //! cgroups' own `cpu.stat` counted.
 //!
-//! A second test: a fleet policy set on the controller reaches the agent, is applied
-//! between ticks and reported back in its heartbeat, and outlives the controller (the
-//! agent restarts on the saved state while the controller is down: fail-static).
+//! The others: a fleet policy set on the controller reaches the agent, is applied
+//! between ticks, reported back in its heartbeat, and outlives the controller (the
+//! agent restarts on the saved state while the controller is down: fail-static); the
+//! fleet's cap on actions per tenant holds on the host and, through the controller,
+//! across restarts; model bundles are verified, shadowed, acted with and rolled back,
+//! and bad ones refused; lost acknowledgements double nothing.
 //!
-//! Settings besides the embedded defaults, and why: a 1 s tick and a 2 s charge
-//! interval so that ledger lines come within the test's half minute; `[fleet]` (off by
-//! default) with a 1 s upload interval and 5 s rollups (5 minutes by default); the policy test bills nothing (it is about
-//! decisions, and must not write the host's default ledger).
+//! Settings besides the embedded defaults, and why: see [`host_config`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -177,16 +177,18 @@ fn controller_for(dir: &Path, host: &str) -> (String, PathBuf, Controller) {
 }
 
 /// The config of a host with `vms` (the first high priority, each its own customer
-/// `<name>-co`) billing into `ledger` and reporting to the controller at `controller`.
-/// Besides the defaults: a 1 s tick and a 2 s charge interval so that ledger lines
-/// come within a test's half minute, `[fleet]` with a 1 s upload interval and 5 s
-/// rollups.
-fn billed_config(
+/// `<name>-co`) reporting to the controller at `controller`, billing into `ledger`
+/// (None: billing off, for tests about decisions, which must not write the host's
+/// default ledger). Besides the defaults: a 1 s tick and a 2 s charge interval so that
+/// ledger lines come within a test's half minute, `[fleet]` (off by default) with a
+/// 1 s upload interval and 5 s rollups (5 minutes by default). The state directory is
+/// `dir/fleet`.
+fn host_config(
     dir: &Path,
     vms: [&TestCgroup; 2],
     controller: &str,
     token_file: &Path,
-    ledger: &Path,
+    ledger: Option<&Path>,
 ) -> PathBuf {
     let config = dir.join("host.toml");
     let mut toml = String::new();
@@ -198,10 +200,16 @@ fn billed_config(
             format!("{}-co", cg.name)
         );
     }
+    toml += "[collect]\ninterval = \"1s\"\n\n";
+    toml += &match ledger {
+        Some(l) => format!(
+            "[billing]\nledger_dir = {:?}\ncharge_interval = \"2s\"\n\n",
+            l.display().to_string()
+        ),
+        None => "[billing]\nenabled = false\n\n".to_owned(),
+    };
     toml += &format!(
-        "[collect]\ninterval = \"1s\"\n\n[billing]\nledger_dir = {:?}\ncharge_interval = \"2s\"\n\n\
-         [fleet]\ncontroller = \"http://{controller}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\nrollup_window = \"5s\"\n",
-        ledger.display().to_string(),
+        "[fleet]\ncontroller = \"http://{controller}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\nrollup_window = \"5s\"\n",
         token_file.display().to_string(),
         dir.join("fleet").display().to_string()
     );
@@ -221,12 +229,12 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
     web.spin(Some(0)).expect("spin web");
     batch.spin(Some(0)).expect("spin batch");
     let ledger = dir.path().join("ledger");
-    let config = billed_config(
+    let config = host_config(
         dir.path(),
         [&web, &batch],
         &ctl.listen,
         &token_file,
-        &ledger,
+        Some(&ledger),
     );
     let journal = dir.path().join("journal.jsonl");
     let agent_log = Log::default();
@@ -424,7 +432,13 @@ fn lost_acknowledgements_double_nothing_and_the_agent_mitigates_throughout() {
     batch.spin(Some(0)).expect("spin batch");
     let ledger = dir.path().join("ledger");
     let through = proxy.addr.to_string();
-    let config = billed_config(dir.path(), [&web, &batch], &through, &token_file, &ledger);
+    let config = host_config(
+        dir.path(),
+        [&web, &batch],
+        &through,
+        &token_file,
+        Some(&ledger),
+    );
     let journal = dir.path().join("journal.jsonl");
     let agent_log = Log::default();
     let usage_before = [cpu_usage_usec(&web), cpu_usage_usec(&batch)];
@@ -503,22 +517,7 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
     let web = TestCgroup::new("fpol-web").expect("cgroup");
     let batch = TestCgroup::new("fpol-batch").expect("cgroup");
     let state_dir = dir.path().join("fleet");
-    let config = dir.path().join("host.toml");
-    let mut toml = String::new();
-    for cg in [&web, &batch] {
-        toml += &format!(
-            "[[vm]]\nname = {:?}\ncgroups = {:?}\nvcpus = 1\n\n",
-            cg.name,
-            cg.paths()
-        );
-    }
-    toml += &format!(
-        "[collect]\ninterval = \"1s\"\n\n[billing]\nenabled = false\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\n",
-        ctl.listen,
-        token_file.display().to_string(),
-        state_dir.display().to_string()
-    );
-    std::fs::write(&config, toml).expect("config");
+    let config = host_config(dir.path(), [&web, &batch], &ctl.listen, &token_file, None);
     let journal = dir.path().join("journal.jsonl");
 
     // 1. The agent gets the policy, applies it and says so in its heartbeat.
@@ -620,24 +619,7 @@ fn the_fleet_cap_on_actions_per_tenant_holds_on_the_host_and_across_restarts() {
     let mut batch = TestCgroup::new("fcap-batch").expect("cgroup");
     web.spin(Some(0)).expect("spin");
     batch.spin(Some(0)).expect("spin");
-    let config = dir.path().join("host.toml");
-    let mut toml = String::new();
-    for (cg, priority) in [(&web, "high"), (&batch, "normal")] {
-        toml += &format!(
-            "[[vm]]\nname = {:?}\ncgroups = {:?}\npriority = {priority:?}\nvcpus = 1\ncustomer = {:?}\n\n",
-            cg.name,
-            cg.paths(),
-            format!("{}-co", cg.name)
-        );
-    }
-    // No billing: the test is about decisions, and must not write the host's ledger.
-    toml += &format!(
-        "[collect]\ninterval = \"1s\"\n\n[billing]\nenabled = false\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\n",
-        ctl.listen,
-        token_file.display().to_string(),
-        dir.path().join("fleet").display().to_string()
-    );
-    std::fs::write(&config, toml).expect("config");
+    let config = host_config(dir.path(), [&web, &batch], &ctl.listen, &token_file, None);
     let journal = dir.path().join("journal.jsonl");
 
     // 1. The first rung changes both VMs (one action per tenant); the host's own count
@@ -781,24 +763,7 @@ fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refus
     web.spin(Some(0)).expect("spin");
     batch.spin(Some(0)).expect("spin");
     let state_dir = dir.path().join("fleet");
-    let config = dir.path().join("host.toml");
-    let mut toml = String::new();
-    for cg in [&web, &batch] {
-        toml += &format!(
-            "[[vm]]\nname = {:?}\ncgroups = {:?}\nvcpus = 1\n\n",
-            cg.name,
-            cg.paths()
-        );
-    }
-    // No billing: the test is about models. 5 s rollups, so that they name the model
-    // acting within the test.
-    toml += &format!(
-        "[collect]\ninterval = \"1s\"\n\n[billing]\nenabled = false\n\n[fleet]\ncontroller = \"http://{}\"\ntoken_file = {:?}\nstate_dir = {:?}\nupload_every = \"1s\"\nrollup_window = \"5s\"\n",
-        ctl.listen,
-        token_file.display().to_string(),
-        state_dir.display().to_string()
-    );
-    std::fs::write(&config, toml).expect("config");
+    let config = host_config(dir.path(), [&web, &batch], &ctl.listen, &token_file, None);
     let journal = dir.path().join("journal.jsonl");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
