@@ -224,7 +224,7 @@ impl ModelStore {
         })
     }
 
-    /// Removes bundles other than `keep` and the [`KEEP_OTHERS`] newest others.
+    /// Removes bundles other than `keep` and the two newest others.
     pub fn prune(&self, keep: &[&str]) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
