@@ -125,5 +125,14 @@ fn preemption_matrix_names_the_aggressor() {
         rel_diff(counted as f64, nivcsw as f64) < 0.05,
         "preemptions: ours {counted}, kernel nonvoluntary switches {nivcsw}"
     );
-    assert_eq!(counted, v.runqueue.preemptions);
+    // The thread's count and the matrix cell are two maps, bumped one after the other
+    // by the same switch-out and read one after the other by the collector: a
+    // preemption landing between the two reads is in one and not yet in the other, at
+    // most one per tracked thread (CI saw 382 against 383 once).
+    let threads = v.threads.max(1) as u64;
+    assert!(
+        counted.abs_diff(v.runqueue.preemptions) <= threads,
+        "preemptions: matrix {counted}, thread counts {} ({threads} threads)",
+        v.runqueue.preemptions
+    );
 }
