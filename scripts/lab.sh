@@ -10,6 +10,10 @@
 #   lab.sh workload NAME KIND [PHASES] change a running guest's workload
 #   lab.sh exec NAME [--timeout S] -- COMMAND...   run a shell command in the guest
 #   lab.sh migrate NAME [--timeout S]  live-migrate NAME to a new QEMU on this host
+#   lab.sh incoming NAME ADDR:PORT     start NAME's next QEMU waiting for a migration
+#                                      someone else drives (the agent), listening on
+#                                      tcp:ADDR:PORT in the caller's network namespace
+#   lab.sh adopt NAME [--timeout S]    after that migration: the new QEMU is NAME's
 #   lab.sh pin NAME CPULIST            pin NAME's vCPU threads (taskset)
 #   lab.sh qmp NAME COMMAND [JSON]     one QMP command, its return value printed
 #   lab.sh build | setup               build the cached guest | install packages + build
@@ -225,7 +229,7 @@ gen_file() {
 }
 
 # qemu_args NAME GEN [PORT]: the VM's QEMU command line (from its state) in QEMU_ARGS;
-# with PORT, the destination of a migration.
+# with PORT (or ADDR:PORT), the destination of a migration.
 qemu_args() {
     local name=$1 gen=$2 port=${3:-} guest accel cpu phases share disk
     guest=$(state_get "$name" guest)
@@ -259,9 +263,11 @@ qemu_args() {
         QEMU_ARGS+=(-drive "file=$share,if=none,id=share0,format=raw,readonly=on"
             -device virtio-blk-pci,drive=share0,serial=labshare)
     fi
-    if [ -n "$port" ]; then
-        QEMU_ARGS+=(-incoming "tcp:127.0.0.1:$port")
-    fi
+    case "$port" in
+    "") ;;
+    *:*) QEMU_ARGS+=(-incoming "tcp:$port") ;;
+    *) QEMU_ARGS+=(-incoming "tcp:127.0.0.1:$port") ;;
+    esac
     if [ -n "${INTERFERENCE_LAB_QEMU_EXTRA:-}" ]; then
         local -a extra
         read -r -a extra <<<"$INTERFERENCE_LAB_QEMU_EXTRA"
@@ -460,6 +466,11 @@ destroy_vm() {
     local name=$1 dir
     dir=$(vm_dir "$name")
     stop_qemu "$name" "$(state_get "$name" pid || true)" "$(state_get "$name" qmp || true)"
+    local incoming
+    incoming=$(state_get "$name" incoming_pid || true)
+    if [ -n "$incoming" ]; then
+        stop_qemu "$name" "$incoming" "$(gen_file "$name" qmp "$(state_get "$name" incoming_gen)")"
+    fi
     remove_cgroups "$dir/cgroups" || true
     remove_cgroups "$dir/cgroups.next" || true
     rm -rf "$dir"
@@ -706,6 +717,62 @@ cmd_migrate() {
     log "migrated $name: now pid $new_pid ($result)"
 }
 
+cmd_incoming() {
+    [ $# -eq 2 ] || die "usage: lab.sh incoming NAME ADDR:PORT"
+    local name=$1 listen=$2 dir gen new_gen new_id new_pid new_qmp
+    case "$listen" in *:*) ;; *) die "incoming: $listen is not ADDR:PORT" ;; esac
+    require_root
+    running_vm "$name"
+    lock_run_dir
+    dir=$(vm_dir "$name")
+    [ -z "$(state_get "$name" incoming_pid || true)" ] || die "$name already has an incoming QEMU"
+    gen=$(state_get "$name" gen)
+    new_gen=$((gen + 1))
+    new_qmp=$(gen_file "$name" qmp "$new_gen")
+    new_id=$(next_id)
+    new_pid=$(start_qemu "$name" "$new_gen" "$listen")
+    place_in_cgroups "$name" "$new_pid" "$new_id" "$new_qmp" "$dir/cgroups.next"
+    state_set "$name" "incoming_pid=$new_pid" "incoming_gen=$new_gen" "incoming_id=$new_id"
+    log "$name: QEMU pid $new_pid waits for a migration on tcp:$listen"
+    echo "$new_pid"
+}
+
+cmd_adopt() {
+    local name=${1:-} timeout=120 pid gen new_gen new_pid new_id new_qmp dir deadline status
+    [ -n "$name" ] || die "usage: lab.sh adopt NAME [--timeout S]"
+    shift
+    [ "${1:-}" = --timeout ] && timeout=$2
+    require_root
+    vm_exists "$name" || die "no VM named $name in $RUN"
+    lock_run_dir
+    dir=$(vm_dir "$name")
+    new_pid=$(state_get "$name" incoming_pid || true)
+    [ -n "$new_pid" ] || die "$name has no incoming QEMU (lab.sh incoming)"
+    new_gen=$(state_get "$name" incoming_gen)
+    new_id=$(state_get "$name" incoming_id)
+    new_qmp=$(gen_file "$name" qmp "$new_gen")
+    pid=$(state_get "$name" pid)
+    gen=$(state_get "$name" gen)
+    deadline=$((SECONDS + timeout))
+    while :; do
+        status=$(labctl --timeout 5 qmp "$new_qmp" query-status 2>/dev/null |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null || echo unknown)
+        [ "$status" = running ] && break
+        [ $SECONDS -lt $deadline ] || die "adopt: $name's incoming QEMU is '$status', not running, after ${timeout} s"
+        sleep 0.2
+    done
+    # The migration's driver quits the source; whatever is left of it goes.
+    stop_qemu "$name" "$pid" "$(state_get "$name" qmp)"
+    remove_cgroups "$dir/cgroups" || true
+    mv "$dir/cgroups.next" "$dir/cgroups"
+    rm -f "$(state_get "$name" qmp)" "$(gen_file "$name" cmd "$gen")" "$(gen_file "$name" pid "$gen")"
+    state_set "$name" "pid=$new_pid" "gen=$new_gen" "id=$new_id" "qmp=$new_qmp" \
+        "cmd=$(gen_file "$name" cmd "$new_gen")" "scope=$(scope_name "$new_id" "$name")" \
+        "incoming_pid=" "incoming_gen=" "incoming_id="
+    enable_balloon_stats "$new_qmp"
+    log "$name now runs as pid $new_pid (was $pid)"
+}
+
 migrate_failed() {
     local name=$1 pid=$2 qmp=$3 gen=$4 dir
     dir=$(vm_dir "$name")
@@ -755,6 +822,8 @@ main() {
     workload) cmd_workload "$@" ;;
     exec) cmd_exec "$@" ;;
     migrate) cmd_migrate "$@" ;;
+    incoming) cmd_incoming "$@" ;;
+    adopt) cmd_adopt "$@" ;;
     pin) cmd_pin "$@" ;;
     qmp) cmd_qmp "$@" ;;
     build) require_tools && build_guest ;;

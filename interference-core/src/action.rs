@@ -132,7 +132,10 @@ pub enum Change {
     /// Set the balloon target (bytes of guest memory).
     Balloon { target_bytes: u64 },
     /// Migrate to this destination URI. The VM's size is what the destination's
-    /// capacity is charged with (a restart replays it from the journal).
+    /// capacity is charged with (a restart replays it from the journal). The policy
+    /// may name [`CONTROLLER_PLACEMENT`] instead: the agent asks the controller for a
+    /// target and applies the reservation's URI, so the journal and the ledger only
+    /// ever hold a real destination.
     Migrate {
         uri: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +146,10 @@ pub enum Change {
     /// Undo the earlier action `action_id` (restore the journalled values).
     Rollback { action_id: String },
 }
+
+/// The destination a migrate action names when the controller places the VM: resolved
+/// to the reserved host's migration URI before the action is applied.
+pub const CONTROLLER_PLACEMENT: &str = "controller:placement";
 
 impl Change {
     /// Its name in metrics (`interference_actions_total{action}`) and in the ledger

@@ -117,6 +117,18 @@ impl Lab {
     }
 }
 
+/// `program` run in the named network namespace and nowhere else: `nsenter --net`
+/// changes only the network namespace (`ip netns exec` also remounts /sys, which hides
+/// /sys/fs/cgroup from an agent or a lab script), then execs `program`, so the child's
+/// pid is the program's.
+pub fn command_in(netns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/var/run/netns/{netns}"))
+        .arg("--")
+        .arg(program);
+    c
+}
+
 /// Moves the calling thread into a named network namespace.
 pub fn enter(netns: &str) -> Result<()> {
     let path = format!("/var/run/netns/{netns}");

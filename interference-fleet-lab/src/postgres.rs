@@ -42,6 +42,14 @@ impl Postgres {
         Ok(Self { url })
     }
 
+    /// `url` reached over the cluster's unix socket instead of TCP on 127.0.0.1: the
+    /// way in for a controller in another network namespace (a socket is a file).
+    pub fn via_socket(url: &str) -> String {
+        let dir = std::env::var("INTERFERENCE_PG_DIR")
+            .unwrap_or_else(|_| "/var/tmp/interference-pg".to_owned());
+        format!("{url}?host={dir}/sock")
+    }
+
     /// Stops it in immediate mode: no checkpoint, like a crash.
     pub fn kill_immediate(&self) -> Result<()> {
         script("kill").map(|_| ())

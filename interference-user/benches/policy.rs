@@ -105,6 +105,7 @@ fn run(label: &str, stride: usize) {
             outcomes: &outcomes,
             hold_new: None,
             blocked_customers: &[],
+            placement: interference::policy::Placement::Static,
         };
         let start = Instant::now();
         let decision = policy.decide(&input);

@@ -76,6 +76,14 @@ pub struct FleetConfig {
     /// Each VM's summary (rollup) covers this long, aligned on the epoch.
     #[serde(with = "humantime_duration")]
     pub rollup_window: Duration,
+    /// Where this host's management layer has a QEMU waiting for incoming migrations
+    /// (`tcp:10.0.0.7:4444`), told to the controller so that it can place VMs here.
+    /// None: the controller never places a VM on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_uri: Option<String>,
+    /// Take no migrated VMs (maintenance): the heartbeat says so and placement skips
+    /// the host.
+    pub draining: bool,
 }
 
 impl Default for FleetConfig {
@@ -88,6 +96,8 @@ impl Default for FleetConfig {
             batch_lines: 500,
             buffer_mib: 64,
             rollup_window: Duration::from_secs(300),
+            migration_uri: None,
+            draining: false,
         }
     }
 }
@@ -116,6 +126,18 @@ impl FleetConfig {
                     humantime::format_duration(self.rollup_window)
                 ),
             ));
+        }
+        if let Some(uri) = &self.migration_uri {
+            if !["tcp:", "unix:", "rdma:"]
+                .iter()
+                .any(|p| uri.starts_with(p))
+                || uri.len() < 6
+            {
+                out.push((
+                    "fleet.migration_uri".into(),
+                    format!("{uri:?} is not a QEMU migration URI (tcp:HOST:PORT, unix:PATH or rdma:HOST:PORT)"),
+                ));
+            }
         }
         if !(1..=10_000).contains(&self.batch_lines) {
             out.push((
@@ -254,6 +276,11 @@ pub struct DiscoveryConfig {
     pub qemu: bool,
     /// libvirt's machine cgroups.
     pub libvirt: bool,
+    /// Only QEMU processes in the agent's own network namespace are this host's: for
+    /// hosts simulated as network namespaces on one machine (the fleet lab, where a VM
+    /// migrates between "hosts" by moving to a QEMU in another namespace). Off: every
+    /// QEMU of the machine is this host's.
+    pub own_netns_only: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -261,6 +288,7 @@ impl Default for DiscoveryConfig {
         Self {
             qemu: true,
             libvirt: true,
+            own_netns_only: false,
         }
     }
 }
@@ -415,6 +443,7 @@ impl Config {
             static_vms: self.vms.clone(),
             qemu: self.discovery.qemu,
             libvirt: self.discovery.libvirt,
+            own_netns_only: self.discovery.own_netns_only,
         }
     }
 }
@@ -562,7 +591,8 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
             c.discovery,
             DiscoveryConfig {
                 qemu: true,
-                libvirt: false
+                libvirt: false,
+                own_netns_only: false,
             }
         );
         assert_eq!(c.vms.len(), 2);
@@ -767,7 +797,7 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
         assert_eq!(
             e,
             format!(
-                r#"{}:3:1: discovery.foo: unknown field "foo", expected qemu or libvirt"#,
+                r#"{}:3:1: discovery.foo: unknown field "foo", expected one of qemu, libvirt, own_netns_only"#,
                 path.display()
             )
         );
@@ -831,5 +861,14 @@ cgroups = ["/sys/fs/cgroup/unified/lab/db-1"]
             lines[1].starts_with("config.toml:3:15: fleet.batch_lines: 0 is not within"),
             "{e}"
         );
+        let e = err("[fleet]\nmigration_uri = \"10.0.0.7:4444\"\n");
+        assert!(
+            e.starts_with("config.toml:2:17: fleet.migration_uri: \"10.0.0.7:4444\" is not a QEMU migration URI"),
+            "{e}"
+        );
+        let ok =
+            parse("[fleet]\nmigration_uri = \"tcp:10.0.0.7:4444\"\ndraining = true\n").unwrap();
+        assert_eq!(ok.fleet.migration_uri.as_deref(), Some("tcp:10.0.0.7:4444"));
+        assert!(ok.fleet.draining);
     }
 }

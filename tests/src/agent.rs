@@ -35,7 +35,22 @@ impl Agent {
     /// `interference agent ARGS`, its stderr collected into `log` (shared, so several
     /// runs of a crash test can write one timeline).
     pub fn start(args: &[&std::ffi::OsStr], t0: Instant, log: Log) -> Agent {
-        let mut child = Command::new(interference_bin())
+        Self::start_in(None, args, t0, log)
+    }
+
+    /// [`Agent::start`] in the network namespace `netns` (a host of the fleet lab;
+    /// `nsenter` execs the agent, so the child is the agent itself).
+    pub fn start_in(
+        netns: Option<&str>,
+        args: &[&std::ffi::OsStr],
+        t0: Instant,
+        log: Log,
+    ) -> Agent {
+        let mut command = match netns {
+            Some(ns) => interference_fleet_lab::netns::command_in(ns, interference_bin()),
+            None => Command::new(interference_bin()),
+        };
+        let mut child = command
             .arg("agent")
             .args(args)
             .stdout(Stdio::null())

@@ -44,6 +44,8 @@ pub struct LabOptions {
     pub up_timeout: Duration,
     /// Extra environment for every lab.sh run (INTERFERENCE_LAB_ACCEL, ...).
     pub env: Vec<(String, String)>,
+    /// Start the VMs in this network namespace (a host of the fleet lab).
+    pub netns: Option<String>,
 }
 
 impl Default for LabOptions {
@@ -57,6 +59,7 @@ impl Default for LabOptions {
             share: None,
             up_timeout: Duration::from_secs(180),
             env: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Lab {
     prefix: String,
     names: Vec<String>,
     env: Vec<(String, String)>,
+    /// The network namespace `up` ran in.
+    netns: Option<String>,
     down: bool,
 }
 
@@ -129,6 +134,7 @@ impl Lab {
             prefix,
             names,
             env: options.env.clone(),
+            netns: options.netns.clone(),
             down: false,
         };
         let mut args: Vec<String> = vec![
@@ -150,7 +156,11 @@ impl Lab {
             args.extend(["--share".into(), s.display().to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = lab.script(&args, options.up_timeout)?;
+        if lab.netns.is_some() {
+            // The guest is built (its kernel package downloaded) where the network is.
+            lab.script_ok(&["build"], options.up_timeout)?;
+        }
+        let out = lab.script_in(lab.netns.as_deref(), &args, options.up_timeout)?;
         if !out.status.success() {
             bail!(
                 "lab.sh up failed ({}):\n{}",
@@ -176,8 +186,23 @@ impl Lab {
 
     /// Runs `lab.sh ARGS` against this lab's run directory, killing it after `timeout`.
     pub fn script(&self, args: &[&str], timeout: Duration) -> Result<Output> {
+        self.script_in(None, args, timeout)
+    }
+
+    /// [`Lab::script`] in the network namespace `netns` (None: this one): QEMUs it
+    /// starts live there.
+    pub fn script_in(
+        &self,
+        netns: Option<&str>,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output> {
+        let mut command = match netns {
+            Some(ns) => interference_fleet_lab::netns::command_in(ns, "bash"),
+            None => Command::new("bash"),
+        };
         run_bounded(
-            Command::new("bash")
+            command
                 .arg(lab_script())
                 .args(args)
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -274,6 +299,38 @@ impl Lab {
         self.script_ok(
             &["migrate", name, "--timeout", "90"],
             Duration::from_secs(150),
+        )?;
+        self.vm(name)
+    }
+
+    /// Starts the VM's next QEMU in the network namespace `netns`, waiting for a
+    /// migration on `tcp:listen` that someone else (the agent) drives; its pid.
+    pub fn incoming(&self, name: &str, netns: &str, listen: &str) -> Result<u32> {
+        let out = self.script_in(
+            Some(netns),
+            &["incoming", name, listen],
+            Duration::from_secs(60),
+        )?;
+        if !out.status.success() {
+            bail!(
+                "lab.sh incoming {name} {listen} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .with_context(|| format!("lab.sh incoming printed {text:?}, not a pid"))
+    }
+
+    /// After a migration to the QEMU [`Lab::incoming`] started: waits (up to
+    /// `timeout`) until it runs the guest and makes it the VM's.
+    pub fn adopt(&self, name: &str, timeout: Duration) -> Result<LabVm> {
+        let secs = timeout.as_secs().to_string();
+        self.script_ok(
+            &["adopt", name, "--timeout", &secs],
+            timeout + Duration::from_secs(30),
         )?;
         self.vm(name)
     }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod agent;
+pub mod fleet;
 pub mod guest_bundle;
 pub mod lab;
 pub mod ledger_oracle;

@@ -21,87 +21,18 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use interference_controller::db::{Db, DbOptions};
+use interference_controller::db::Db;
 use interference_controller::store::ingest;
 use interference_tests::agent::{log_text, Agent, Log};
-use interference_tests::{interference_bin, require_root, TestCgroup};
-
-fn controller_bin() -> PathBuf {
-    let p = interference_bin().with_file_name("interference-controller");
-    assert!(
-        p.exists(),
-        "{} missing: ./scripts/setup.sh builds it",
-        p.display()
-    );
-    p
-}
-
-struct Controller {
-    database: String,
-    listen: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Controller {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("controller log");
-        let child = Command::new(controller_bin())
-            .args([
-                "--database",
-                &self.database,
-                "serve",
-                "--listen",
-                &self.listen,
-            ])
-            .args(["--heartbeat-every", "2s"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the controller");
-        self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(&self.listen).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "controller not listening on {} (log {})",
-                self.listen,
-                self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use interference_tests::fleet::{
+    agent_ledger, controller_cli, controller_db, free_port, shipped_model, wait_for_host,
+    wait_for_log, BadBundles, Controller,
+};
+use interference_tests::{require_root, TestCgroup};
 
 /// The real agent on `config`, its log into `log`.
 fn agent(config: &Path, journal: &Path, log: &Log) -> Agent {
@@ -124,40 +55,6 @@ fn sigterm(a: Agent, log: &Log) {
     );
 }
 
-/// Every line of the agent's ledger files, by record id.
-fn agent_ledger(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).expect("ledger dir") {
-        let path = e.expect("entry").path();
-        if path.extension().and_then(|x| x.to_str()) != Some("jsonl") {
-            continue;
-        }
-        for line in std::fs::read_to_string(&path).expect("ledger file").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("ledger line is JSON");
-            let id = v["x_RecordId"].as_str().expect("x_RecordId").to_owned();
-            assert!(
-                out.insert(id.clone(), line.to_owned()).is_none(),
-                "{id} twice in the agent's ledger"
-            );
-        }
-    }
-    out
-}
-
-fn controller_cli(database: &str, args: &[&str]) -> String {
-    let out = Command::new(controller_bin())
-        .args(["--database", database])
-        .args(args)
-        .output()
-        .expect("run interference-controller");
-    assert!(
-        out.status.success(),
-        "interference-controller {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A controller on loopback with its SQLite database in `dir`, and a token for `host`
 /// in a root-only file: (database URL, token file, controller).
 fn controller_for(dir: &Path, host: &str) -> (String, PathBuf, Controller) {
@@ -175,6 +72,7 @@ fn controller_on(dir: &Path, host: &str, database: String) -> (String, PathBuf, 
         database: database.clone(),
         listen: format!("127.0.0.1:{}", free_port()),
         log: dir.join("controller.log"),
+        netns: None,
         child: None,
     };
     ctl.start();
@@ -272,13 +170,7 @@ fn the_controller_holds_the_agents_ledger_line_for_line_through_crashes() {
         expected.values().any(|l| l.contains("\"x_ActionId\"")),
         "the agent billed no mitigation: {log}"
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db = runtime
-        .block_on(Db::connect(&database, &DbOptions::default()))
-        .expect("controller database");
+    let (runtime, db) = controller_db(&database);
     let stored = runtime
         .block_on(ingest::ledger_lines(&db))
         .expect("ledger rows");
@@ -497,13 +389,7 @@ fn lost_acknowledgements(dir: &Path, database: String) {
 
     let expected = agent_ledger(&ledger);
     let log = log_text(&agent_log);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db = runtime
-        .block_on(Db::connect(&database, &DbOptions::default()))
-        .expect("controller database");
+    let (runtime, db) = controller_db(&database);
     let stored: BTreeMap<String, String> = runtime
         .block_on(ingest::ledger_lines(&db))
         .expect("ledger rows")
@@ -561,13 +447,7 @@ fn a_fleet_policy_is_applied_reported_and_outlives_the_controller() {
     // 1. The agent gets the policy, applies it and says so in its heartbeat.
     let log1 = Log::default();
     let a = agent(&config, &journal, &log1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db = runtime
-        .block_on(Db::connect(&database, &DbOptions::default()))
-        .expect("controller database");
+    let (runtime, db) = controller_db(&database);
     let started = Instant::now();
     let reported = loop {
         let row = runtime
@@ -690,55 +570,6 @@ fn the_fleet_cap_on_actions_per_tenant_holds_on_the_host_and_across_restarts() {
 }
 
 /// The shipped model's files, in the repository.
-fn shipped_model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(name)
-}
-
-/// Waits until the controller's row of `host` satisfies `ok` (the heartbeat carries
-/// what the agent has in force), failing with the agent's log after 40 s.
-fn wait_for_host(
-    runtime: &tokio::runtime::Runtime,
-    db: &Db,
-    host: &str,
-    log: &Log,
-    what: &str,
-    ok: impl Fn(&interference_controller::store::hosts::HostRow) -> bool,
-) {
-    let started = Instant::now();
-    loop {
-        let row = runtime
-            .block_on(interference_controller::store::hosts::get(db, host))
-            .expect("hosts row");
-        if row.as_ref().is_some_and(&ok) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "{what}: not within 40 s (row {row:?}): {}",
-            log_text(log)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Waits until the agent's log holds `text`.
-fn wait_for_log(log: &Log, text: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let all = log_text(log);
-        if all.contains(text) {
-            return all;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "no {text:?} in the agent's log within 40 s: {all}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 #[ignore = "needs root/QEMU"]
 fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refused() {
@@ -761,39 +592,8 @@ fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refus
     let onnx = shipped_model("contention-lstm.onnx");
     let onnx = onnx.to_str().expect("utf-8");
     let good = controller_cli(&database, &["models", "upload", onnx]);
-    // A bundle whose golden outputs the model does not reproduce.
-    let golden: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(shipped_model("contention-lstm.golden.json")).expect("golden"),
-    )
-    .expect("golden JSON");
-    let mut wrong = golden.clone();
-    wrong["output"][0] = serde_json::json!(wrong["output"][0].as_f64().expect("a number") + 3.0);
-    let wrong_path = dir.path().join("wrong.golden.json");
-    std::fs::write(&wrong_path, serde_json::to_vec(&wrong).expect("JSON")).expect("write");
-    let mismatch = controller_cli(
-        &database,
-        &[
-            "models",
-            "upload",
-            onnx,
-            "--golden",
-            wrong_path.to_str().expect("utf-8"),
-        ],
-    );
-    // A bundle the controller will serve with a changed byte (its stored golden file
-    // is altered below, after the upload checked it).
-    let respaced = dir.path().join("respaced.golden.json");
-    std::fs::write(&respaced, serde_json::to_vec_pretty(&golden).expect("JSON")).expect("write");
-    let corrupt = controller_cli(
-        &database,
-        &[
-            "models",
-            "upload",
-            onnx,
-            "--golden",
-            respaced.to_str().expect("utf-8"),
-        ],
-    );
+    let bad = BadBundles::upload(&database, dir.path());
+    let (mismatch, corrupt) = (bad.mismatch.clone(), bad.corrupt.clone());
     ctl.start();
 
     let mut web = TestCgroup::new("fmod-web").expect("cgroup");
@@ -803,13 +603,7 @@ fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refus
     let state_dir = dir.path().join("fleet");
     let config = host_config(dir.path(), [&web, &batch], &ctl.listen, &token_file, None);
     let journal = dir.path().join("journal.jsonl");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db = runtime
-        .block_on(Db::connect(&database, &DbOptions::default()))
-        .expect("controller database");
+    let (runtime, db) = controller_db(&database);
     let log = Log::default();
     let a = agent(&config, &journal, &log);
 
@@ -874,15 +668,7 @@ fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refus
     controller_cli(&database, &["models", "rollback"]);
 
     // 5. The controller serves a changed byte: the sha256 refuses it.
-    let golden_sha = sha256_file(&respaced);
-    runtime
-        .block_on(
-            sqlx::query("UPDATE blobs SET bytes = $1 WHERE sha256 = $2")
-                .bind(b"{\"input_shape\": [1, 6, 49]}".to_vec())
-                .bind(golden_sha.as_str())
-                .execute(db.pool()),
-        )
-        .expect("alter the stored blob");
+    runtime.block_on(bad.alter_stored(&db));
     controller_cli(&database, &["models", "promote", &corrupt]);
     let text = wait_for_log(&log, &format!("model bundle {corrupt}: fetching it"));
     assert!(text.contains("whose sha256 is"), "{text}");
@@ -898,17 +684,4 @@ fn model_bundles_are_verified_shadowed_acted_with_rolled_back_and_bad_ones_refus
     );
     assert!(!state_dir.join("models").join(&corrupt).exists());
     sigterm(a, &log);
-}
-
-/// The sha256 of a file, lower-case hex.
-fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("a digest")
-        .to_owned()
 }

@@ -42,6 +42,7 @@ fn lab_vcpu_runqueue_latency_matches_schedstat() {
         static_vms: vec![],
         qemu: true,
         libvirt: true,
+        own_netns_only: false,
     });
     let vms: Vec<_> = inventory
         .discover()

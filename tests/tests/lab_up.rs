@@ -111,6 +111,7 @@ fn check_inventory(vms: &[LabVm]) {
         static_vms: vec![],
         qemu: true,
         libvirt: true,
+        own_netns_only: false,
     });
     let found = inventory.discover().unwrap();
     for vm in vms {

@@ -9,23 +9,30 @@
 //! ledger has synced its last segment (`Enforcer::mark_billed`); at start, whatever it
 //! still owes is billed first, in effect or not. While the ledger cannot take its
 //! lines beyond `[billing] max_unbilled_lines`, no new mitigation starts.
+//!
+//! With a controller that places migrations, a migrate action naming
+//! [`CONTROLLER_PLACEMENT`] gets its target here, from a reservation, before it is
+//! journalled; a refusal fails the action and the static targets are used for a
+//! minute. Each migration started is followed to its end (`super::migrations`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use interference_fleet::wire::Limits;
+use interference_fleet::wire::{Limits, PlacementRequest, ReleaseOutcome};
 
+use super::migrations::{Ended, Migrations};
 use super::ScoreRound;
 use crate::billing::{Billing, VmUsage};
 use crate::clock::now_ms;
 use crate::enforce::Enforcer;
 use crate::export::prometheus::TextWriter;
 use crate::fleet::limits::TenantCap;
+use crate::fleet::placement::{PlaceError, Placer};
 use crate::inventory::Vm;
 use crate::policy::{
-    Action, ActionResult, Change, ForecastResult, Outcome, Policy, PolicyConfig, PolicyInput,
-    VmInput,
+    Action, ActionResult, Change, ForecastResult, Outcome, Placement, Policy, PolicyConfig,
+    PolicyInput, VmInput, CONTROLLER_PLACEMENT,
 };
 use crate::predict::ContentionScore;
 use crate::telemetry::balloon::{BalloonProbe, GuestMemory};
@@ -56,7 +63,25 @@ pub struct Mitigation {
     tenant_cap: TenantCap,
     /// Pairs the cap holds back now (logged once when it starts holding them).
     capped: BTreeSet<String>,
+    /// Migrations in progress and which QEMUs run here (billing).
+    migrations: Migrations,
+    /// The controller's desired state asks for placement.
+    placement: bool,
+    /// After a refused placement, the static targets until then.
+    placement_paused_until_ms: u64,
+    /// The fleet's concurrent migrations are at their cap: no migration (placed or
+    /// static: the cap is the fleet's) starts before then.
+    migrations_busy_until_ms: u64,
+    /// `interference_migrations_total{result}`: how followed migrations ended.
+    migration_ends: BTreeMap<&'static str, u64>,
 }
+
+/// How long the static targets stand in after the controller refused a placement.
+const PLACEMENT_PAUSE_MS: u64 = 60_000;
+
+/// How long to wait when the controller says the fleet's migrations are at their cap
+/// without saying for how long (`Retry-After`).
+const BUSY_WAIT_MS: u64 = 30_000;
 
 impl Mitigation {
     pub fn new(policy: Policy, enforcer: Enforcer, host_cpus: Vec<u32>) -> Self {
@@ -72,6 +97,11 @@ impl Mitigation {
             forecast_outcomes: BTreeMap::new(),
             tenant_cap: TenantCap::default(),
             capped: BTreeSet::new(),
+            migrations: Migrations::default(),
+            placement: false,
+            placement_paused_until_ms: 0,
+            migrations_busy_until_ms: 0,
+            migration_ends: BTreeMap::new(),
         }
     }
 
@@ -119,6 +149,33 @@ impl Mitigation {
         self.tenant_cap.set(limits);
     }
 
+    /// Migration targets come from this controller when its desired state says
+    /// `placement`; its reservations are given back through it.
+    pub fn set_placer(&mut self, placer: Placer) {
+        self.migrations.set_placer(placer);
+    }
+
+    /// The controller's desired state: place migrations there (else the static targets).
+    pub fn set_placement(&mut self, on: bool) {
+        if on != self.placement {
+            tracing::info!(
+                "migration targets: {}",
+                if on {
+                    "placed by the controller"
+                } else {
+                    "the static targets"
+                }
+            );
+        }
+        self.placement = on;
+    }
+
+    /// The VM's QEMU waits for an incoming migration (not billed, not counted in the
+    /// host's allocations).
+    pub fn is_arriving(&self, vm: &Vm) -> bool {
+        self.migrations.is_arriving(vm)
+    }
+
     /// Pair scores at or above it are the ones that matter beyond this host.
     pub fn off_threshold(&self) -> f32 {
         self.policy.config().off_threshold
@@ -140,8 +197,11 @@ impl Mitigation {
             tracing::warn!("not managing a VM's cgroups: {refused}");
         }
         let now_ms = now_ms();
+        for ended in self.migrations.follow(vms) {
+            self.count_ended(&ended);
+        }
         if let Some(b) = self.billing.as_mut() {
-            b.tick(now_ms, &vm_usage(vms));
+            b.tick(now_ms, &vm_usage(&self.migrations.billable(vms)));
         }
         let round = round?;
         self.round += 1;
@@ -159,6 +219,7 @@ impl Mitigation {
             outcomes: &self.last_outcomes,
             hold_new: hold.as_deref(),
             blocked_customers: &blocked,
+            placement: self.placement_now(now_ms),
         });
         for (pair, result) in &decision.forecast_outcomes {
             tracing::info!("forecast for {pair}: {}", result.as_str());
@@ -172,6 +233,29 @@ impl Mitigation {
             actions,
             skipped: decision.skipped,
         })
+    }
+
+    fn placement_now(&self, now_ms: u64) -> Placement {
+        if !self.placement || self.migrations.placer().is_none() {
+            Placement::Static
+        } else if now_ms < self.placement_paused_until_ms {
+            Placement::ControllerPaused
+        } else {
+            Placement::Controller
+        }
+    }
+
+    fn count_ended(&mut self, ended: &Ended) {
+        let result = match ended {
+            Ended::Migrated { .. } => "migrated",
+            Ended::Failed {
+                action_id, vm, why, ..
+            } => {
+                tracing::warn!("{action_id}: {vm} did not migrate and still runs here: {why}");
+                "failed"
+            }
+        };
+        *self.migration_ends.entry(result).or_default() += 1;
     }
 
     /// Says once, when it starts, that the fleet's per-tenant cap holds a pair back.
@@ -229,14 +313,23 @@ impl Mitigation {
         now_ms: u64,
     ) -> Vec<(Action, Outcome)> {
         let mut done = Vec::with_capacity(actions.len());
-        for action in actions {
+        for mut action in actions {
             if let (Change::Rollback { action_id }, false, Some(b)) =
                 (&action.change, action.simulated, self.billing.as_mut())
             {
                 b.end(action_id, now_ms);
             }
             let outcome = match vms.iter().find(|v| v.name == action.vm) {
-                Some(vm) => self.enforcer.apply(&action, vm),
+                Some(vm) => match self.place(&mut action, vm, now_ms) {
+                    Ok(reservation) => self.apply_placed(&action, vm, reservation),
+                    Err(why) => Outcome {
+                        action_id: action.id.clone(),
+                        result: ActionResult::Failed,
+                        at_ms: now_ms,
+                        effects: Vec::new(),
+                        error: Some(why),
+                    },
+                },
                 None => Outcome {
                     action_id: action.id.clone(),
                     result: ActionResult::Failed,
@@ -269,6 +362,86 @@ impl Mitigation {
         }
         self.settle();
         done
+    }
+
+    /// A migrate action the controller places gets its reservation's target (None: no
+    /// placement asked, or a dry run, which reserves nothing). A refusal fails it and
+    /// pauses placement for a minute (the static targets stand in); the fleet's cap on
+    /// concurrent migrations fails it and every migration until the controller's
+    /// `Retry-After` has passed, static ones too: the cap is the fleet's.
+    fn place(
+        &mut self,
+        action: &mut Action,
+        vm: &Vm,
+        now_ms: u64,
+    ) -> Result<Option<String>, String> {
+        let Change::Migrate {
+            uri,
+            vcpus,
+            memory_mib,
+        } = &mut action.change
+        else {
+            return Ok(None);
+        };
+        if now_ms < self.migrations_busy_until_ms && !action.simulated {
+            return Err(format!(
+                "the fleet's concurrent migrations are at their cap; the next may start in {} s",
+                (self.migrations_busy_until_ms - now_ms).div_ceil(1000)
+            ));
+        }
+        if uri != CONTROLLER_PLACEMENT || action.simulated {
+            return Ok(None);
+        }
+        let Some(placer) = self.migrations.placer() else {
+            return Err("controller placement asked with no controller link".into());
+        };
+        let request = PlacementRequest {
+            vm: action.vm.clone(),
+            vm_uuid: vm.uuid.clone(),
+            vcpus: vcpus.unwrap_or(0),
+            memory_mib: memory_mib.unwrap_or(0),
+            exclude: Vec::new(),
+        };
+        match placer.reserve(request) {
+            Ok(r) => {
+                *uri = r.migration_uri.clone();
+                action.reason.push_str(&format!(
+                    "; placed on {} ({}), reservation {}",
+                    r.target_host, r.migration_uri, r.id
+                ));
+                Ok(Some(r.id))
+            }
+            Err(PlaceError::Refused(e)) if e.status() == Some(429) => {
+                let wait = e
+                    .retry_after()
+                    .map_or(BUSY_WAIT_MS, |d| d.as_millis() as u64);
+                self.migrations_busy_until_ms = now_ms + wait;
+                Err(format!(
+                    "the fleet's concurrent migrations are at their cap ({e}); the next may start in {} s",
+                    wait.div_ceil(1000)
+                ))
+            }
+            Err(e) => {
+                self.placement_paused_until_ms = now_ms + PLACEMENT_PAUSE_MS;
+                Err(format!(
+                    "controller placement: {e}; the static targets stand in for {} s",
+                    PLACEMENT_PAUSE_MS / 1000
+                ))
+            }
+        }
+    }
+
+    /// Applies an action; a migration under a reservation is followed to its end, or
+    /// its reservation given back at once when it did not start.
+    fn apply_placed(&mut self, action: &Action, vm: &Vm, reservation: Option<String>) -> Outcome {
+        let outcome = self.enforcer.apply(action, vm);
+        let started = outcome.result == ActionResult::Applied;
+        if started && matches!(action.change, Change::Migrate { .. }) {
+            self.migrations.started(&action.id, vm, reservation);
+        } else if let Some(id) = reservation {
+            self.migrations.release(&id, ReleaseOutcome::Failed);
+        }
+        outcome
     }
 
     /// Tell the journal which actions the ledger now holds to their end.
@@ -330,6 +503,22 @@ impl Mitigation {
             for (result, n) in &self.forecast_outcomes {
                 f.sample(&[("result", result)], *n);
             }
+        }
+        if !self.migration_ends.is_empty() || self.migrations.in_flight() > 0 {
+            {
+                let mut f = w.counter(
+                    "interference_migrations_total",
+                    "Live migrations this agent started and followed to their end, by result (migrated, failed).",
+                );
+                for (result, n) in &self.migration_ends {
+                    f.sample(&[("result", result)], *n);
+                }
+            }
+            let mut f = w.gauge(
+                "interference_migrations_in_flight",
+                "Live migrations started and not ended yet.",
+            );
+            f.sample(&[], self.migrations.in_flight() as u64);
         }
         if let Some(b) = &self.billing {
             crate::export::prometheus::render_billing(w, &b.metrics());
@@ -400,7 +589,7 @@ fn vm_inputs(
 }
 
 /// Each VM's allocation, for the base price.
-fn vm_usage(vms: &[Vm]) -> Vec<VmUsage> {
+fn vm_usage(vms: &[&Vm]) -> Vec<VmUsage> {
     vms.iter()
         .map(|vm| VmUsage {
             vm: vm.name.clone(),

@@ -18,6 +18,7 @@
 mod assemble;
 mod desired;
 pub mod forecasting;
+mod migrations;
 mod mitigation;
 pub mod replay;
 mod restore;
@@ -146,6 +147,9 @@ impl<K: KernelMaps> TickLoop<K> {
         host_cpus: usize,
         rollup_window: Duration,
     ) -> Self {
+        if let Some(m) = self.mitigation.as_mut() {
+            m.set_placer(link.placer());
+        }
         self.fleet = Some(Fleet {
             link,
             reporter: Reporter::new(rollup_window.as_millis() as u64),
@@ -235,7 +239,14 @@ impl<K: KernelMaps> TickLoop<K> {
             .as_mut()
             .and_then(|m| m.tick(&self.vms, &samples, scores.as_ref()));
         if let Some(f) = self.fleet.as_mut() {
-            let capacity = crate::fleet::facts::capacity(&self.vms, f.host_cpus, f.memory_mib);
+            // A QEMU waiting for an incoming migration is the room a reservation holds
+            // (the controller counts it): it does not make the host look full.
+            let here = self
+                .vms
+                .iter()
+                .filter(|v| !self.mitigation.as_ref().is_some_and(|m| m.is_arriving(v)));
+            let capacity = crate::fleet::facts::capacity(here, f.host_cpus, f.memory_mib);
+            f.link.learn_uuids(&self.vms);
             f.link.update(HostFacts {
                 capacity,
                 contention: scores

@@ -51,20 +51,24 @@ pub fn memory_mib() -> u64 {
 
 /// The host's capacity with these VMs on it: what they were allocated is taken (a VM
 /// whose allocation is unknown takes nothing it can be charged with).
-pub fn capacity(vms: &[Vm], host_cpus: usize, memory_mib: u64) -> Capacity {
-    let vcpus: u64 = vms.iter().filter_map(Vm::vcpus).map(u64::from).sum();
-    let memory: u64 = vms
-        .iter()
-        .filter_map(|v| v.allocation.memory_bytes)
-        .map(|b| b >> 20)
-        .sum();
+pub fn capacity<'a>(
+    vms: impl IntoIterator<Item = &'a Vm>,
+    host_cpus: usize,
+    memory_mib: u64,
+) -> Capacity {
+    let (mut vcpus, mut memory, mut count) = (0u64, 0u64, 0usize);
+    for v in vms {
+        vcpus += v.vcpus().map_or(0, u64::from);
+        memory += v.allocation.memory_bytes.map_or(0, |b| b >> 20);
+        count += 1;
+    }
     let total_vcpus = u32::try_from(host_cpus).unwrap_or(u32::MAX);
     Capacity {
         total_vcpus,
         total_memory_mib: memory_mib,
         free_vcpus: u32::try_from(u64::from(total_vcpus).saturating_sub(vcpus)).unwrap_or(0),
         free_memory_mib: memory_mib.saturating_sub(memory),
-        vms: u32::try_from(vms.len()).unwrap_or(u32::MAX),
+        vms: u32::try_from(count).unwrap_or(u32::MAX),
     }
 }
 

@@ -17,6 +17,7 @@
 //! handed to the tick loop, which applies it between ticks and reports the version it
 //! applied; the heartbeat carries that version back.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,9 +35,11 @@ use super::cursor::UploadCursor;
 use super::desired::{self, Prepared, Slot};
 use super::models::ModelStore;
 use super::outbox::{Outbox, OutboxError};
+use super::placement::Placer;
 use super::tail::{PendingLine, Tail};
 use crate::clock::now_ms;
 use crate::config::FleetConfig;
+use crate::inventory::Vm;
 
 #[derive(Debug, Error)]
 pub enum LinkError {
@@ -52,7 +55,7 @@ pub enum LinkError {
     Client(#[from] ClientError),
     #[error("[fleet] state_dir: opening the controller outbox")]
     Outbox(#[from] OutboxError),
-    #[error("starting the controller link's thread")]
+    #[error("starting the controller link's thread or runtime")]
     Thread(#[source] std::io::Error),
 }
 
@@ -90,6 +93,9 @@ pub struct LinkStatus {
 
 /// The running link: dropped or [`FleetLink::shutdown`], it sends what it can and stops.
 pub struct FleetLink {
+    placer: Placer,
+    /// Each VM's uuid by name, as the inventory saw it this run.
+    uuids: Uuids,
     status: Arc<Mutex<LinkStatus>>,
     /// A desired state received and not applied yet.
     desired: Slot,
@@ -99,8 +105,14 @@ pub struct FleetLink {
     thread: Option<JoinHandle<()>>,
 }
 
+/// VM name -> uuid: ledger lines name the VM, the controller joins hosts by uuid (a
+/// migrated VM's lines from two hosts). Names stay for the run: a backlog may hold
+/// lines of VMs that left.
+type Uuids = Arc<Mutex<BTreeMap<String, String>>>;
+
 /// Everything the link's thread needs.
 struct Link {
+    uuids: Uuids,
     desired: Slot,
     /// Prepares the models of the desired states (moves to the poll task).
     assigner: Option<Assigner>,
@@ -154,7 +166,9 @@ impl FleetLink {
         let desired = Arc::new(Mutex::new(desired::saved(&config.state_dir, &mut assigner)));
         let (facts_tx, facts_rx) = watch::channel(HostFacts::default());
         let (stop_tx, stop_rx) = watch::channel(false);
+        let uuids = Uuids::default();
         let link = Link {
+            uuids: uuids.clone(),
             desired: desired.clone(),
             assigner: Some(assigner),
             client,
@@ -168,23 +182,19 @@ impl FleetLink {
             outbox: outbox.clone(),
             batch_lines: config.batch_lines as usize,
         };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LinkError::Thread)?;
+        // Placement requests from the tick run on this runtime while the link runs.
+        let placer = Placer::new(link.client.clone(), runtime.handle().clone());
         let thread = std::thread::Builder::new()
             .name("fleet-link".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!("controller link: cannot start its runtime: {e}");
-                        return;
-                    }
-                };
-                runtime.block_on(link.run());
-            })
+            .spawn(move || runtime.block_on(link.run()))
             .map_err(LinkError::Thread)?;
         Ok(Self {
+            placer,
+            uuids,
             status,
             desired,
             outbox,
@@ -217,6 +227,25 @@ impl FleetLink {
             s.outbox_items = pending;
             s.outbox_dropped = dropped;
         }
+    }
+
+    /// The VMs' uuids, for the ledger lines sent from now on.
+    pub fn learn_uuids(&self, vms: &[Vm]) {
+        let Ok(mut known) = self.uuids.lock() else {
+            return;
+        };
+        for vm in vms {
+            if let Some(uuid) = &vm.uuid {
+                if known.get(&vm.name) != Some(uuid) {
+                    known.insert(vm.name.clone(), uuid.clone());
+                }
+            }
+        }
+    }
+
+    /// Asks this link's controller for migration targets (`fleet::placement`).
+    pub fn placer(&self) -> Placer {
+        self.placer.clone()
     }
 
     /// A desired state to apply between ticks, once.
@@ -261,11 +290,17 @@ impl Drop for FleetLink {
     }
 }
 
+/// The longest registration waits for the first tick's facts.
+const FIRST_FACTS: Duration = Duration::from_secs(10);
+
 /// How long a stopping agent keeps trying to send its last lines.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 impl Link {
     async fn run(mut self) {
+        // Register with the host's capacity as the first tick measured it (placement
+        // reads it), not the empty one from before any tick.
+        let _ = tokio::time::timeout(FIRST_FACTS, self.facts.changed()).await;
         let Some(registered) = self.register().await else {
             return;
         };
@@ -335,14 +370,14 @@ impl Link {
             cpu_model: super::facts::cpu_model(),
             qemu_version: super::facts::qemu_version(),
             capacity: self.facts.borrow().capacity,
-            migration_uri: None,
+            migration_uri: self.config.migration_uri.clone(),
         };
         let mut backoff = Backoff::new(RetryPolicy::default());
         loop {
             match self.client.register(&body).await {
                 Ok(r) => {
                     tracing::info!(
-                        "registered with the controller as {} (group {}); it holds batches up to {}",
+                        "registered with the controller as {} (group {}); it has this host's batches up to seq {}",
                         r.host,
                         r.group,
                         r.last_seq
@@ -437,7 +472,7 @@ impl Link {
             if pending.lines.is_empty() {
                 return Ok(());
             }
-            let items = items(&pending.lines);
+            let items = items(&pending.lines, &self.uuids);
             if items.is_empty() {
                 // Only lines that cannot be sent: step over them.
                 self.tail.advance(&mut self.cursor, &pending.lines);
@@ -486,7 +521,7 @@ impl Link {
                 at_ms: now_ms(),
                 capacity: facts.capacity,
                 contention: facts.contention,
-                draining: false,
+                draining: self.config.draining,
                 policy_version,
                 model_sha,
                 shadow_model_sha,
@@ -533,15 +568,28 @@ impl Link {
     }
 }
 
+/// The VM a ledger line is about (`ResourceName`).
+fn resource_name(line: &LedgerLine) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "ResourceName")]
+        resource_name: String,
+    }
+    serde_json::from_str::<Named>(line.as_str())
+        .ok()
+        .map(|n| n.resource_name)
+}
+
 /// The batch's items; a line that is not a JSON object (a corrupt ledger line, which
 /// `interference bill` reports too) cannot be sent and is passed over.
-fn items(lines: &[PendingLine]) -> Vec<Item> {
+fn items(lines: &[PendingLine], uuids: &Uuids) -> Vec<Item> {
+    let known = uuids.lock().map(|u| u.clone()).unwrap_or_default();
     lines
         .iter()
         .filter_map(|l| match LedgerLine::from_json_line(&l.text) {
             Ok(line) => Some(Item::Ledger {
+                vm_uuid: resource_name(&line).and_then(|vm| known.get(&vm).cloned()),
                 line,
-                vm_uuid: None,
             }),
             Err(e) => {
                 tracing::warn!(

@@ -14,6 +14,7 @@
 //! | `models` | model bundles fetched, verified, golden-checked, kept on disk   |
 //! | `assign` | which bundles act and shadow, prepared off the tick             |
 //! | `limits` | the fleet's per-tenant action cap, applied between controller polls |
+//! | `placement` | the migrate rung's target asked from the controller, released after |
 //! | `link`   | the thread that registers, uploads and heartbeats, with backoff |
 //! | `metrics`| `interference_fleet_*` in the metrics textfile                 |
 
@@ -26,6 +27,7 @@ mod link;
 mod metrics;
 pub mod models;
 pub mod outbox;
+pub mod placement;
 pub mod report;
 pub mod tail;
 

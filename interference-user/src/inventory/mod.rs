@@ -14,11 +14,13 @@
 //! | `libvirt`      | libvirt machine cgroups                               |
 //! | `static_inv`   | the config's `[[vm]]` entries                         |
 //! | `merge`        | one list out of the three (pure)                      |
+//! | `netns`        | only this network namespace's QEMUs (simulated hosts) |
 
 pub mod error;
 pub mod libvirt;
 pub mod merge;
 pub mod names;
+mod netns;
 pub mod qemu;
 pub mod qemu_cmdline;
 pub mod static_inv;
@@ -46,6 +48,9 @@ pub struct InventoryOptions {
     pub qemu: bool,
     /// Look for libvirt machine cgroups.
     pub libvirt: bool,
+    /// Leave out QEMU processes of other network namespaces (`[discovery]
+    /// own_netns_only`).
+    pub own_netns_only: bool,
 }
 
 /// The inventory stage.
@@ -81,12 +86,15 @@ impl Inventory {
         cache.next_tick();
         let statics =
             static_inv::resolve_classified(&o.proc_root, &self.static_cgroups, &mut cache);
-        let libvirt = if o.libvirt {
+        let mut libvirt = if o.libvirt {
             libvirt::scan(&o.proc_root, &o.mounts, &mut cache)
         } else {
             Vec::new()
         };
-        let processes = qemu::scan(&o.proc_root, &o.mounts, &mut cache)?;
+        let mut processes = qemu::scan(&o.proc_root, &o.mounts, &mut cache)?;
+        if o.own_netns_only {
+            netns::keep_own(&o.proc_root, &mut libvirt, &mut processes);
+        }
         Ok(merge::merge(statics, libvirt, processes, o.qemu))
     }
 
@@ -118,6 +126,7 @@ mod tests {
             static_vms,
             qemu: true,
             libvirt: true,
+            own_netns_only: false,
         })
     }
 
@@ -245,6 +254,7 @@ mod tests {
         let inv = Inventory::new(InventoryOptions {
             qemu: false,
             libvirt: false,
+            own_netns_only: false,
             ..inv.options().clone()
         });
         assert_eq!(
@@ -320,6 +330,7 @@ mod tests {
             static_vms: vec![],
             qemu: true,
             libvirt: true,
+            own_netns_only: false,
         });
         let vms = inv.discover().unwrap();
         for vm in &vms {

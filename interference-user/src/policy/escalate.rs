@@ -85,6 +85,7 @@ pub(super) fn climb(
             config: &rules.config,
             host_cpus: t.host_cpus,
             state,
+            placement: t.input.placement,
         };
         let halves = match ladder::plan(&ctx, rung, &roles) {
             Plan::NotApplicable(why) => {

@@ -62,4 +62,19 @@ pub struct PolicyInput<'a> {
     /// Customers whose VMs may not be changed by a new action (the fleet's per-tenant
     /// cap for the day, `fleet::limits`); rollbacks go on. Sorted.
     pub blocked_customers: &'a [String],
+    /// Where the migrate rung's targets come from.
+    pub placement: Placement,
+}
+
+/// Where migration targets come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The static `[[policy.migration.targets]]` (no controller, or placement off).
+    #[default]
+    Static,
+    /// The controller places each migration.
+    Controller,
+    /// The controller refused a placement lately: the static targets stand in, and
+    /// without room there the rung waits for the controller instead of passing over.
+    ControllerPaused,
 }

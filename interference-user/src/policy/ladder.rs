@@ -18,9 +18,9 @@
 
 use interference_core::cpu_list::CpuList;
 
-use super::action::{Change, Rung};
+use super::action::{Change, Rung, CONTROLLER_PLACEMENT};
 use super::config::PolicyConfig;
-use super::input::VmInput;
+use super::input::{Placement, VmInput};
 use super::state::{size_text, Holding, PolicyState};
 use super::who::Roles;
 
@@ -64,6 +64,8 @@ pub struct Ctx<'a> {
     /// Sorted, without duplicates.
     pub host_cpus: &'a [u32],
     pub state: &'a PolicyState,
+    /// Where the migration targets come from (`PolicyInput::placement`).
+    pub placement: Placement,
 }
 
 pub fn plan(ctx: &Ctx<'_>, rung: Rung, roles: &Roles<'_>) -> Plan {
@@ -269,9 +271,10 @@ pub fn migration_size(vm: &VmInput) -> Result<(u32, u64), String> {
     Ok((vcpus, bytes.div_ceil(MIB)))
 }
 
-/// Moves the reduced VM to the first target (config order) with room for it: the
-/// declared free capacity minus what this agent has migrated there (or is migrating,
-/// this tick included).
+/// Moves the reduced VM to a host the controller places it on when placement is on
+/// (the controller knows every host's room); else to the first static target (config
+/// order) with room for it: the declared free capacity minus what this agent has
+/// migrated there (or is migrating, this tick included).
 fn migrate(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
     let vm = r.reduced;
     let targets = ctx.config.migration_targets();
@@ -289,6 +292,20 @@ fn migrate(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
         Err(why) => return Plan::NotApplicable(why),
     };
     let size = size_text(u64::from(vcpus), mib);
+    if ctx.placement == Placement::Controller {
+        return Plan::Halves(vec![Half::Act(Act {
+            vm: vm.name.clone(),
+            change: Change::Migrate {
+                uri: CONTROLLER_PLACEMENT.to_owned(),
+                vcpus: Some(vcpus),
+                memory_mib: Some(mib),
+            },
+            what: format!(
+                "migrate {} ({size}) to the host the controller places it on",
+                vm.name
+            ),
+        })]);
+    }
     let mut room = Vec::with_capacity(targets.len());
     for t in targets {
         let (used_vcpus, used_mib) = ctx.state.migrated_to(&t.uri);
@@ -316,11 +333,18 @@ fn migrate(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
             size_text(free_vcpus, free_mib)
         ));
     }
-    Plan::NotApplicable(format!(
+    let full = format!(
         "migrate: no target has room for {} ({size}): {}",
         vm.name,
         room.join("; ")
-    ))
+    );
+    if ctx.placement == Placement::ControllerPaused {
+        // The controller may have room again in a minute: wait for it.
+        return Plan::Halves(vec![Half::Wait(format!(
+            "{full}; the controller is asked again once its refusal is a minute old"
+        ))]);
+    }
+    Plan::NotApplicable(full)
 }
 
 #[cfg(test)]
@@ -356,6 +380,7 @@ mod tests {
             config,
             host_cpus: host,
             state,
+            placement: Placement::Static,
         };
         plan(&ctx, rung, &roles(config, p, r))
     }

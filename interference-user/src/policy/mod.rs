@@ -42,5 +42,5 @@ pub use config::{
 };
 pub use decision::{Decision, ForecastResult};
 pub use engine::{Policy, PolicyError};
-pub use input::{PolicyInput, VmInput};
+pub use input::{Placement, PolicyInput, VmInput};
 pub use state::{pair_key, ForecastWatch, Migrated, PairState, PolicyState};

@@ -24,6 +24,8 @@ struct Sim {
     directed: Vec<DirectedScore>,
     /// Customers the fleet's per-tenant cap blocks.
     blocked: Vec<String>,
+    /// Where migration targets come from.
+    placement: Placement,
 }
 
 /// A VM that gets the CPU it wants: its demand is its usage. A test that expects a
@@ -69,6 +71,7 @@ impl Sim {
             result: ActionResult::Applied,
             directed: Vec::new(),
             blocked: Vec::new(),
+            placement: Placement::Static,
         }
     }
 
@@ -884,6 +887,85 @@ fn migrations_use_up_a_targets_room_and_go_on_to_the_next() {
 }
 
 #[test]
+fn with_placement_on_the_controller_places_every_migration_and_static_room_stays_free() {
+    // The static target has room for one VM only: with placement it is not used.
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 2, 4096)]);
+    sim.placement = Placement::Controller;
+    both_hot(&mut sim);
+    both_hot(&mut sim);
+    let d = both_hot(&mut sim);
+    let placed = Change::Migrate {
+        uri: CONTROLLER_PLACEMENT.into(),
+        vcpus: Some(2),
+        memory_mib: Some(4096),
+    };
+    assert_eq!(
+        changes(&d),
+        vec![("batch".into(), placed.clone()), ("batch2".into(), placed)]
+    );
+    assert!(
+        d.actions[0]
+            .reason
+            .ends_with("migrate batch (2 vCPUs, 4096 MiB) to the host the controller places it on"),
+        "{}",
+        d.actions[0].reason
+    );
+    both_hot(&mut sim);
+    assert_eq!(sim.policy.state().migrated_to("tcp:a:1"), (0, 0));
+}
+
+#[test]
+fn a_refused_placement_falls_back_to_the_static_targets_next_round() {
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 8, 16384)]);
+    sim.placement = Placement::Controller;
+    sim.step(&[("web", "batch", 80.0)]);
+    sim.step(&[("web", "batch", 80.0)]);
+    sim.result = ActionResult::Failed;
+    let d = sim.step(&[("web", "batch", 80.0)]);
+    assert!(
+        matches!(&changes(&d)[..], [(_, Change::Migrate { uri, .. })] if uri == CONTROLLER_PLACEMENT),
+        "{:?}",
+        d.actions
+    );
+    // The agent pauses placement after a refusal; the rung is tried again.
+    sim.result = ActionResult::Applied;
+    sim.placement = Placement::ControllerPaused;
+    let d = sim.step(&[("web", "batch", 80.0)]);
+    assert!(
+        matches!(&changes(&d)[..], [(_, Change::Migrate { uri, .. })] if uri == "tcp:a:1"),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn while_placement_is_paused_a_full_static_target_makes_the_rung_wait_not_pass_over() {
+    let mut sim = two_pairs_migrating(&[("tcp:a:1", 0, 0)]);
+    sim.placement = Placement::ControllerPaused;
+    sim.step(&[("web", "batch", 80.0)]);
+    sim.step(&[("web", "batch", 80.0)]);
+    let d = sim.step(&[("web", "batch", 80.0)]);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(
+        skipped_with(
+            &d,
+            "the controller is asked again once its refusal is a minute old"
+        ),
+        "{:?}",
+        d.skipped
+    );
+    // The pause over, the same pair is placed.
+    sim.placement = Placement::Controller;
+    let d = sim.step(&[("web", "batch", 80.0)]);
+    assert!(
+        matches!(&changes(&d)[..], [(_, Change::Migrate { uri, .. })] if uri == CONTROLLER_PLACEMENT),
+        "{:?} {:?}",
+        d.actions,
+        d.skipped
+    );
+}
+
+#[test]
 fn no_target_with_room_passes_migrate_over_and_says_what_is_free() {
     let mut sim = two_pairs_migrating(&[("tcp:a:1", 2, 4096)]);
     both_hot(&mut sim);
@@ -1460,6 +1542,7 @@ impl Sim {
             outcomes: &self.outcomes,
             hold_new: None,
             blocked_customers: &self.blocked,
+            placement: self.placement,
         };
         let d = self.policy.decide(&input);
         self.outcomes = d.outcomes_as(self.result, self.now_ms + 10);
