@@ -236,7 +236,11 @@ impl Mitigation {
     }
 
     fn placement_now(&self, now_ms: u64) -> Placement {
-        if !self.placement || self.migrations.placer().is_none() {
+        if self.migrations.placer().is_none() {
+            Placement::Static
+        } else if now_ms < self.migrations_busy_until_ms {
+            Placement::Busy
+        } else if !self.placement {
             Placement::Static
         } else if now_ms < self.placement_paused_until_ms {
             Placement::ControllerPaused
@@ -383,6 +387,7 @@ impl Mitigation {
         else {
             return Ok(None);
         };
+        // The ladder waits while the cap holds; this guards a decision made before.
         if now_ms < self.migrations_busy_until_ms && !action.simulated {
             return Err(format!(
                 "the fleet's concurrent migrations are at their cap; the next may start in {} s",

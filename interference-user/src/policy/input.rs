@@ -77,4 +77,7 @@ pub enum Placement {
     /// The controller refused a placement lately: the static targets stand in, and
     /// without room there the rung waits for the controller instead of passing over.
     ControllerPaused,
+    /// The fleet's concurrent migrations are at their cap: no migration starts, placed
+    /// or static (the cap is the fleet's); the rung waits.
+    Busy,
 }

@@ -292,6 +292,12 @@ fn migrate(ctx: &Ctx<'_>, r: &Roles<'_>) -> Plan {
         Err(why) => return Plan::NotApplicable(why),
     };
     let size = size_text(u64::from(vcpus), mib);
+    if ctx.placement == Placement::Busy {
+        return Plan::Halves(vec![Half::Wait(format!(
+            "migrate {} ({size}): the fleet's concurrent migrations are at their cap; waiting for the controller",
+            vm.name
+        ))]);
+    }
     if ctx.placement == Placement::Controller {
         return Plan::Halves(vec![Half::Act(Act {
             vm: vm.name.clone(),

@@ -954,6 +954,15 @@ fn while_placement_is_paused_a_full_static_target_makes_the_rung_wait_not_pass_o
         "{:?}",
         d.skipped
     );
+    // The fleet's migrations at their cap: the rung waits too, static target or not.
+    sim.placement = Placement::Busy;
+    let d = sim.step(&[("web", "batch", 80.0)]);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(
+        skipped_with(&d, "the fleet's concurrent migrations are at their cap"),
+        "{:?}",
+        d.skipped
+    );
     // The pause over, the same pair is placed.
     sim.placement = Placement::Controller;
     let d = sim.step(&[("web", "batch", 80.0)]);
