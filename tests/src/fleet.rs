@@ -155,6 +155,19 @@ pub fn wait_for_host(
     what: &str,
     ok: impl Fn(&interference_controller::store::hosts::HostRow) -> bool,
 ) {
+    wait_for_host_within(runtime, db, host, log, what, Duration::from_secs(40), ok)
+}
+
+/// [`wait_for_host`] for up to `within`.
+pub fn wait_for_host_within(
+    runtime: &tokio::runtime::Runtime,
+    db: &Db,
+    host: &str,
+    log: &Log,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&interference_controller::store::hosts::HostRow) -> bool,
+) {
     let started = Instant::now();
     loop {
         let row = runtime
@@ -164,8 +177,8 @@ pub fn wait_for_host(
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "{what}: not within 40 s (row {row:?}): {}",
+            started.elapsed() < within,
+            "{what}: not within {within:?} (row {row:?}): {}",
             log_text(log)
         );
         std::thread::sleep(Duration::from_millis(250));
