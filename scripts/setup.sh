@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian 12 machine (run as root) to a built release binary:
 # system packages, the pinned nightly with rust-src, bpf-linker built against
-# Debian's LLVM 22, the eBPF object and the `interference` binary.
+# Debian's LLVM 22, schemathesis (PyPI) for the API fuzz test, the eBPF object and the
+# `interference` binary.
 # Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
 
@@ -27,6 +28,7 @@ packages=(
     python3 python3-venv
     postgresql iproute2
     prometheus # promtool: the metrics textfile is checked by the official parser
+    chromium   # the customer dashboard's browser test (headless)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -71,6 +73,18 @@ else
         LLVM_SYS_221_PREFIX="/usr/lib/llvm-$LLVM" \
         RUSTFLAGS="-L /usr/lib/llvm-$LLVM/lib" \
         cargo install "bpf-linker@$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM"
+fi
+
+# schemathesis (PyPI), pinned, in a venv of its own: the customer API's fuzz test.
+ST_VENV="$ROOT/target/tools/schemathesis"
+if [ -x "$ST_VENV/bin/st" ] && cmp -s scripts/schemathesis-requirements.txt "$ST_VENV/requirements.txt"; then
+    log "schemathesis present"
+else
+    log "installing schemathesis into $ST_VENV"
+    rm -rf "$ST_VENV"
+    python3 -m venv "$ST_VENV"
+    "$ST_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/schemathesis-requirements.txt
+    cp scripts/schemathesis-requirements.txt "$ST_VENV/requirements.txt"
 fi
 
 log "building the eBPF programs"

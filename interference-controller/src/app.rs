@@ -5,7 +5,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use crate::api::{admin, agents, health};
+use crate::api::{admin, agents, customer, dashboard, health};
 use crate::middleware::observe::observe;
 use crate::state::AppState;
 use interference_fleet::routes;
@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(agent)
         .merge(admin)
+        .merge(customer::router().layer(DefaultBodyLimit::max(64 * 1024)))
+        .merge(dashboard::router())
         .route(routes::HEALTHZ, get(health::healthz))
         .route(routes::READYZ, get(health::readyz))
         .route(routes::METRICS, get(health::metrics))

@@ -15,6 +15,8 @@
 //! the leader and its periodic work; `state` is what every handler shares (with `token_cache`), `app` the router,
 //! `server` wires it all for `serve` and the tests.
 
+#![cfg_attr(test, recursion_limit = "256")]
+
 pub mod api;
 pub mod app;
 pub mod db;

@@ -38,6 +38,7 @@ fn main() -> std::process::ExitCode {
                         heartbeat_every: None,
                         max_batch_items: 5000,
                         max_ingest_in_flight: 64,
+                        customer_rate: 20.0,
                     },
                 )
                 .await
@@ -45,6 +46,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Serve(args)) => cli::serve::run(&db, args).await,
             Some(Command::Status(args)) => cli::status::run(&db, args).await,
             Some(Command::Hosts { command }) => cli::hosts::run(&db, command).await,
+            Some(Command::Tokens { command }) => cli::tokens::run(&db, command).await,
             Some(Command::Admin { command }) => cli::hosts::run_admin(&db, command).await,
             Some(Command::Models { command }) => cli::models::run(&db, command).await,
             Some(Command::Policy { command }) => cli::policy::run(&db, command).await,

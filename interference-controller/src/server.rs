@@ -114,11 +114,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         ),
     ];
     background.extend(db.spawn_sqlite_checkpointer());
+    let ids = crate::store::secrets::public_ids(&db).await?;
+    let backfilled = crate::store::secrets::backfill_public_ids(&db, &ids).await?;
+    if backfilled > 0 {
+        info!(
+            lines = backfilled,
+            "gave ledger lines stored before the customer API their public ids"
+        );
+    }
     let state = AppState::new(
         db.clone(),
         metrics.clone(),
         snapshot_rx,
         config.settings.clone(),
+        ids,
     );
     let listener = TcpListener::bind(config.listen)
         .await

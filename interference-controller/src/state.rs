@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use crate::db::Db;
 use crate::desired::Snapshot;
+use crate::domain::public_ids::PublicIds;
 use crate::metrics::Metrics;
+use crate::middleware::rate_limit::{RateLimit, RateLimiter};
 use crate::token_cache::TokenCache;
 
 /// Settings of a serving controller.
@@ -32,6 +34,8 @@ pub struct ServeSettings {
     pub max_ingest_in_flight: usize,
     pub max_ingest_waiting: usize,
     pub max_ingest_wait: Duration,
+    /// Requests per customer token (the customer API).
+    pub customer_rate: RateLimit,
 }
 
 impl Default for ServeSettings {
@@ -44,6 +48,7 @@ impl Default for ServeSettings {
             max_ingest_in_flight: 64,
             max_ingest_waiting: 192,
             max_ingest_wait: Duration::from_secs(3),
+            customer_rate: RateLimit::default(),
         }
     }
 }
@@ -58,6 +63,9 @@ pub struct Inner {
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
     pub ingest_waiting: std::sync::atomic::AtomicUsize,
     pub settings: ServeSettings,
+    /// The fleet's public ids and aliases (the customer API, ingest's public ids).
+    pub ids: PublicIds,
+    pub rate_limiter: RateLimiter,
 }
 
 #[derive(Clone)]
@@ -76,6 +84,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         snapshot: watch::Receiver<Arc<Snapshot>>,
         settings: ServeSettings,
+        ids: PublicIds,
     ) -> Self {
         let group_commit = (db.backend() == crate::db::Backend::Sqlite)
             .then(|| crate::store::group_commit::GroupCommitter::spawn(db.clone()));
@@ -90,6 +99,8 @@ impl AppState {
             )),
             ingest_waiting: std::sync::atomic::AtomicUsize::new(0),
             settings,
+            ids,
+            rate_limiter: RateLimiter::default(),
         }))
     }
 

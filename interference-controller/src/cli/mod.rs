@@ -7,6 +7,7 @@ pub mod models;
 pub mod policy;
 pub mod serve;
 pub mod status;
+pub mod tokens;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,11 @@ pub enum Command {
     Hosts {
         #[command(subcommand)]
         command: hosts::HostsCommand,
+    },
+    /// Customer API tokens: create, list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
     },
     /// Admin tokens (for the admin API).
     Admin {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use interference_controller::middleware::rate_limit::RateLimit;
 
 use interference_controller::db::{sqlite_path, Backend};
 use interference_controller::server::{start, ServerConfig};
@@ -28,6 +29,10 @@ pub struct ServeArgs {
     /// Batches stored at once; up to 3x more wait up to 3 s, the rest get 429 with Retry-After.
     #[arg(long, default_value_t = 64)]
     pub max_ingest_in_flight: usize,
+    /// Customer API requests per second per token (bursts of twice that); past it,
+    /// 429 with Retry-After.
+    #[arg(long, default_value_t = 20.0)]
+    pub customer_rate: f64,
 }
 
 pub async fn run(database: &str, args: &ServeArgs) -> Result<()> {
@@ -71,6 +76,16 @@ pub async fn run(database: &str, args: &ServeArgs) -> Result<()> {
     }
     config.settings.max_batch_items = args.max_batch_items;
     config.settings.max_ingest_in_flight = args.max_ingest_in_flight;
+    if !(args.customer_rate > 0.0 && args.customer_rate.is_finite()) {
+        anyhow::bail!(
+            "--customer-rate {}: requests per second per token, above 0",
+            args.customer_rate
+        );
+    }
+    config.settings.customer_rate = RateLimit {
+        per_second: args.customer_rate,
+        burst: 2.0 * args.customer_rate,
+    };
     let server = start(config).await.context("cannot start the controller")?;
     println!("listening on {}", server.addr);
     server.wait(shutdown_signal()).await;

@@ -24,6 +24,8 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("the database holds something this controller cannot use: {0}")]
+    Corrupt(String),
 }
 
 impl DbError {

@@ -7,4 +7,6 @@ pub mod locate;
 pub mod placement;
 pub mod policy_check;
 pub mod policy_layers;
+pub mod public_ids;
+pub mod redact;
 pub mod rollout;

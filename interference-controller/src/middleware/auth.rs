@@ -1,5 +1,6 @@
 //! Bearer tokens. Agent routes take [`HostAuth`] (the host's name comes from its token,
-//! never from the request), admin routes [`AdminAuth`]. Lookups are cached for a
+//! never from the request), admin routes [`AdminAuth`], customer routes
+//! [`CustomerAuth`]. Lookups are cached for a
 //! minute so that a fleet's heartbeats do not each cost a query; a revoked token stops
 //! working within that minute.
 
@@ -9,6 +10,7 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::state::AppState;
+use crate::store::customer_tokens::{self, Holder};
 use crate::store::tokens;
 use crate::token_cache::TokenCache;
 
@@ -58,5 +60,29 @@ impl FromRequestParts<AppState> for AdminAuth {
             .ok_or(ApiError::Unauthorized)?;
         TokenCache::put(&state.tokens.admins, token, &name);
         Ok(Self(name))
+    }
+}
+
+/// The customer a customer-API request acts for: always the token's, never a
+/// parameter's. Fails closed: no token, an unknown, expired or revoked one all answer
+/// 401 alike; a token over its rate answers 429 with `Retry-After`.
+pub struct CustomerAuth(pub Holder);
+
+impl FromRequestParts<AppState> for CustomerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let holder = customer_tokens::holder(&state.db, token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        state
+            .rate_limiter
+            .take(&holder.token_id, state.settings.customer_rate)
+            .map_err(|retry_after_s| ApiError::TooMany {
+                message: "this token's request rate is over its limit".into(),
+                retry_after_s,
+            })?;
+        Ok(Self(holder))
     }
 }

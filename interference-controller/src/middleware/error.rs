@@ -26,6 +26,8 @@ pub enum ApiError {
     InvalidPolicy(Vec<FieldError>),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Internal(String),
     #[error("{message}")]
     TooMany { message: String, retry_after_s: u64 },
     #[error(transparent)]
@@ -57,6 +59,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             Self::InvalidPolicy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", None),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Self::TooMany { retry_after_s, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many",

@@ -6,3 +6,4 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod observe;
+pub mod rate_limit;

@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+use crate::domain::public_ids::{vm_id, PublicIds};
+use crate::domain::redact::vm_name;
+
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
@@ -90,6 +93,7 @@ const LEDGER: &[&str] = &[
     "charge_end_ms",
     "line",
     "received_ms",
+    "public_id",
 ];
 const PHASES: &[&str] = &[
     "host_id",
@@ -170,12 +174,79 @@ pub struct Prepared {
     scores: Table,
     capacity: Table,
     quarantine: Table,
+    directory: Directory,
     rejected: Vec<Rejected>,
     counts: KindCounts,
 }
 
-/// Decodes a batch into rows (ledger columns extracted, unreadable items set aside).
-pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
+/// What a batch says of one VM: its uuid, customer, first and last instant named.
+struct Named {
+    uuid: Option<String>,
+    customer: String,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+/// The VMs a batch names, for `vm_directory`, by (name, vm id).
+#[derive(Default)]
+struct Directory(HashMap<(String, String), Named>);
+
+impl Directory {
+    fn saw(&mut self, name: &str, uuid: Option<&str>, customer: Option<&str>, at_ms: i64) {
+        let Some(customer) = customer.filter(|c| !c.is_empty()) else {
+            return;
+        };
+        let id = vm_id(uuid, customer, name);
+        let e = self
+            .0
+            .entry((name.to_owned(), id))
+            .or_insert_with(|| Named {
+                uuid: uuid.map(str::to_owned),
+                customer: customer.to_owned(),
+                first_ms: at_ms,
+                last_ms: at_ms,
+            });
+        e.first_ms = e.first_ms.min(at_ms);
+        e.last_ms = e.last_ms.max(at_ms);
+    }
+
+    /// Inserts new names, widens the seen interval of known ones.
+    async fn upsert(
+        self,
+        backend: Backend,
+        host: &str,
+        conn: &mut AnyConnection,
+    ) -> Result<(), sqlx::Error> {
+        const COLS: usize = 7;
+        let rows: Vec<_> = self.0.into_iter().collect();
+        for chunk in rows.chunks(rows_per_statement(COLS)) {
+            let sql = format!(
+                "INSERT INTO vm_directory (host_id, name, vm_id, vm_uuid, customer, first_ms, last_ms) \
+                 VALUES {} ON CONFLICT (host_id, name, vm_id) DO UPDATE SET \
+                 first_ms = CASE WHEN excluded.first_ms < vm_directory.first_ms THEN excluded.first_ms ELSE vm_directory.first_ms END, \
+                 last_ms = CASE WHEN excluded.last_ms > vm_directory.last_ms THEN excluded.last_ms ELSE vm_directory.last_ms END",
+                values(backend, chunk.len(), COLS)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((name, id), n) in chunk {
+                q = q
+                    .bind(host)
+                    .bind(name.as_str())
+                    .bind(id.as_str())
+                    .bind(n.uuid.clone())
+                    .bind(n.customer.as_str())
+                    .bind(n.first_ms)
+                    .bind(n.last_ms);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a batch into rows (ledger columns extracted, each line's public id derived,
+/// the VMs it names listed, unreadable items set aside).
+pub fn prepare(host: &str, batch: &IngestBatch, ids: &PublicIds) -> Prepared {
     let now = now_ms();
     let seq = big(batch.seq);
     let mut ledger = Table::new("ledger_lines", LEDGER);
@@ -185,6 +256,7 @@ pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
     let mut scores = Table::new("score_events", SCORES);
     let mut capacity = Table::new("capacity_samples", CAPACITY);
     let mut quarantine = Table::new("quarantine", QUARANTINE);
+    let mut directory = Directory::default();
     let mut rejected = Vec::new();
     let mut counts = KindCounts::default();
     let h = || Val::Text(host.to_owned());
@@ -195,6 +267,13 @@ pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
             Item::Ledger { line, vm_uuid } => match LedgerColumns::extract(line) {
                 Ok(c) => {
                     ledger_sent.push((c.record_id.clone(), line.as_str().to_owned()));
+                    directory.saw(
+                        vm_name(&c.resource_id, &c.host),
+                        vm_uuid.as_deref(),
+                        Some(&c.customer),
+                        c.charge_start_ms,
+                    );
+                    let public_id = ids.record(&c.customer, &c.record_id);
                     ledger.rows.push(vec![
                         Val::Text(c.record_id),
                         h(),
@@ -209,6 +288,7 @@ pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
                         Val::Int(c.charge_end_ms),
                         Val::Text(line.as_str().to_owned()),
                         Val::Int(now),
+                        Val::Text(public_id),
                     ]);
                 }
                 Err(e) => {
@@ -227,41 +307,59 @@ pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
                     });
                 }
             },
-            Item::ActionPhase(p) => phases.rows.push(vec![
-                h(),
-                Val::Text(p.id.clone()),
-                Val::Text(p.action_id.clone()),
-                Val::Text(p.phase.as_str().to_owned()),
-                Val::Int(big(p.at_ms)),
-                Val::OptText(p.rung.clone()),
-                Val::OptText(p.vm.clone()),
-                Val::OptText(p.vm_uuid.clone()),
-                Val::OptText(p.customer.clone()),
-                Val::OptText(p.model_sha.clone()),
-                Val::OptReal(p.victim_wait_after_ms),
-                Val::OptText((!p.detail.is_null()).then(|| p.detail.to_string())),
-                Val::Int(now),
-            ]),
-            Item::Rollup(r) => rollups.rows.push(vec![
-                h(),
-                Val::Text(r.id()),
-                Val::Text(r.vm.clone()),
-                Val::OptText(r.vm_uuid.clone()),
-                Val::OptText(r.customer.clone()),
-                Val::Int(big(r.window_start_ms)),
-                Val::Int(big(r.window_ms)),
-                Val::Real(r.cpu_usage_cores),
-                Val::Real(r.run_queue_wait_ms),
-                Val::Real(r.preempted_ms),
-                Val::Int(big(r.io_ops)),
-                Val::Int(big(r.io_bytes)),
-                Val::Int(big(r.memory_mib)),
-                Val::Real(f64::from(r.max_score)),
-                Val::Int(i64::from(r.actions)),
-                Val::OptText(r.model_sha.clone()),
-                Val::OptReal(r.forecast_abs_error),
-                Val::Int(now),
-            ]),
+            Item::ActionPhase(p) => {
+                if let Some(vm) = &p.vm {
+                    directory.saw(
+                        vm,
+                        p.vm_uuid.as_deref(),
+                        p.customer.as_deref(),
+                        big(p.at_ms),
+                    );
+                }
+                phases.rows.push(vec![
+                    h(),
+                    Val::Text(p.id.clone()),
+                    Val::Text(p.action_id.clone()),
+                    Val::Text(p.phase.as_str().to_owned()),
+                    Val::Int(big(p.at_ms)),
+                    Val::OptText(p.rung.clone()),
+                    Val::OptText(p.vm.clone()),
+                    Val::OptText(p.vm_uuid.clone()),
+                    Val::OptText(p.customer.clone()),
+                    Val::OptText(p.model_sha.clone()),
+                    Val::OptReal(p.victim_wait_after_ms),
+                    Val::OptText((!p.detail.is_null()).then(|| p.detail.to_string())),
+                    Val::Int(now),
+                ]);
+            }
+            Item::Rollup(r) => {
+                directory.saw(
+                    &r.vm,
+                    r.vm_uuid.as_deref(),
+                    r.customer.as_deref(),
+                    big(r.window_start_ms),
+                );
+                rollups.rows.push(vec![
+                    h(),
+                    Val::Text(r.id()),
+                    Val::Text(r.vm.clone()),
+                    Val::OptText(r.vm_uuid.clone()),
+                    Val::OptText(r.customer.clone()),
+                    Val::Int(big(r.window_start_ms)),
+                    Val::Int(big(r.window_ms)),
+                    Val::Real(r.cpu_usage_cores),
+                    Val::Real(r.run_queue_wait_ms),
+                    Val::Real(r.preempted_ms),
+                    Val::Int(big(r.io_ops)),
+                    Val::Int(big(r.io_bytes)),
+                    Val::Int(big(r.memory_mib)),
+                    Val::Real(f64::from(r.max_score)),
+                    Val::Int(i64::from(r.actions)),
+                    Val::OptText(r.model_sha.clone()),
+                    Val::OptReal(r.forecast_abs_error),
+                    Val::Int(now),
+                ]);
+            }
             Item::Score(s) => scores.rows.push(vec![
                 h(),
                 Val::Text(s.id()),
@@ -298,6 +396,7 @@ pub fn prepare(host: &str, batch: &IngestBatch) -> Prepared {
         scores,
         capacity,
         quarantine,
+        directory,
         rejected,
         counts,
     }
@@ -308,8 +407,9 @@ pub async fn ingest(
     db: &Db,
     host: &str,
     batch: &IngestBatch,
+    ids: &PublicIds,
 ) -> Result<(IngestAck, KindCounts), DbError> {
-    let prepared = prepare(host, batch);
+    let prepared = prepare(host, batch, ids);
     let _gate = db.write_gate().await;
     let mut tx = db.pool().begin().await?;
     let out = store(db.backend(), &mut tx, prepared).await?;
@@ -337,6 +437,7 @@ pub async fn store(
         scores,
         capacity,
         quarantine,
+        directory,
         rejected,
         mut counts,
     } = p;
@@ -375,6 +476,7 @@ pub async fn store(
         capacity.insert_or_ignore(backend, &mut *tx).await?,
     );
     quarantine.insert_or_ignore(backend, &mut *tx).await?;
+    directory.upsert(backend, host, &mut *tx).await?;
 
     let conflicts = if ledger_inserted < ledger_rows {
         conflicting_lines(backend, &mut *tx, &ledger_sent).await?

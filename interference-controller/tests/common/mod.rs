@@ -21,6 +21,8 @@ use interference_fleet_lab::postgres::Postgres;
 use interference_fleet_lab::sim::{Sent, SimAgent};
 use sqlx::Row;
 
+pub mod tenants;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sqlite,

@@ -65,9 +65,11 @@ pub async fn ingest(
     let (ack, counts) = match &state.group_commit {
         Some(group) => {
             let items = batch.items.len();
-            group.submit(ingest::prepare(&host, &batch), items).await?
+            group
+                .submit(ingest::prepare(&host, &batch, &state.ids), items)
+                .await?
         }
-        None => ingest::ingest(&state.db, &host, &batch).await?,
+        None => ingest::ingest(&state.db, &host, &batch, &state.ids).await?,
     };
     // Only now, after the commit, is the batch acknowledged.
     for kind in ItemKind::ALL {
