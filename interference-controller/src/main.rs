@@ -47,6 +47,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Status(args)) => cli::status::run(&db, args).await,
             Some(Command::Hosts { command }) => cli::hosts::run(&db, command).await,
             Some(Command::Tokens { command }) => cli::tokens::run(&db, command).await,
+            Some(Command::Customers { command }) => cli::customers::run(&db, command).await,
             Some(Command::Admin { command }) => cli::hosts::run_admin(&db, command).await,
             Some(Command::Models { command }) => cli::models::run(&db, command).await,
             Some(Command::Policy { command }) => cli::policy::run(&db, command).await,

@@ -93,6 +93,14 @@ impl RunningServer {
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let db = Db::connect_and_migrate(&config.database, &config.db).await?;
+    let ids = crate::store::secrets::public_ids(&db).await?;
+    let backfilled = crate::store::secrets::backfill_public_ids(&db, &ids).await?;
+    if backfilled > 0 {
+        info!(
+            lines = backfilled,
+            "gave ledger lines stored before the customer API their public ids"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let snapshot = Snapshot::load(&db).await?;
     metrics.set_generation(snapshot.generation);
@@ -111,17 +119,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
             metrics.clone(),
             leader_rx.clone(),
             config.jobs.clone(),
+            ids.clone(),
         ),
     ];
     background.extend(db.spawn_sqlite_checkpointer());
-    let ids = crate::store::secrets::public_ids(&db).await?;
-    let backfilled = crate::store::secrets::backfill_public_ids(&db, &ids).await?;
-    if backfilled > 0 {
-        info!(
-            lines = backfilled,
-            "gave ledger lines stored before the customer API their public ids"
-        );
-    }
     let state = AppState::new(
         db.clone(),
         metrics.clone(),

@@ -8,10 +8,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use common::tenants::{generate, GenFleet};
-use common::{fast_config, host_token, url, Kind, TestDb};
+use common::tenants::generate;
+use common::{fast_config, seeded, url, Kind, TestDb};
 use interference_controller::db::Db;
 use interference_controller::server::{start, RunningServer};
 use interference_controller::store::customer_tokens::{self, Scope};
@@ -19,30 +18,9 @@ use interference_core::billing::Period;
 use proptest::prelude::*;
 use reqwest::StatusCode;
 
-/// A controller serving `fleet`, every host's batches ingested. The rate limit is
-/// raised: these tests send hundreds of requests per token on purpose (the limit
-/// itself is tested with its default in `tokens_fail_closed_...`).
-async fn seeded(kind: Kind, fleet: &GenFleet) -> (TestDb, RunningServer) {
-    let db = TestDb::new(kind);
-    let mut config = fast_config(&db.url);
-    config.settings.customer_rate.per_second = 1e6;
-    config.settings.customer_rate.burst = 1e6;
-    let server = start(config).await.expect("controller starts");
-    let base = url(server.addr);
-    let mut tokens: BTreeMap<String, String> = BTreeMap::new();
-    for (host, batch) in &fleet.batches {
-        if !tokens.contains_key(host) {
-            tokens.insert(host.clone(), host_token(&server.db, host).await);
-        }
-        let client = common::client(&base, &tokens[host], Duration::from_secs(1));
-        let ack = client.ingest(batch).await.expect("ingest");
-        assert!(ack.rejected.is_empty(), "{:?}", ack.rejected);
-    }
-    (db, server)
-}
-
+/// A write token: the isolation test calls every route, the writes too.
 async fn customer_token(db: &Db, customer: &str) -> String {
-    customer_tokens::create(db, customer, Scope::Read, 3600, None)
+    customer_tokens::create(db, customer, Scope::Write, 3600, None)
         .await
         .expect("token")
         .1
@@ -65,6 +43,25 @@ impl Api {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        (status, resp.text().await.expect("body"))
+    }
+
+    async fn send(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, String) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
         }
         let resp = req.send().await.expect("request");
         let status = resp.status();
@@ -113,10 +110,26 @@ async fn known(api: &Api, token: &str) -> Known {
     k
 }
 
-/// Every concrete request the document's routes allow with these ids.
-fn requests(doc: &serde_json::Value, mine: &Known, range: &str) -> Vec<String> {
+/// One request: method, path and query, body.
+type Request = (reqwest::Method, String, Option<serde_json::Value>);
+
+/// A body every write route accepts from a customer with no tier (each answered, some
+/// refused with a reason: all must leak nothing).
+fn body_for(method: &reqwest::Method, path: &str) -> Option<serde_json::Value> {
+    match (method.as_str(), path) {
+        ("PUT", p) if p.ends_with("/preferences") && p.starts_with("/v1/vms/") => {
+            Some(serde_json::json!({"no_donor": false}))
+        }
+        ("PUT", _) => Some(serde_json::json!({"no_donor": false})),
+        ("POST", p) if p.ends_with("/priority") => Some(serde_json::json!({"hours": 1})),
+        _ => None,
+    }
+}
+
+/// Every concrete request the document's routes allow with these ids, every method.
+fn requests(doc: &serde_json::Value, mine: &Known, range: &str) -> Vec<Request> {
     let mut out = Vec::new();
-    for path in doc["paths"].as_object().expect("paths").keys() {
+    for (path, item) in doc["paths"].as_object().expect("paths") {
         let variants: Vec<String> = if path.contains("{vm}") {
             mine.vms.iter().map(|v| path.replace("{vm}", v)).collect()
         } else if path.contains("{period}") {
@@ -133,24 +146,34 @@ fn requests(doc: &serde_json::Value, mine: &Known, range: &str) -> Vec<String> {
         } else {
             vec![path.clone()]
         };
-        for v in variants {
-            out.push(format!("{v}?{range}"));
-            if v.ends_with("/charges") {
-                for vm in &mine.vms {
-                    out.push(format!("{v}?vm={vm}&limit=1000"));
-                    out.push(format!("{v}?vm={vm}&format=csv&limit=1000"));
+        for method in item.as_object().expect("operations").keys() {
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            for v in &variants {
+                let body = body_for(&method, v);
+                let mut add = |p: String| out.push((method.clone(), p, body.clone()));
+                if method != reqwest::Method::GET {
+                    add(v.clone());
+                    continue;
                 }
-                for kind in ["base", "charge", "credit"] {
-                    out.push(format!("{v}?kind={kind}&limit=1000"));
+                add(format!("{v}?{range}"));
+                if v.ends_with("/charges") {
+                    for vm in &mine.vms {
+                        add(format!("{v}?vm={vm}&limit=1000"));
+                        add(format!("{v}?vm={vm}&format=csv&limit=1000"));
+                    }
+                    for kind in ["base", "charge", "credit"] {
+                        add(format!("{v}?kind={kind}&limit=1000"));
+                    }
                 }
-            }
-            if v.ends_with("/costs") {
-                for by in ["day", "vm", "kind"] {
-                    out.push(format!("{v}?by={by}"));
+                if v.ends_with("/costs") {
+                    for by in ["day", "vm", "kind"] {
+                        add(format!("{v}?by={by}"));
+                    }
                 }
-            }
-            if v.contains("/invoices/") {
-                out.push(format!("{v}?format=csv"));
+                if v.contains("/invoices/") {
+                    add(format!("{v}?format=csv"));
+                }
             }
         }
     }
@@ -166,7 +189,7 @@ fn with_id(path: &str, own: &str, other: &str) -> String {
 async fn isolation(kind: Kind, seed: u64) {
     let now = interference_controller::db::sql::now_ms() as u64;
     let fleet = generate(seed, now);
-    let (db, server) = seeded(kind, &fleet).await;
+    let (db, server, _) = seeded(kind, &fleet).await;
     let api = Api::new(&server);
     let doc: serde_json::Value =
         serde_json::from_str(&api.get(None, "/v1/openapi.json").await.1).expect("doc");
@@ -192,9 +215,14 @@ async fn isolation(kind: Kind, seed: u64) {
             "{c} sees its own VMs, once each (a migrated VM once)"
         );
         let secrets = fleet.secrets_for(c);
-        for path in requests(&doc, mine, &range) {
-            let (status, body) = api.get(Some(token), &path).await;
-            assert!(status.is_success(), "{c} {path}: {status} {body}");
+        for (method, path, payload) in requests(&doc, mine, &range) {
+            let send = |path: String| api.send(token, method.clone(), path, payload.clone());
+            let (status, body) = send(path.clone()).await;
+            // Writes may be refused (no tier, no grant to cancel): answered all the same.
+            assert!(
+                status.is_success() || status == StatusCode::CONFLICT,
+                "{c} {method} {path}: {status} {body}"
+            );
             for s in &secrets {
                 assert!(
                     !body.contains(s.as_str()),
@@ -208,16 +236,14 @@ async fn isolation(kind: Kind, seed: u64) {
                 .flatten()
                 .find(|id| path.contains(id.as_str()));
             if let Some(own) = own {
-                let missing = api
-                    .get(Some(token), &with_id(&path, own, "does-not-exist"))
-                    .await;
+                let missing = send(with_id(&path, own, "does-not-exist")).await;
                 assert_eq!(missing.0, StatusCode::NOT_FOUND, "{path}");
                 for (other, theirs) in &ids {
                     if other == c {
                         continue;
                     }
                     for foreign in theirs.vms.iter().chain(theirs.lines.iter().take(5)) {
-                        let got = api.get(Some(token), &with_id(&path, own, foreign)).await;
+                        let got = send(with_id(&path, own, foreign)).await;
                         assert_eq!(
                             got, missing,
                             "{c} asking for {other}'s {foreign} via {path}"
@@ -264,7 +290,7 @@ async fn tenants_never_see_each_other_on_postgres() {
 async fn invoices_match_bill(kind: Kind) {
     let now = interference_controller::db::sql::now_ms() as u64;
     let fleet = generate(11, now);
-    let (db, server) = seeded(kind, &fleet).await;
+    let (db, server, _) = seeded(kind, &fleet).await;
     let api = Api::new(&server);
     for c in &fleet.customers {
         let token = customer_token(&server.db, c).await;

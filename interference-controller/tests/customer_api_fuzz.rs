@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use common::tenants::generate;
-use common::{fast_config, host_token, url, Kind, TestDb};
-use interference_controller::server::start;
+use common::{seeded, url, Kind};
 use interference_controller::store::customer_tokens::{self, Scope};
 use interference_fleet_lab::workspace_root;
 
@@ -24,27 +21,13 @@ async fn schemathesis_finds_no_server_error_and_no_undeclared_response() {
         "{} is missing: run scripts/setup.sh",
         st.display()
     );
-    let db = TestDb::new(Kind::Sqlite);
-    let mut config = fast_config(&db.url);
-    // schemathesis sends hundreds of requests a second with one token: the rate limit
-    // (tested on its own in customer_api.rs) would answer most of them 429.
-    config.settings.customer_rate.per_second = 1e6;
-    config.settings.customer_rate.burst = 1e6;
-    let server = start(config).await.expect("controller starts");
-    let base = url(server.addr);
+    // schemathesis sends hundreds of requests a second with one token: `seeded` raises
+    // the rate limit (tested on its own in customer_api.rs).
     let fleet = generate(5, interference_controller::db::sql::now_ms() as u64);
-    let mut tokens: BTreeMap<String, String> = BTreeMap::new();
-    for (host, batch) in &fleet.batches {
-        if !tokens.contains_key(host) {
-            tokens.insert(host.clone(), host_token(&server.db, host).await);
-        }
-        common::client(&base, &tokens[host], Duration::from_secs(1))
-            .ingest(batch)
-            .await
-            .expect("ingest");
-    }
+    let (_db, server, _) = seeded(Kind::Sqlite, &fleet).await;
+    let base = url(server.addr);
     let (_, token) =
-        customer_tokens::create(&server.db, &fleet.customers[0], Scope::Read, 3600, None)
+        customer_tokens::create(&server.db, &fleet.customers[0], Scope::Write, 3600, None)
             .await
             .expect("token");
     // Real ids for the path parameters most of the time (random ones the rest), so

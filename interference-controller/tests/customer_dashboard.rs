@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::tenants::generate;
-use common::{fast_config, host_token, url, Kind, TestDb};
-use interference_controller::server::start;
+use common::{seeded, url, Kind};
 use interference_controller::store::customer_tokens::{self, Scope};
 use interference_fleet_lab::workspace_root;
 
@@ -53,24 +50,11 @@ async fn the_dashboard_draws_scores_actions_neighbours_and_charges_of_one_tenant
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run scripts/setup.sh"
     );
-    let db = TestDb::new(Kind::Sqlite);
-    let server = start(fast_config(&db.url))
-        .await
-        .expect("controller starts");
-    let base = url(server.addr);
     let now = interference_controller::db::sql::now_ms() as u64;
     // A seed whose first customer has mitigations and neighbours of other customers.
     let fleet = generate(3, now);
-    let mut tokens: BTreeMap<String, String> = BTreeMap::new();
-    for (host, batch) in &fleet.batches {
-        if !tokens.contains_key(host) {
-            tokens.insert(host.clone(), host_token(&server.db, host).await);
-        }
-        common::client(&base, &tokens[host], Duration::from_secs(1))
-            .ingest(batch)
-            .await
-            .expect("ingest");
-    }
+    let (_db, server, _) = seeded(Kind::Sqlite, &fleet).await;
+    let base = url(server.addr);
     let customer = fleet.customers[0].clone();
     let (_, token) = customer_tokens::create(&server.db, &customer, Scope::Read, 3600, None)
         .await

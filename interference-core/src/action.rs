@@ -78,6 +78,10 @@ pub struct Action {
     /// forecasts existed read as `now`.
     #[serde(default, skip_serializing_if = "Trigger::is_now")]
     pub trigger: Trigger,
+    /// VMs of the pair whose customers opted them out of being donors (the customer
+    /// API): never credited for this action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_donors: Vec<String>,
 }
 
 /// What raised a pair's alarm (`x_Trigger` in the ledger).

@@ -42,6 +42,8 @@ fn vms() -> Vec<VmInput> {
             memory_floor_bytes: Some(1 << 30),
             has_qmp: true,
             vcpus: None,
+            no_donor: false,
+            priority_until_ms: None,
         })
         .collect()
 }
@@ -105,6 +107,7 @@ fn run(label: &str, stride: usize) {
             outcomes: &outcomes,
             hold_new: None,
             blocked_customers: &[],
+            capped_customers: &[],
             placement: interference::policy::Placement::Static,
         };
         let start = Instant::now();

@@ -49,6 +49,7 @@ fn now_ms() -> u64 {
 
 fn action(id: String, vm: &str, change: Change) -> Action {
     Action {
+        not_donors: Vec::new(),
         id,
         decided_ms: now_ms(),
         rung: match change {

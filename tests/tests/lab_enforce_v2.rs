@@ -42,6 +42,7 @@ fn vm(name: &str) -> Vm {
 
 fn action(id: &str, change: Change) -> Action {
     Action {
+        not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 0,
         rung: Rung::Weight,

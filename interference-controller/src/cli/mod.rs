@@ -2,6 +2,7 @@
 //! straight against the database (`--database`), so they work before any server runs
 //! and on any replica's database.
 
+pub mod customers;
 pub mod hosts;
 pub mod models;
 pub mod policy;
@@ -38,6 +39,11 @@ pub enum Command {
     Hosts {
         #[command(subcommand)]
         command: hosts::HostsCommand,
+    },
+    /// Customers' SLA tiers, settings and requests.
+    Customers {
+        #[command(subcommand)]
+        command: customers::CustomersCommand,
     },
     /// Customer API tokens: create, list, revoke.
     Tokens {

@@ -10,7 +10,7 @@ use crate::domain::policy_layers::{merged, Layer, Scope};
 use crate::domain::rollout::{in_share, Stage};
 use crate::store::{models, policy, rollouts};
 use interference_fleet::wire::{
-    DesiredState, Limits, ModelAssignment, ModelRef, PolicyAssignment, RolloutRef,
+    DesiredState, Influence, Limits, ModelAssignment, ModelRef, PolicyAssignment, RolloutRef,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -22,6 +22,8 @@ pub struct Snapshot {
     /// The running rollout (shadow or canary) and its bundle.
     pub rollout: Option<(rollouts::RolloutRow, ModelRef)>,
     pub blocked_tenants: Vec<String>,
+    /// Customers' requests in force (the customer API).
+    pub influence: Influence,
 }
 
 impl Snapshot {
@@ -56,7 +58,12 @@ impl Snapshot {
             Some(cap) => blocked_tenants(db, cap).await?,
             None => Vec::new(),
         };
+        let now = now_ms();
+        let period =
+            interference_core::billing::Period::containing(u64::try_from(now).unwrap_or(0));
+        let influence = crate::store::influence::influence(db, now, &period.to_string()).await?;
         Ok(Self {
+            influence,
             generation,
             layers,
             settings,
@@ -107,6 +114,7 @@ impl Snapshot {
             model,
             limits,
             placement: self.settings.placement,
+            influence: self.influence.clone(),
         };
         state.etag = etag(&state);
         state
@@ -115,8 +123,14 @@ impl Snapshot {
 
 /// A digest of everything but the ETag itself.
 fn etag(state: &DesiredState) -> String {
-    let text = serde_json::to_vec(&(&state.policy, &state.model, &state.limits, state.placement))
-        .unwrap_or_default();
+    let text = serde_json::to_vec(&(
+        &state.policy,
+        &state.model,
+        &state.limits,
+        state.placement,
+        &state.influence,
+    ))
+    .unwrap_or_default();
     let digest = Sha256::digest(&text);
     digest[..10].iter().map(|b| format!("{b:02x}")).collect()
 }

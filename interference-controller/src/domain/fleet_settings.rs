@@ -10,8 +10,12 @@
 //! [fleet.rollout]
 //! canary_share_pct = 10
 //! min_stage_duration = "30m"
+//! [fleet.tiers.gold]             # customers' SLA tiers (`customers set-tier`)
+//! priority_hours_per_month = 48  # priority requests a customer may hold per month
+//! max_priority_share = 0.25      # of a host's VMs that may be priority VMs by request
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -32,6 +36,28 @@ pub struct FleetSettings {
     #[serde(with = "humantime_serde_str")]
     pub heartbeat_fresh: Duration,
     pub rollout: RolloutRules,
+    /// SLA tiers: what a customer of each may ask for through the customer API.
+    pub tiers: BTreeMap<String, TierLimits>,
+}
+
+/// What one SLA tier allows its customers to request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierLimits {
+    /// Hours of priority requests per customer per calendar month (UTC).
+    pub priority_hours_per_month: f64,
+    /// Share of a host's VMs (all customers') that may be priority VMs by request at
+    /// once, from 0 to 1.
+    pub max_priority_share: f64,
+}
+
+impl Default for TierLimits {
+    fn default() -> Self {
+        Self {
+            priority_hours_per_month: 0.0,
+            max_priority_share: 0.0,
+        }
+    }
 }
 
 /// When a rollout moves on or goes back (see `domain::rollout`).
@@ -69,6 +95,7 @@ impl Default for FleetSettings {
             reservation_ttl: Duration::from_secs(120),
             heartbeat_fresh: Duration::from_secs(30),
             rollout: RolloutRules::default(),
+            tiers: BTreeMap::new(),
         }
     }
 }
@@ -111,6 +138,20 @@ impl FleetSettings {
     }
 
     fn check(&self) -> Result<(), (String, String)> {
+        for (name, t) in &self.tiers {
+            if !(t.priority_hours_per_month.is_finite() && t.priority_hours_per_month >= 0.0) {
+                return Err((
+                    format!("fleet.tiers.{name}.priority_hours_per_month"),
+                    format!("{} must be 0 or more hours", t.priority_hours_per_month),
+                ));
+            }
+            if !(0.0..=1.0).contains(&t.max_priority_share) {
+                return Err((
+                    format!("fleet.tiers.{name}.max_priority_share"),
+                    format!("{} must be a share from 0 to 1", t.max_priority_share),
+                ));
+            }
+        }
         if self.max_concurrent_migrations == 0 {
             return Err((
                 "fleet.max_concurrent_migrations".into(),
@@ -185,5 +226,17 @@ mod tests {
         let e = FleetSettings::from_document("[fleet.rollout]\ncanary_share_pct = 0\n")
             .expect_err("zero");
         assert_eq!(e.0, "fleet.rollout.canary_share_pct");
+    }
+
+    #[test]
+    fn tiers_are_read_and_checked() {
+        let s = FleetSettings::from_document(
+            "[fleet.tiers.gold]\npriority_hours_per_month = 48\nmax_priority_share = 0.25\n",
+        )
+        .expect("valid");
+        assert_eq!(s.tiers["gold"].priority_hours_per_month, 48.0);
+        let e = FleetSettings::from_document("[fleet.tiers.gold]\nmax_priority_share = 1.5\n")
+            .expect_err("share above 1");
+        assert_eq!(e.0, "fleet.tiers.gold.max_priority_share");
     }
 }

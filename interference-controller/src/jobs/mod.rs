@@ -7,6 +7,7 @@
 //! | reservations | 5 s | active reservations past their expiry give their room back |
 //! | rollout | 30 s | evaluates the running rollout's outcomes: promote, hold or roll back |
 //! | prune | 1 h | drops per-batch bookkeeping older than 30 days (never items) |
+//! | cap credits | 1 min | credits back what a closed period's charges exceed a customer's cap by |
 
 pub mod leader;
 mod rollout;
@@ -27,6 +28,7 @@ pub struct JobPeriods {
     pub reservations: Duration,
     pub rollout: Duration,
     pub prune: Duration,
+    pub cap_credits: Duration,
 }
 
 impl Default for JobPeriods {
@@ -35,6 +37,7 @@ impl Default for JobPeriods {
             reservations: Duration::from_secs(5),
             rollout: Duration::from_secs(30),
             prune: Duration::from_secs(3600),
+            cap_credits: Duration::from_secs(60),
         }
     }
 }
@@ -46,12 +49,19 @@ pub fn spawn_jobs(
     metrics: Arc<Metrics>,
     mut leader: watch::Receiver<bool>,
     periods: JobPeriods,
+    ids: crate::domain::public_ids::PublicIds,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut reservations = tokio::time::interval(periods.reservations);
         let mut rollout = tokio::time::interval(periods.rollout);
         let mut prune = tokio::time::interval(periods.prune);
-        for i in [&mut reservations, &mut rollout, &mut prune] {
+        let mut cap_credits = tokio::time::interval(periods.cap_credits);
+        for i in [
+            &mut reservations,
+            &mut rollout,
+            &mut prune,
+            &mut cap_credits,
+        ] {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -79,6 +89,20 @@ pub fn spawn_jobs(
                         if let Err(e) = rollout::evaluate_once(&db, &metrics).await {
                             metrics.job_error("rollout");
                             warn!(error = %e, "rollout evaluation failed; will retry");
+                        }
+                    }
+                }
+                _ = cap_credits.tick() => {
+                    if *leader.borrow() {
+                        let now = u64::try_from(crate::db::sql::now_ms()).unwrap_or(0);
+                        let closed = interference_core::billing::Period::containing(now).previous();
+                        match crate::store::influence::credit_cap_overshoot(&db, &ids, closed).await {
+                            Ok(0) => {}
+                            Ok(n) => info!(lines = n, period = %closed, "credited back charges over customers' monthly caps"),
+                            Err(e) => {
+                                metrics.job_error("cap_credits");
+                                warn!(error = %e, "charge-cap credits failed; will retry");
+                            }
                         }
                     }
                 }

@@ -86,3 +86,15 @@ impl FromRequestParts<AppState> for CustomerAuth {
         Ok(Self(holder))
     }
 }
+
+impl CustomerAuth {
+    /// The holder, if its token may change things (scope `write`).
+    pub fn writer(self) -> Result<Holder, ApiError> {
+        match self.0.scope {
+            crate::store::customer_tokens::Scope::Write => Ok(self.0),
+            crate::store::customer_tokens::Scope::Read => Err(ApiError::Forbidden(
+                "this token is read-only; ask your operator for a write token".into(),
+            )),
+        }
+    }
+}

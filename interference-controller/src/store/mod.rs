@@ -5,6 +5,7 @@ pub mod customer;
 pub mod customer_tokens;
 pub mod group_commit;
 pub mod hosts;
+pub mod influence;
 pub mod ingest;
 pub mod models;
 pub mod placement;

@@ -109,6 +109,7 @@ pub fn fast_config(url: &str) -> ServerConfig {
         reservations: Duration::from_millis(200),
         rollout: Duration::from_millis(300),
         prune: Duration::from_secs(3600),
+        cap_credits: Duration::from_millis(500),
     };
     c
 }
@@ -305,4 +306,36 @@ pub async fn join_agents(
         reports.push(report);
     }
     (union, reports)
+}
+
+/// A controller on `kind` serving `fleet` (every host's batches ingested through the
+/// agents' route), and each host's token. The customer API's rate limit is raised:
+/// these tests send hundreds of requests per token on purpose (the limit itself is
+/// tested with its default in customer_api.rs).
+pub async fn seeded(
+    kind: Kind,
+    fleet: &tenants::GenFleet,
+) -> (
+    TestDb,
+    RunningServer,
+    std::collections::BTreeMap<String, String>,
+) {
+    let db = TestDb::new(kind);
+    let mut config = fast_config(&db.url);
+    config.settings.customer_rate.per_second = 1e6;
+    config.settings.customer_rate.burst = 1e6;
+    let server = start(config).await.expect("controller starts");
+    let base = url(server.addr);
+    let mut tokens = std::collections::BTreeMap::new();
+    for (host, batch) in &fleet.batches {
+        if !tokens.contains_key(host) {
+            tokens.insert(host.clone(), host_token(&server.db, host).await);
+        }
+        let ack = client(&base, &tokens[host], Duration::from_secs(1))
+            .ingest(batch)
+            .await
+            .expect("ingest");
+        assert!(ack.rejected.is_empty(), "{:?}", ack.rejected);
+    }
+    (db, server, tokens)
 }

@@ -169,6 +169,8 @@ fn line(g: &[&LedgerRecord]) -> InvoiceLine {
                 describe::duration(seconds)
             )
         }
+        // An adjustment (a controller's credit, no action): its own words.
+        _ if first.action_id.is_none() => first.charge_description.clone(),
         kind => {
             let neighbour = first.neighbor.clone().unwrap_or_else(|| "?".into());
             let changed = first.changed_vm.clone().unwrap_or_default();

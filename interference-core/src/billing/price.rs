@@ -113,10 +113,19 @@ impl Pricer<'_> {
         let list_cost = money(quantity * unit_price);
         let imc = money(quantity * unit_price * multiplier);
         let credited_is_aggressor = p.credited == a.aggressor;
-        let (role, ratio) = if credited_is_aggressor {
-            (Role::Aggressor, self.config.aggressor_credit_ratio)
-        } else {
-            (Role::GoodNeighbour, self.config.credit_ratio)
+        // A VM its customer opted out of being a donor is never credited.
+        let opted_out = a.not_donors.iter().any(|v| v == p.credited);
+        let (role, ratio) = match (credited_is_aggressor, opted_out) {
+            (_, true) => (
+                if credited_is_aggressor {
+                    Role::Aggressor
+                } else {
+                    Role::GoodNeighbour
+                },
+                0.0,
+            ),
+            (true, false) => (Role::Aggressor, self.config.aggressor_credit_ratio),
+            (false, false) => (Role::GoodNeighbour, self.config.credit_ratio),
         };
         let credit = -imc.scale(ratio);
         let cur = &self.config.currency;
@@ -170,7 +179,7 @@ impl Pricer<'_> {
         } else {
             Subject::Neighbour(&credit_neighbour)
         };
-        let credit_text = describe::credit(
+        let mut credit_text = describe::credit(
             p.credited,
             &credit_neighbour,
             credit_subject,
@@ -180,6 +189,9 @@ impl Pricer<'_> {
             role,
             ratio,
         );
+        if opted_out {
+            credit_text.push_str(" You opted this VM out of being a donor, so it earns no credit.");
+        }
 
         let base = |customer: &str, vm: &str, side: LineKind| LedgerRecord {
             record_id: format!("{}/{}/{}", a.id, seg.slot_ms, side.as_str()),

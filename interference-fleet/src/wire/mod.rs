@@ -14,7 +14,10 @@ mod ledger;
 mod model;
 mod placement;
 
-pub use desired::{DesiredState, Limits, ModelAssignment, ModelRef, PolicyAssignment, RolloutRef};
+pub use desired::{
+    DesiredState, Influence, Limits, ModelAssignment, ModelRef, PolicyAssignment, PriorityGrant,
+    RolloutRef, VmRef,
+};
 pub use error::{ErrorBody, FieldError};
 pub use host::{Capacity, Heartbeat, HeartbeatAck, Register, Registered};
 pub use ingest::{

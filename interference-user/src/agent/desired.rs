@@ -20,6 +20,7 @@ pub(super) fn apply(
     let Prepared { state, models } = prepared;
     if let Some(m) = mitigation.as_deref_mut() {
         m.set_limits(&state.limits);
+        m.set_influence(&state.influence);
         m.set_placement(state.placement);
     }
     if let Some(s) = scoring {

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use interference_fleet::wire::{Limits, PlacementRequest, ReleaseOutcome};
+use interference_fleet::wire::{Influence, Limits, PlacementRequest, ReleaseOutcome, VmRef};
 
 use super::migrations::{Ended, Migrations};
 use super::ScoreRound;
@@ -61,6 +61,8 @@ pub struct Mitigation {
     forecast_outcomes: BTreeMap<&'static str, u64>,
     /// The fleet's per-tenant action cap (`[fleet]`; no cap without a controller).
     tenant_cap: TenantCap,
+    /// Customers' requests from the controller (the customer API).
+    influence: Influence,
     /// Pairs the cap holds back now (logged once when it starts holding them).
     capped: BTreeSet<String>,
     /// Migrations in progress and which QEMUs run here (billing).
@@ -96,6 +98,7 @@ impl Mitigation {
             balloon: None,
             forecast_outcomes: BTreeMap::new(),
             tenant_cap: TenantCap::default(),
+            influence: Influence::default(),
             capped: BTreeSet::new(),
             migrations: Migrations::default(),
             placement: false,
@@ -142,6 +145,21 @@ impl Mitigation {
     ) -> Result<(), crate::policy::PolicyError> {
         config.dry_run |= self.policy.config().dry_run;
         self.policy.reconfigure(config)
+    }
+
+    /// Customers' requests from the controller's desired state, from the next round on.
+    pub fn set_influence(&mut self, influence: &Influence) {
+        if *influence != self.influence {
+            tracing::info!(
+                no_donor_customers = influence.no_donor_customers.len(),
+                no_donor_vms = influence.no_donor_vms.len(),
+                capped_customers = ?influence.capped_customers,
+                priority_requests = influence.priority.len(),
+                "customers' requests from the controller"
+            );
+        }
+        self.influence = influence.clone();
+        self.influence.capped_customers.sort();
     }
 
     /// The fleet's limits from the controller's desired state, from the next round on.
@@ -206,9 +224,17 @@ impl Mitigation {
         let round = round?;
         self.round += 1;
         let memory = self.read_memory(vms, &round.contention);
-        let inputs = vm_inputs(vms, samples, &memory, self.policy.config());
+        let inputs = vm_inputs(
+            vms,
+            samples,
+            &memory,
+            self.policy.config(),
+            &self.influence,
+            now_ms,
+        );
         let hold = self.billing.as_ref().and_then(Billing::holds_new_charges);
         let blocked = self.tenant_cap.blocked(now_ms);
+        let capped = self.influence.capped_customers.clone();
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -219,6 +245,7 @@ impl Mitigation {
             outcomes: &self.last_outcomes,
             hold_new: hold.as_deref(),
             blocked_customers: &blocked,
+            capped_customers: &capped,
             placement: self.placement_now(now_ms),
         });
         for (pair, result) in &decision.forecast_outcomes {
@@ -262,11 +289,12 @@ impl Mitigation {
         *self.migration_ends.entry(result).or_default() += 1;
     }
 
-    /// Says once, when it starts, that the fleet's per-tenant cap holds a pair back.
+    /// Says once, when it starts, that a cap holds a pair back: the fleet's actions per
+    /// tenant, or a customer's monthly cap on interference charges.
     fn log_capped(&mut self, skipped: &[(String, String)]) {
         let now: BTreeSet<String> = skipped
             .iter()
-            .filter(|(_, why)| why.contains("tenant cap: "))
+            .filter(|(_, why)| why.contains("tenant cap: ") || why.contains("charge cap: "))
             .map(|(pair, why)| {
                 if !self.capped.contains(pair) {
                     tracing::info!("{pair}: no new action: {why}");
@@ -547,12 +575,14 @@ pub fn bill_owed(enforcer: &Enforcer, billing: &mut Billing, now_ms: u64) {
 }
 
 /// The policy's view of each VM: inventory facts (its SLA tier from its customer's),
-/// the last tick's sample and its guest memory.
+/// the last tick's sample, its guest memory and its customer's requests.
 fn vm_inputs(
     vms: &[Vm],
     samples: &[VmSample],
     memory: &BTreeMap<String, GuestMemory>,
     policy: &PolicyConfig,
+    influence: &Influence,
+    now_ms: u64,
 ) -> Vec<VmInput> {
     vms.iter()
         .map(|vm| {
@@ -588,9 +618,33 @@ fn vm_inputs(
                 memory_floor_bytes: m.and_then(|m| m.floor_bytes),
                 has_qmp: vm.qmp_socket.is_some(),
                 vcpus: vm.vcpus(),
+                no_donor: no_donor(influence, vm),
+                priority_until_ms: priority_until(influence, vm, now_ms),
             }
         })
         .collect()
+}
+
+fn names(r: &VmRef, vm: &Vm) -> bool {
+    r.matches(vm.customer.as_deref(), &vm.name, vm.uuid.as_deref())
+}
+
+/// Whether the VM's customer opted it (or all its VMs) out of being a donor.
+fn no_donor(influence: &Influence, vm: &Vm) -> bool {
+    vm.customer
+        .as_ref()
+        .is_some_and(|c| influence.no_donor_customers.contains(c))
+        || influence.no_donor_vms.iter().any(|r| names(r, vm))
+}
+
+/// The end of the VM's priority request in force at `now_ms`, if any.
+fn priority_until(influence: &Influence, vm: &Vm, now_ms: u64) -> Option<u64> {
+    influence
+        .priority
+        .iter()
+        .filter(|g| g.start_ms <= now_ms && now_ms < g.until_ms && names(&g.vm, vm))
+        .map(|g| g.until_ms)
+        .max()
 }
 
 /// Each VM's allocation, for the base price.

@@ -34,6 +34,7 @@ fn action(
         _ => Rung::Migrate,
     };
     Action {
+        not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 0,
         rung,
@@ -271,6 +272,51 @@ proptest! {
 }
 
 // ---------------------------------------------------------------- the ledger
+
+#[test]
+fn a_vm_opted_out_of_donating_earns_no_credit_and_its_line_says_why() {
+    // The priority VM vm-batch (the aggressor) is boosted; the victim vm-web, opted
+    // out, is the one whose resources were used.
+    let mut a = action(
+        "h-1-0",
+        "vm-batch",
+        "vm-batch",
+        "vm-web",
+        "vm-batch",
+        Change::CpuWeight { weight: 1000 },
+    );
+    a.not_donors = vec!["vm-web".into()];
+    let b = Billable {
+        action: a,
+        applied_ms: NOV_1_2026,
+        effects: vec![Effect::from_texts(
+            PathBuf::from("/sys/fs/cgroup/machine/vm-batch/cpu.weight"),
+            "100",
+            "1000",
+        )],
+    };
+    let cfg = BillingConfig::default();
+    let aliases = Aliases::from_key([3; 32]);
+    let p = Pricer {
+        config: &cfg,
+        host: "h",
+        aliases: &aliases,
+    };
+    let seg = segments(NOV_1_2026, NOV_1_2026 + 600_000, 3_600_000)[0];
+    let [charge, credit] = p.action_lines(&b, seg);
+    assert!(charge.billed_cost.nanos() > 0);
+    assert_eq!(credit.billing_account_id, "acme");
+    assert_eq!(credit.billed_cost, Money::ZERO);
+    assert_eq!(credit.credit_ratio, Some(0.0));
+    assert!(
+        credit
+            .charge_description
+            .contains("opted this VM out of being a donor"),
+        "{}",
+        credit.charge_description
+    );
+    assert!(interference_core::billing::explain::check(&credit).reconciles);
+}
 
 #[test]
 fn the_ledger_writes_each_id_once_across_reopenings() {

@@ -224,7 +224,7 @@ impl Policy {
             let th = self
                 .rules
                 .thresholds(&buf, roles.protected.sla_tier.as_deref());
-            let (quiet, due, held, gate, missed) =
+            let (quiet, due, held, gate, missed, request_ended) =
                 if let Some(ps) = self.state.pairs.get_mut(buf.as_str()) {
                     if ps.seen_tick == Some(tick) {
                         // The same pair twice in one tick's scores: the first one counts.
@@ -259,6 +259,7 @@ impl Policy {
                         ps.held,
                         gate,
                         missed,
+                        ps.request_ended(input.now_ms),
                     )
                 } else if s.score >= th.on {
                     self.state.pairs.insert(
@@ -272,11 +273,13 @@ impl Policy {
                             ..PairState::default()
                         },
                     );
-                    (0, Due::Now, false, Gate::Unknown, None)
+                    (0, Due::Now, false, Gate::Unknown, None, None)
                 } else {
                     continue;
                 };
-            if let Some(m) = missed {
+            if let Some(why) = request_ended {
+                ended.push((buf.clone(), (why, s.score)));
+            } else if let Some(m) = missed {
                 self.state
                     .forecast_muted
                     .insert(buf.clone(), input.now_ms.saturating_add(m.mute_ms));
@@ -324,6 +327,10 @@ impl Policy {
             let mut waits = Vec::new();
             for (key, ps) in self.state.pairs.iter_mut() {
                 if ps.seen_tick != Some(tick) {
+                    if let Some(why) = ps.request_ended(input.now_ms) {
+                        ended.push((key.clone(), (why, 0.0)));
+                        continue;
+                    }
                     if let Some(m) = forecast::settle(
                         ps,
                         None,

@@ -72,6 +72,22 @@ pub(super) fn climb(
         ),
     };
     let roles = who::roles(&rules.config, w.victim, w.aggressor);
+    if let Some(c) = roles
+        .protected
+        .customer
+        .as_ref()
+        .filter(|c| t.input.capped_customers.binary_search(c).is_ok())
+    {
+        d.skipped.push((
+            w.key.clone(),
+            format!(
+                "charge cap: {c}, the customer of {}, reached its monthly cap on interference charges; no mitigation is charged to it until the month ends",
+                roles.protected.name
+            ),
+        ));
+        return;
+    }
+    let not_a_donor = who::not_a_donor(&roles);
     for i in first..rules.ladder.len() {
         let rung = rules.ladder[i];
         if state.pairs[&w.key].done(rung) {
@@ -92,7 +108,17 @@ pub(super) fn climb(
                 pass_over(state, &w.key, rung, why, d);
                 continue;
             }
-            Plan::Halves(h) => h,
+            Plan::Halves(h) => match &not_a_donor {
+                // The opted-out VM's halves change nothing; the others stand.
+                Some(why) => h
+                    .into_iter()
+                    .map(|h| match h {
+                        Half::Act(a) if a.vm == roles.reduced.name => Half::Noop(why.clone()),
+                        h => h,
+                    })
+                    .collect(),
+                None => h,
+            },
         };
         if let Some(Half::Wait(why)) = halves.iter().find(|h| matches!(h, Half::Wait(_))) {
             d.skipped
@@ -149,6 +175,12 @@ pub(super) fn climb(
             }
         }
         let acts: Vec<ladder::Act> = acts.into_iter().cloned().collect();
+        if let Some(ps) = state.pairs.get_mut(&w.key) {
+            if ps.granted_until_ms.is_none() {
+                ps.granted_until_ms = who::granted_until(&rules.config, &roles);
+                ps.granted_to = ps.granted_until_ms.map(|_| roles.protected.name.clone());
+            }
+        }
         apply_rung(rules, state, w, &roles, rung, &trigger, &halves, acts, t, d);
         return;
     }
@@ -303,9 +335,17 @@ pub(super) fn apply_rung(
                 .map(|x| x.slowdown)
         })
         .flatten();
-    let who = who::describe(&rules.config, roles, reverse);
+    let mut who = who::describe(&rules.config, roles, reverse);
+    if let Some(why) = who::not_a_donor(roles) {
+        who.push_str(&format!("; {why}"));
+    }
     for a in acts {
         let action = Action {
+            not_donors: [w.victim, w.aggressor]
+                .iter()
+                .filter(|v| v.no_donor)
+                .map(|v| v.name.clone())
+                .collect(),
             id: format!("{}-{tick}-{}", rules.id_prefix, t.seq),
             decided_ms: t.input.now_ms,
             rung,

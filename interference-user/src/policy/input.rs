@@ -37,6 +37,14 @@ pub struct VmInput {
     pub has_qmp: bool,
     /// vCPUs (allocation), when known: carried on actions for billing.
     pub vcpus: Option<u32>,
+    /// Its customer opted it out of being a donor (the customer API): it is never
+    /// reduced to protect another VM unless it is the pair's aggressor, and never
+    /// credited.
+    #[serde(default)]
+    pub no_donor: bool,
+    /// A priority VM by its customer's request until this instant (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_until_ms: Option<u64>,
 }
 
 /// Everything one decision looks at besides the policy's own state.
@@ -62,6 +70,10 @@ pub struct PolicyInput<'a> {
     /// Customers whose VMs may not be changed by a new action (the fleet's per-tenant
     /// cap for the day, `fleet::limits`); rollbacks go on. Sorted.
     pub blocked_customers: &'a [String],
+    /// Customers whose interference charges reached their monthly cap (the customer
+    /// API): no new mitigation protects their VMs, since it would charge them; rollbacks
+    /// go on. Sorted.
+    pub capped_customers: &'a [String],
     /// Where the migrate rung's targets come from.
     pub placement: Placement,
 }

@@ -151,6 +151,14 @@ pub struct PairState {
     /// The pair's mitigation started on a forecast: until when it must come true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast_watch: Option<ForecastWatch>,
+    /// The protected VM is a priority VM only by its customer's request, which ends
+    /// then: the pair's mitigation ends with it (a hot pair starts again with the
+    /// ordinary roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_until_ms: Option<u64>,
+    /// The VM that request made a priority VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_to: Option<String>,
     /// The tick whose scores last updated the counters (not persisted).
     #[serde(skip)]
     pub(crate) seen_tick: Option<u64>,
@@ -173,6 +181,17 @@ pub struct ForecastWatch {
 }
 
 impl PairState {
+    /// Why the pair's mitigation ends now, when a priority request it was owed to has
+    /// ended by `now_ms`.
+    pub fn request_ended(&self, now_ms: u64) -> Option<String> {
+        let until = self.granted_until_ms.filter(|u| now_ms >= *u)?;
+        Some(format!(
+            "the priority request that protected {} ended at {}",
+            self.granted_to.as_deref().unwrap_or("its priority VM"),
+            interference_core::billing::period::rfc3339(until)
+        ))
+    }
+
     /// Whether `rung` is done for this pair: complete, or passed over.
     pub fn done(&self, rung: Rung) -> bool {
         self.passed.contains(&rung) || self.rungs.iter().any(|r| r.rung == rung && r.complete)
@@ -468,6 +487,7 @@ mod tests {
 
     fn action(id: &str, vm: &str, rung: Rung, change: Change) -> Action {
         Action {
+            not_donors: Vec::new(),
             id: id.into(),
             decided_ms: 1000,
             rung,

@@ -24,6 +24,8 @@ struct Sim {
     directed: Vec<DirectedScore>,
     /// Customers the fleet's per-tenant cap blocks.
     blocked: Vec<String>,
+    /// Customers at their monthly charge cap.
+    capped: Vec<String>,
     /// Where migration targets come from.
     placement: Placement,
 }
@@ -71,6 +73,7 @@ impl Sim {
             result: ActionResult::Applied,
             directed: Vec::new(),
             blocked: Vec::new(),
+            capped: Vec::new(),
             placement: Placement::Static,
         }
     }
@@ -188,6 +191,126 @@ fn a_tenant_over_the_fleet_cap_gets_no_new_action_but_its_rollbacks_run() {
             .count();
     }
     assert_eq!(rolled_back, 2);
+}
+
+#[test]
+fn a_customer_at_its_charge_cap_is_not_protected_by_a_charged_mitigation() {
+    let mut sim = Sim::two();
+    sim.vms[0].customer = Some("web-co".into());
+    sim.capped = vec!["web-co".into()];
+    let d = sim.hot(63.2);
+    assert!(d.actions.is_empty(), "{:?}", changes(&d));
+    assert!(
+        skipped_with(&d, "charge cap: web-co, the customer of web"),
+        "{:?}",
+        d.skipped
+    );
+    sim.capped.clear();
+    assert_eq!(
+        sim.hot(63.2).actions.len(),
+        2,
+        "protected again once uncapped"
+    );
+}
+
+/// batch is the victim of web; `web` is a priority VM as `set` makes it.
+fn priority_aggressor(set: impl Fn(&mut VmInput), batch_no_donor: bool) -> Decision {
+    let mut web = vm("web", 2.0);
+    set(&mut web);
+    let mut batch = vm("batch", 0.5);
+    batch.no_donor = batch_no_donor;
+    let mut sim = Sim::new(config(), vec![web, batch]);
+    sim.step(&[("batch", "web", 55.0)])
+}
+
+#[test]
+fn a_priority_request_makes_a_priority_vm_until_it_ends() {
+    let d = priority_aggressor(|web| web.priority_until_ms = Some(4_102_444_800_000), false);
+    assert_eq!(
+        changes(&d),
+        vec![
+            ("web".into(), Change::CpuWeight { weight: 1000 }),
+            ("batch".into(), Change::CpuWeight { weight: 10 }),
+        ]
+    );
+    assert!(
+        d.actions[1]
+            .reason
+            .contains("priority request until 2100-01-01"),
+        "{}",
+        d.actions[1].reason
+    );
+    // Without the request, the victim is protected and the aggressor web reduced.
+    let d = priority_aggressor(|_| {}, false);
+    assert_eq!(d.actions[0].protects, "batch");
+}
+
+#[test]
+fn a_mitigation_owed_to_a_priority_request_ends_with_it() {
+    let mut web = vm("web", 2.0);
+    web.priority_until_ms = Some(1_000_000 + 3 * TICK_MS);
+    let mut sim = Sim::new(config(), vec![web, vm("batch", 0.5)]);
+    let d = sim.step(&[("batch", "web", 55.0)]);
+    assert_eq!(d.actions[0].protects, "web", "protected by its request");
+    let mut rolled_back = Vec::new();
+    let mut after = Vec::new();
+    for i in 0..6 {
+        if i == 3 {
+            // The agent stops naming the request once it has ended.
+            sim.vms[0].priority_until_ms = None;
+        }
+        let d = sim.step(&[("batch", "web", 55.0)]);
+        for a in d.actions {
+            if matches!(a.change, Change::Rollback { .. }) {
+                rolled_back.push(a);
+            } else if i >= 3 {
+                after.push(a);
+            }
+        }
+    }
+    // Two rungs (weight, pin) of two halves each: all undone when the request ends.
+    assert_eq!(rolled_back.len(), 4);
+    assert!(
+        rolled_back.iter().all(|a| a
+            .reason
+            .contains("the priority request that protected web ended")),
+        "{:?}",
+        rolled_back.iter().map(|a| &a.reason).collect::<Vec<_>>()
+    );
+    assert!(
+        !after.is_empty() && after.iter().all(|a| a.protects == "batch"),
+        "then the victim is protected: {:?}",
+        after
+            .iter()
+            .map(|a| (&a.vm, &a.protects))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_vm_opted_out_of_donating_is_not_reduced_unless_it_is_the_aggressor() {
+    let d = priority_aggressor(|web| web.priority = Priority::High, true);
+    // Only the priority VM's own boost: the opted-out victim keeps its weight.
+    assert_eq!(
+        changes(&d),
+        vec![("web".into(), Change::CpuWeight { weight: 1000 })]
+    );
+    let boost = &d.actions[0];
+    assert_eq!(boost.not_donors, vec!["batch".to_owned()]);
+    assert!(
+        boost.reason.contains("batch opted out of being a donor"),
+        "{}",
+        boost.reason
+    );
+    // As the aggressor it is reduced all the same.
+    let mut sim = Sim::two();
+    sim.vms[1].no_donor = true;
+    let d = sim.hot(63.2);
+    assert!(
+        changes(&d).contains(&("batch".into(), Change::CpuWeight { weight: 10 })),
+        "{:?}",
+        changes(&d)
+    );
 }
 
 #[test]
@@ -1551,6 +1674,7 @@ impl Sim {
             outcomes: &self.outcomes,
             hold_new: None,
             blocked_customers: &self.blocked,
+            capped_customers: &self.capped,
             placement: self.placement,
         };
         let d = self.policy.decide(&input);

@@ -53,8 +53,8 @@ impl Roles<'_> {
 
 /// Decides the roles for the direction `victim` <- `aggressor`.
 pub fn roles<'a>(config: &PolicyConfig, victim: &'a VmInput, aggressor: &'a VmInput) -> Roles<'a> {
-    let pv = config.is_priority(victim.priority, victim.sla_tier.as_deref());
-    let pa = config.is_priority(aggressor.priority, aggressor.sla_tier.as_deref());
+    let pv = is_priority(config, victim);
+    let pa = is_priority(config, aggressor);
     let (protected, reduced, basis) = match (pv, pa) {
         (true, false) => (victim, aggressor, Basis::PriorityVictim),
         (false, true) => (aggressor, victim, Basis::PriorityAggressor),
@@ -71,10 +71,44 @@ pub fn roles<'a>(config: &PolicyConfig, victim: &'a VmInput, aggressor: &'a VmIn
     }
 }
 
-/// "priority high" or "SLA tier gold": why `vm` is a priority VM.
+/// A priority VM: `priority = "high"`, a priority SLA tier, or its customer's
+/// priority request in force.
+pub fn is_priority(config: &PolicyConfig, vm: &VmInput) -> bool {
+    config.is_priority(vm.priority, vm.sla_tier.as_deref()) || vm.priority_until_ms.is_some()
+}
+
+/// When the protected VM is the protected one only because of its customer's priority
+/// request (it is the pair's aggressor, a priority VM by request alone): the request's
+/// end. A victim is protected with or without one.
+pub fn granted_until(config: &PolicyConfig, r: &Roles<'_>) -> Option<u64> {
+    let by_request = r.basis == Basis::PriorityAggressor
+        && !config.is_priority(r.protected.priority, r.protected.sla_tier.as_deref());
+    by_request
+        .then_some(r.protected.priority_until_ms)
+        .flatten()
+}
+
+/// Why the reduced VM may not be reduced, when its customer opted it out of being a
+/// donor and it is not the pair's aggressor.
+pub fn not_a_donor(r: &Roles<'_>) -> Option<String> {
+    (r.reduced.no_donor && !r.reduced_is_aggressor()).then(|| {
+        format!(
+            "{} opted out of being a donor and is not the one causing the slowdown: not reduced",
+            r.reduced.name
+        )
+    })
+}
+
+/// "priority high", "SLA tier gold" or "priority request until ...": why `vm` is a
+/// priority VM.
 pub fn priority_label(config: &PolicyConfig, vm: &VmInput) -> String {
     if vm.priority == crate::inventory::Priority::High {
         "priority high".to_owned()
+    } else if let Some(until) = vm.priority_until_ms {
+        format!(
+            "priority request until {}",
+            interference_core::billing::period::rfc3339(until)
+        )
     } else {
         match vm.sla_tier.as_deref() {
             Some(t) if config.priority_tiers.iter().any(|p| p == t) => format!("SLA tier {t}"),

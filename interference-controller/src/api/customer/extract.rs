@@ -40,3 +40,21 @@ where
             .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
+
+/// A JSON body; a body that does not parse answers 400 with what is wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(t)| Self(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}

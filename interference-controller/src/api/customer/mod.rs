@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod charges;
 pub mod extract;
+pub mod influence;
 pub mod invoice;
 pub mod redacted;
 pub mod schema;
@@ -36,6 +37,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
     tags(
         (name = "vms", description = "Your VMs, their contention and the actions that touched them"),
         (name = "billing", description = "Charges, costs, invoices and explanations"),
+        (name = "influence", description = "Your preferences, priority requests within your SLA tier, and the audit log of every request"),
     )
 )]
 struct ApiDoc;
@@ -71,6 +73,13 @@ fn routes_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(charges::costs))
         .routes(routes!(invoice::invoice))
         .routes(routes!(invoice::explain))
+        .routes(routes!(influence::get, influence::set))
+        .routes(routes!(influence::set_vm))
+        .routes(routes!(
+            influence::request_priority,
+            influence::cancel_priority
+        ))
+        .routes(routes!(influence::audit))
         .split_for_parts()
 }
 

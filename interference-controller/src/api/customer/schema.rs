@@ -315,3 +315,106 @@ pub struct Explanation {
     pub reconciles: bool,
     pub other_side: Option<OtherSide>,
 }
+
+/// What one SLA tier allows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierView {
+    pub name: String,
+    pub priority_hours_per_month: f64,
+    pub max_priority_share: f64,
+}
+
+/// One priority request's grant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Grant {
+    pub id: String,
+    pub vm: String,
+    pub name: String,
+    pub start: String,
+    pub end: String,
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VmPreference {
+    pub vm: String,
+    pub name: String,
+    pub no_donor: bool,
+}
+
+/// The customer's settings and what its tier allows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preferences {
+    pub customer: String,
+    pub tier: Option<TierView>,
+    /// Opted out of being a donor: no VM of the customer's is reduced to protect
+    /// another unless it is the pair's aggressor, and none gets a credit.
+    pub no_donor: bool,
+    /// The monthly cap on interference charges, when set.
+    pub monthly_charge_cap: Option<String>,
+    /// Interference charges of the current period so far.
+    pub charges_this_month: String,
+    /// The cap is reached: no new mitigation is charged to you until the period ends.
+    pub capped: bool,
+    pub priority_hours_used_this_month: f64,
+    pub vms: Vec<VmPreference>,
+    pub priority: Vec<Grant>,
+}
+
+/// A change of the customer's own settings; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesUpdate {
+    pub no_donor: Option<bool>,
+    /// A decimal amount in the billing currency, or null to remove the cap.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub monthly_charge_cap: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (Some(None)) from one not sent (None).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmPreferenceUpdate {
+    pub no_donor: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRequest {
+    /// How long the VM should be a priority VM, from now.
+    pub hours: f64,
+}
+
+/// The answer to a request that changes how VMs are treated: accepted or not, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Answer {
+    pub accepted: bool,
+    pub reason: String,
+    pub grant: Option<Grant>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: String,
+    /// The token that made the request (its id).
+    pub token: String,
+    pub request: String,
+    pub target: String,
+    pub accepted: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditLog {
+    pub entries: Vec<AuditEntry>,
+}

@@ -83,6 +83,7 @@ impl Fixture {
 
 fn action(id: &str, vm: &str, change: Change) -> Action {
     Action {
+        not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 1,
         rung: match change {
