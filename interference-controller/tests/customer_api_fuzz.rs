@@ -100,7 +100,8 @@ async fn schemathesis_finds_no_server_error_and_no_undeclared_response() {
             .args(["--config-file"])
             .arg(&config_file)
             .args(["run", &doc, "-H", &format!("Authorization: Bearer {token}")])
-            .args(["--seed", "42", "--max-examples", "100", "--workers", "2", "--no-color"])
+            // One worker: schemathesis 4.32 raced in hypothesis's lambda-source cache with two.
+            .args(["--seed", "42", "--max-examples", "100", "--workers", "1", "--no-color"])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args([
                 "--checks",

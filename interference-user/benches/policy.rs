@@ -108,6 +108,7 @@ fn run(label: &str, stride: usize) {
             hold_new: None,
             blocked_customers: &[],
             capped_customers: &[],
+            payer: Default::default(),
             placement: interference::policy::Placement::Static,
         };
         let start = Instant::now();

@@ -33,6 +33,7 @@ pub fn cap_credit_line(
         format!(", less {already} {currency} credited earlier")
     };
     Some(LedgerRecord {
+        payer: Default::default(),
         record_id: format!("controller/charge-cap/{customer}/{period}/{seq}"),
         billing_account_id: customer.to_owned(),
         billing_currency: currency.to_owned(),

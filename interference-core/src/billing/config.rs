@@ -41,7 +41,44 @@ pub struct BillingConfig {
     /// not turn into unbounded unbilled work. Mitigations in effect stay until they
     /// would roll back anyway; what they owe stays in the journal until written.
     pub max_unbilled_lines: usize,
+    /// Who pays for a mitigation: `protected` (the customer whose VM was protected
+    /// pays the IMC; the one whose resources were used is credited) or `reduced` (the
+    /// customer of the VM that was reduced pays, as the product's first pseudocode
+    /// had it; nobody is credited). Every line says which rule applied.
+    pub payer: Payer,
     pub prices: PriceTable,
+}
+
+/// The billing rule of a mitigation's lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payer {
+    /// The protected VM's customer pays; the good neighbour is credited.
+    #[default]
+    Protected,
+    /// The reduced VM's customer pays; no credit.
+    Reduced,
+}
+
+impl Payer {
+    pub fn is_protected(&self) -> bool {
+        *self == Self::Protected
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Protected => "protected",
+            Self::Reduced => "reduced",
+        }
+    }
+
+    /// The rule in words, for invoices and explanations.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Protected => "the customer of the protected VM pays the mitigation; the customer whose resources were used is credited",
+            Self::Reduced => "the customer of the VM that was reduced pays the mitigation; the protected VM's customer pays nothing and nobody is credited",
+        }
+    }
 }
 
 /// List prices per pricing unit, in the billing currency.
@@ -76,6 +113,7 @@ impl Default for BillingConfig {
             performance_impact_factor: 0.25,
             default_customer: "unassigned".into(),
             max_unbilled_lines: 64,
+            payer: Payer::Protected,
             prices: PriceTable::default(),
         }
     }

@@ -81,6 +81,40 @@ pub fn credit(
     }
 }
 
+/// The charge under the `reduced` rule: the customer's VM `own` was the one reduced
+/// (or had its resources used) to protect `neighbour`, and its customer pays.
+pub fn charge_reduced(
+    own: &str,
+    neighbour: &str,
+    changed: Subject<'_>,
+    action: &str,
+    delta: Option<&ResourceDelta>,
+    seconds: f64,
+    score: f32,
+) -> String {
+    let how = doing(action, &changed, delta);
+    let time = time_in_effect(action, seconds);
+    format!(
+        "Your VM {own} gave way to neighbour {neighbour}{time}: the agent was {how} (contention score {score:.0}). Under this provider's billing rule the VM that was reduced pays."
+    )
+}
+
+/// The protected side under the `reduced` rule: protected, at no charge.
+pub fn protected_free(
+    own: &str,
+    neighbour: &str,
+    changed: Subject<'_>,
+    action: &str,
+    delta: Option<&ResourceDelta>,
+    seconds: f64,
+) -> String {
+    let how = doing(action, &changed, delta);
+    let time = time_in_effect(action, seconds);
+    format!(
+        "Your VM {own} was protected from neighbour {neighbour}{time} by {how}, at no charge: under this provider's billing rule the VM that was reduced pays."
+    )
+}
+
 /// " for 14 min", or nothing for a one-off action (a migration).
 fn time_in_effect(action: &str, seconds: f64) -> String {
     if action == "migrate" {

@@ -102,6 +102,7 @@ pub fn explain(r: &LedgerRecord, other_side: Option<&LedgerRecord>) -> String {
             None => "?",
         };
         let _ = writeln!(w, "Role        {role}");
+        let _ = writeln!(w, "Rule        {}: {}", r.payer.as_str(), r.payer.words());
         let _ = writeln!(
             w,
             "Action      {action_id}: {action} on {}",

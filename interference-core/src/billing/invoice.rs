@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
+use super::config::Payer;
 use super::describe::{self, Subject};
 use super::money::Money;
 use super::period::Period;
@@ -61,6 +62,8 @@ pub struct InvoiceLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_id: Option<String>,
     pub records: Vec<String>,
+    /// Who pays a mitigation's line (`protected` or `reduced`); base lines: protected.
+    pub payer: Payer,
 }
 
 /// The invoice of `customer` for `period` (default: the latest period with records for
@@ -180,7 +183,28 @@ fn line(g: &[&LedgerRecord]) -> InvoiceLine {
                 Subject::Neighbour(&changed)
             };
             let action = first.action.as_deref().unwrap_or("?");
-            if kind == LineKind::Charge {
+            if first.payer == Payer::Reduced {
+                if kind == LineKind::Charge {
+                    describe::charge_reduced(
+                        &first.resource_name,
+                        &neighbour,
+                        subject,
+                        action,
+                        first.resource_delta.as_ref(),
+                        seconds,
+                        first.contention_score.unwrap_or(0.0),
+                    )
+                } else {
+                    describe::protected_free(
+                        &first.resource_name,
+                        &neighbour,
+                        subject,
+                        action,
+                        first.resource_delta.as_ref(),
+                        seconds,
+                    )
+                }
+            } else if kind == LineKind::Charge {
                 describe::charge(
                     &first.resource_name,
                     &neighbour,
@@ -215,6 +239,7 @@ fn line(g: &[&LedgerRecord]) -> InvoiceLine {
         description,
         action_id: first.action_id.clone(),
         records: g.iter().map(|r| r.record_id.clone()).collect(),
+        payer: first.payer,
     }
 }
 
@@ -246,6 +271,17 @@ pub fn render_table(inv: &Invoice) -> String {
         );
     }
     let _ = writeln!(s);
+    let mut rules: Vec<Payer> = inv
+        .lines
+        .iter()
+        .filter(|l| l.action_id.is_some())
+        .map(|l| l.payer)
+        .collect();
+    rules.sort_by_key(|p| p.as_str());
+    rules.dedup();
+    for rule in rules {
+        let _ = writeln!(s, "Billing rule ({}): {}.", rule.as_str(), rule.words());
+    }
     for (label, m) in [
         ("Base price", inv.base),
         ("Interference charges", inv.interference_charges),

@@ -19,7 +19,7 @@ pub mod period;
 pub mod price;
 pub mod record;
 
-pub use config::{BillingConfig, PriceTable, DEFAULT_LEDGER_DIR};
+pub use config::{BillingConfig, Payer, PriceTable, DEFAULT_LEDGER_DIR};
 pub use invoice::{invoice, Invoice, InvoiceError, InvoiceLine};
 pub use ledger::{BadLine, Contents, Ledger, LedgerError};
 pub use money::Money;

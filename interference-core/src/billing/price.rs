@@ -14,7 +14,7 @@
 //! Each amount is rounded once, to the nano.
 
 use super::alias::Aliases;
-use super::config::BillingConfig;
+use super::config::{BillingConfig, Payer};
 use super::describe::{self, Subject};
 use super::money::Money;
 use super::period::{rfc3339, Segment};
@@ -194,6 +194,7 @@ impl Pricer<'_> {
         }
 
         let base = |customer: &str, vm: &str, side: LineKind| LedgerRecord {
+            payer: Default::default(),
             record_id: format!("{}/{}/{}", a.id, seg.slot_ms, side.as_str()),
             billing_account_id: customer.to_owned(),
             billing_currency: cur.clone(),
@@ -245,6 +246,54 @@ impl Pricer<'_> {
             formula: String::new(),
             last_segment: false,
         };
+        if self.config.payer == Payer::Reduced {
+            // The reduced VM's customer pays the IMC; the protected side's line is
+            // kept (same ids), at nothing, so that both sides read what happened.
+            let mut charge = base(creditor, p.credited, LineKind::Charge);
+            charge.role = Some(role);
+            charge.neighbor = Some(credit_neighbour.clone());
+            charge.charge_description = describe::charge_reduced(
+                p.credited,
+                &credit_neighbour,
+                if p.changed == p.credited {
+                    Subject::Own
+                } else {
+                    Subject::Neighbour(&credit_neighbour)
+                },
+                kind,
+                Some(&delta),
+                seconds,
+                score,
+            );
+            charge.formula = charge_formula;
+            charge.payer = Payer::Reduced;
+            let mut free = base(payer, p.protected, LineKind::Credit);
+            free.charge_category = ChargeCategory::Credit;
+            free.role = Some(Role::Protected);
+            free.neighbor = Some(charge_neighbour.clone());
+            free.list_cost = Money::ZERO;
+            free.billed_cost = Money::ZERO;
+            free.effective_cost = Money::ZERO;
+            free.contracted_cost = Money::ZERO;
+            free.credit_ratio = Some(0.0);
+            free.charge_description = describe::protected_free(
+                p.protected,
+                &charge_neighbour,
+                if p.changed == p.protected {
+                    Subject::Own
+                } else {
+                    Subject::Neighbour(&charge_neighbour)
+                },
+                kind,
+                Some(&delta),
+                seconds,
+            );
+            free.formula = format!(
+                "the reduced VM pays: no charge here = −IMC × 0 = −{imc} {cur} × 0 = 0 {cur}"
+            );
+            free.payer = Payer::Reduced;
+            return [charge, free];
+        }
         let mut charge = base(payer, p.protected, LineKind::Charge);
         charge.role = Some(Role::Protected);
         charge.neighbor = Some(charge_neighbour.clone());
@@ -290,6 +339,7 @@ impl Pricer<'_> {
             let cost = money(quantity * price);
             let cur = &self.config.currency;
             out.push(LedgerRecord {
+                payer: Default::default(),
                 record_id: format!(
                     "base/{}/{}/{}/{observed_from_ms}/{what}",
                     self.host, u.vm, seg.slot_ms

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::Payer;
 use super::money::Money;
 use super::period::Period;
 use crate::action::Trigger;
@@ -187,6 +188,14 @@ pub struct LedgerRecord {
     /// undoing it) bills nothing more.
     #[serde(rename = "x_LastSegment", default, skip_serializing_if = "is_false")]
     pub last_segment: bool,
+    /// The billing rule of an action's line: absent for `protected` (the default, and
+    /// every line written before the rule could be chosen), `reduced` otherwise.
+    #[serde(
+        rename = "x_Payer",
+        default,
+        skip_serializing_if = "Payer::is_protected"
+    )]
+    pub payer: Payer,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -246,6 +246,11 @@ impl Mitigation {
             hold_new: hold.as_deref(),
             blocked_customers: &blocked,
             capped_customers: &capped,
+            payer: self
+                .billing
+                .as_ref()
+                .map(|b| b.config().payer)
+                .unwrap_or_default(),
             placement: self.placement_now(now_ms),
         });
         for (pair, result) in &decision.forecast_outcomes {

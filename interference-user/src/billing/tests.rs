@@ -319,6 +319,95 @@ fn a_vm_opted_out_of_donating_earns_no_credit_and_its_line_says_why() {
 }
 
 #[test]
+fn under_the_reduced_pays_rule_the_reduced_vms_customer_pays_and_every_line_says_so() {
+    // vm-web (acme) protected from vm-batch (globex), whose weight is cut.
+    let a = weight_cut("h-1-0");
+    let b = Billable {
+        action: a,
+        applied_ms: NOV_1_2026,
+        effects: vec![Effect::from_texts(
+            PathBuf::from("/sys/fs/cgroup/machine/vm-batch/cpu.weight"),
+            "100",
+            "10",
+        )],
+    };
+    let aliases = Aliases::from_key([3; 32]);
+    let seg = segments(NOV_1_2026, NOV_1_2026 + 600_000, 3_600_000)[0];
+    let protected = BillingConfig::default();
+    let reduced = BillingConfig {
+        payer: interference_core::billing::Payer::Reduced,
+        ..BillingConfig::default()
+    };
+    let [c0, _] = Pricer {
+        config: &protected,
+        host: "h",
+        aliases: &aliases,
+    }
+    .action_lines(&b, seg);
+    let [charge, free] = Pricer {
+        config: &reduced,
+        host: "h",
+        aliases: &aliases,
+    }
+    .action_lines(&b, seg);
+    // The same amount, charged to the other side; same ids.
+    assert_eq!(charge.record_id, c0.record_id);
+    assert_eq!(charge.billed_cost, c0.billed_cost);
+    assert_eq!(
+        (
+            c0.billing_account_id.as_str(),
+            charge.billing_account_id.as_str()
+        ),
+        ("acme", "globex")
+    );
+    assert_eq!(charge.resource_name, "vm-batch");
+    assert!(
+        charge
+            .charge_description
+            .contains("the VM that was reduced pays"),
+        "{}",
+        charge.charge_description
+    );
+    assert_eq!(free.billing_account_id, "acme");
+    assert_eq!(free.billed_cost, Money::ZERO);
+    assert!(
+        free.charge_description.contains("at no charge"),
+        "{}",
+        free.charge_description
+    );
+    for l in [&charge, &free] {
+        let text = serde_json::to_string(l).unwrap();
+        assert!(text.contains("\"x_Payer\":\"reduced\""), "{text}");
+        assert!(
+            interference_core::billing::explain::check(l).reconciles,
+            "{l:?}"
+        );
+        assert!(
+            interference_core::billing::explain::explain(l, None).contains("Rule        reduced")
+        );
+    }
+    // The default rule writes lines as before: no x_Payer.
+    assert!(!serde_json::to_string(&c0).unwrap().contains("x_Payer"));
+    // The invoice says which rule applied, in its words and its lines.
+    let inv = interference_core::billing::invoice(
+        std::path::Path::new("l"),
+        &[charge, free],
+        "globex",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        inv.lines[0].payer,
+        interference_core::billing::Payer::Reduced
+    );
+    assert!(inv.lines[0]
+        .description
+        .contains("the VM that was reduced pays"));
+    let table = interference_core::billing::invoice::render_table(&inv);
+    assert!(table.contains("Billing rule (reduced)"), "{table}");
+}
+
+#[test]
 fn the_ledger_writes_each_id_once_across_reopenings() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 3600);

@@ -72,8 +72,12 @@ pub(super) fn climb(
         ),
     };
     let roles = who::roles(&rules.config, w.victim, w.aggressor);
-    if let Some(c) = roles
-        .protected
+    // The side a mitigation would be charged to, by the billing rule.
+    let payer = match t.input.payer {
+        interference_core::billing::Payer::Protected => roles.protected,
+        interference_core::billing::Payer::Reduced => roles.reduced,
+    };
+    if let Some(c) = payer
         .customer
         .as_ref()
         .filter(|c| t.input.capped_customers.binary_search(c).is_ok())
@@ -82,7 +86,7 @@ pub(super) fn climb(
             w.key.clone(),
             format!(
                 "charge cap: {c}, the customer of {}, reached its monthly cap on interference charges; no mitigation is charged to it until the month ends",
-                roles.protected.name
+                payer.name
             ),
         ));
         return;

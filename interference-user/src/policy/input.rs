@@ -74,6 +74,9 @@ pub struct PolicyInput<'a> {
     /// API): no new mitigation protects their VMs, since it would charge them; rollbacks
     /// go on. Sorted.
     pub capped_customers: &'a [String],
+    /// Who pays a mitigation (`[billing] payer`): the capped customers above are
+    /// held back as the protected side (`protected`) or as the reduced one (`reduced`).
+    pub payer: interference_core::billing::Payer,
     /// Where the migrate rung's targets come from.
     pub placement: Placement,
 }

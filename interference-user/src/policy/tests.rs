@@ -26,6 +26,8 @@ struct Sim {
     blocked: Vec<String>,
     /// Customers at their monthly charge cap.
     capped: Vec<String>,
+    /// `[billing] payer`.
+    payer: interference_core::billing::Payer,
     /// Where migration targets come from.
     placement: Placement,
 }
@@ -74,6 +76,7 @@ impl Sim {
             directed: Vec::new(),
             blocked: Vec::new(),
             capped: Vec::new(),
+            payer: Default::default(),
             placement: Placement::Static,
         }
     }
@@ -210,6 +213,32 @@ fn a_customer_at_its_charge_cap_is_not_protected_by_a_charged_mitigation() {
         sim.hot(63.2).actions.len(),
         2,
         "protected again once uncapped"
+    );
+}
+
+#[test]
+fn under_the_reduced_pays_rule_the_cap_holds_back_the_reduced_vms_customer() {
+    let mut sim = Sim::two();
+    sim.vms[0].customer = Some("web-co".into());
+    sim.vms[1].customer = Some("batch-co".into());
+    sim.payer = interference_core::billing::Payer::Reduced;
+    sim.capped = vec!["web-co".into()];
+    assert_eq!(
+        sim.hot(63.2).actions.len(),
+        2,
+        "web-co would not pay: protected"
+    );
+    let mut sim = Sim::two();
+    sim.vms[0].customer = Some("web-co".into());
+    sim.vms[1].customer = Some("batch-co".into());
+    sim.payer = interference_core::billing::Payer::Reduced;
+    sim.capped = vec!["batch-co".into()];
+    let d = sim.hot(63.2);
+    assert!(d.actions.is_empty(), "{:?}", changes(&d));
+    assert!(
+        skipped_with(&d, "charge cap: batch-co, the customer of batch"),
+        "{:?}",
+        d.skipped
     );
 }
 
@@ -1675,6 +1704,7 @@ impl Sim {
             hold_new: None,
             blocked_customers: &self.blocked,
             capped_customers: &self.capped,
+            payer: self.payer,
             placement: self.placement,
         };
         let d = self.policy.decide(&input);

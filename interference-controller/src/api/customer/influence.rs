@@ -133,22 +133,38 @@ async fn refuse(
     target: &str,
     reason: String,
 ) -> Result<Response, ApiError> {
+    answer(state, who, request, target, Err(reason)).await
+}
+
+/// Records a request's outcome in the customer's audit log and answers it:
+/// `Ok((status, reason, grant))` accepted, `Err(reason)` refused (409).
+async fn answer(
+    state: &AppState,
+    who: &Holder,
+    request: &str,
+    target: &str,
+    outcome: Result<(StatusCode, String, Option<Grant>), String>,
+) -> Result<Response, ApiError> {
+    let (status, accepted, reason, grant) = match outcome {
+        Ok((status, reason, grant)) => (status, true, reason, grant),
+        Err(reason) => (StatusCode::CONFLICT, false, reason, None),
+    };
     influence::audit(
         &state.db,
         &who.customer,
         &who.token_id,
         request,
         target,
-        false,
+        accepted,
         &reason,
     )
     .await?;
     Ok((
-        StatusCode::CONFLICT,
+        status,
         Json(Answer {
-            accepted: false,
+            accepted,
             reason,
-            grant: None,
+            grant,
         }),
     )
         .into_response())
@@ -206,22 +222,14 @@ pub async fn set(
     }
     influence::set_customer(&state.db, &who.customer, &row).await?;
     let reason = format!("accepted: {}", said.join("; "));
-    influence::audit(
-        &state.db,
-        &who.customer,
-        &who.token_id,
+    answer(
+        &state,
+        &who,
         "set_preferences",
         "account",
-        true,
-        &reason,
+        Ok((StatusCode::OK, reason, None)),
     )
-    .await?;
-    Ok(Json(Answer {
-        accepted: true,
-        reason,
-        grant: None,
-    })
-    .into_response())
+    .await
 }
 
 /// The customer's VM `vm_id` (uuid, name), or the one 404 of a VM that is not theirs.
@@ -270,22 +278,14 @@ pub async fn set_vm(
             vm.name
         )
     };
-    influence::audit(
-        &state.db,
-        &who.customer,
-        &who.token_id,
+    answer(
+        &state,
+        &who,
         "set_vm_preferences",
         &vm.vm_id,
-        true,
-        &reason,
+        Ok((StatusCode::OK, reason, None)),
     )
-    .await?;
-    Ok(Json(Answer {
-        accepted: true,
-        reason,
-        grant: None,
-    })
-    .into_response())
+    .await
 }
 
 /// Asks for a VM to be a priority VM for some hours, within the SLA tier's limits.
@@ -352,25 +352,14 @@ pub async fn request_priority(
         instant(end),
         used + ask.hours
     );
-    influence::audit(
-        &state.db,
-        &who.customer,
-        &who.token_id,
+    answer(
+        &state,
+        &who,
         "request_priority",
         &vm.vm_id,
-        true,
-        &reason,
+        Ok((StatusCode::CREATED, reason, Some(grant_view(&g, now)))),
     )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Answer {
-            accepted: true,
-            reason,
-            grant: Some(grant_view(&g, now)),
-        }),
-    )
-        .into_response())
+    .await
 }
 
 /// Ends a VM's priority request now (the unused hours are not counted).
@@ -397,22 +386,14 @@ pub async fn cancel_priority(
         "accepted: {} is no longer a priority VM by request",
         vm.name
     );
-    influence::audit(
-        &state.db,
-        &who.customer,
-        &who.token_id,
+    answer(
+        &state,
+        &who,
         "cancel_priority",
         &vm.vm_id,
-        true,
-        &reason,
+        Ok((StatusCode::OK, reason, None)),
     )
-    .await?;
-    Ok(Json(Answer {
-        accepted: true,
-        reason,
-        grant: None,
-    })
-    .into_response())
+    .await
 }
 
 /// Every request of the customer's, accepted or refused, newest first (at most 500).

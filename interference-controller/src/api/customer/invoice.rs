@@ -113,6 +113,7 @@ pub async fn invoice(
                 description: l.description,
                 action_id: l.action_id,
                 records: l.records,
+                payer_rule: l.payer.as_str().to_owned(),
             })
             .collect(),
     })

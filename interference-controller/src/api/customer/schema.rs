@@ -279,6 +279,10 @@ pub struct InvoiceLine {
     pub action_id: Option<String>,
     /// The ledger lines summed (ids for `/v1/lines/{id}/explain`).
     pub records: Vec<String>,
+    /// Who pays a mitigation's line under the provider's billing rule: `protected`
+    /// (the protected VM's customer; the good neighbour is credited) or `reduced` (the
+    /// reduced VM's customer; nobody is credited).
+    pub payer_rule: String,
 }
 
 /// The invoice of a period: the numbers `interference bill` prints for it.
