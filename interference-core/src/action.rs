@@ -82,6 +82,11 @@ pub struct Action {
     /// API): never credited for this action.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_donors: Vec<String>,
+    /// Who pays for it (`[billing] payer`, or `[billing.payer_tiers]` for the protected
+    /// VM's SLA tier), decided with the action and journalled with it, so that a
+    /// restart bills it by the rule it was taken under.
+    #[serde(default, skip_serializing_if = "crate::billing::Payer::is_protected")]
+    pub payer: crate::billing::Payer,
 }
 
 /// What raised a pair's alarm (`x_Trigger` in the ledger).

@@ -101,6 +101,7 @@ fn action(t: u64, now_ms: u64) -> (Action, Outcome) {
     let id = format!("bench-1-{t}-0");
     let vm = name((t as usize / 50) % VMS);
     let action = Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.clone(),
         decided_ms: now_ms,

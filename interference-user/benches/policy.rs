@@ -109,6 +109,7 @@ fn run(label: &str, stride: usize) {
             blocked_customers: &[],
             capped_customers: &[],
             payer: Default::default(),
+            payer_tiers: &Default::default(),
             placement: interference::policy::Placement::Static,
         };
         let start = Instant::now();

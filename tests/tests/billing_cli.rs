@@ -19,6 +19,7 @@ const T0: u64 = 1_795_168_800_000;
 
 fn cut_batch(id: &str) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.into(),
         decided_ms: T0,

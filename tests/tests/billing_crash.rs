@@ -49,6 +49,7 @@ fn now_ms() -> u64 {
 
 fn action(id: String, vm: &str, change: Change) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id,
         decided_ms: now_ms(),

@@ -31,6 +31,7 @@ const FILES: &[&str] = &["cpu.shares", "cpuset.cpus"];
 
 fn action(id: &str, vm: &str, change: Change) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 0,

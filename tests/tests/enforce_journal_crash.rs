@@ -33,6 +33,7 @@ const CHILD_ENV: &str = "INTERFERENCE_CRASH_CHILD";
 
 fn action(id: String, vm: &str, change: Change) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id,
         decided_ms: 0,

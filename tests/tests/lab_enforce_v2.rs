@@ -42,6 +42,7 @@ fn vm(name: &str) -> Vm {
 
 fn action(id: &str, change: Change) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 0,

@@ -435,6 +435,14 @@ struct Billing {
     aggressor_credit_ratio: f64,
     performance_impact_factor: f64,
     default_customer: String,
+    #[allow(dead_code, reason = "read to check the document; the agent applies it")]
+    max_unbilled_lines: usize,
+    /// Who pays, and per SLA tier (`interference_core::billing::Payer`: its values are
+    /// the agent's, read by the same type).
+    #[allow(dead_code, reason = "read to check the document; the agent applies it")]
+    payer: interference_core::billing::Payer,
+    #[allow(dead_code, reason = "read to check the document; the agent applies it")]
+    payer_tiers: std::collections::BTreeMap<String, interference_core::billing::Payer>,
     prices: Prices,
 }
 
@@ -449,6 +457,9 @@ impl Default for Billing {
             aggressor_credit_ratio: 0.0,
             performance_impact_factor: 0.25,
             default_customer: "unassigned".into(),
+            max_unbilled_lines: 64,
+            payer: Default::default(),
+            payer_tiers: Default::default(),
             prices: Prices::default(),
         }
     }
@@ -562,6 +573,17 @@ mod tests {
     fn empty_and_partial_documents_are_valid() {
         assert!(errors("").is_empty());
         assert!(errors("[policy]\non_threshold = 50\n[billing]\ncredit_ratio = 0.5\n").is_empty());
+    }
+
+    #[test]
+    fn the_billing_rule_fleet_wide_and_per_tier_is_the_agents() {
+        assert!(errors(
+            "[billing]\npayer = \"reduced\"\nmax_unbilled_lines = 10\n[billing.payer_tiers]\ngold = \"protected\"\n"
+        )
+        .is_empty());
+        let e = errors("[billing]\npayer = \"nobody\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("nobody"), "{e:?}");
     }
 
     #[test]

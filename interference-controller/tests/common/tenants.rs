@@ -251,6 +251,7 @@ pub fn generate(seed: u64, now_ms: u64) -> GenFleet {
                 Change::CpuWeight { weight: 50 }
             };
             let action = Action {
+                payer: Default::default(),
                 not_donors: Vec::new(),
                 id: id.clone(),
                 decided_ms: applied - 1000,

@@ -46,6 +46,9 @@ pub struct BillingConfig {
     /// customer of the VM that was reduced pays, as the product's first pseudocode
     /// had it; nobody is credited). Every line says which rule applied.
     pub payer: Payer,
+    /// The rule for the mitigations of a protected VM of an SLA tier, where it differs
+    /// from `payer` (`[billing.payer_tiers] gold = "protected"`).
+    pub payer_tiers: std::collections::BTreeMap<String, Payer>,
     pub prices: PriceTable,
 }
 
@@ -58,6 +61,14 @@ pub enum Payer {
     Protected,
     /// The reduced VM's customer pays; no credit.
     Reduced,
+}
+
+impl BillingConfig {
+    /// The rule for a mitigation protecting a VM of `tier`.
+    pub fn payer_for(&self, tier: Option<&str>) -> Payer {
+        tier.and_then(|t| self.payer_tiers.get(t).copied())
+            .unwrap_or(self.payer)
+    }
 }
 
 impl Payer {
@@ -114,6 +125,7 @@ impl Default for BillingConfig {
             default_customer: "unassigned".into(),
             max_unbilled_lines: 64,
             payer: Payer::Protected,
+            payer_tiers: std::collections::BTreeMap::new(),
             prices: PriceTable::default(),
         }
     }

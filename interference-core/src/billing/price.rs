@@ -246,7 +246,7 @@ impl Pricer<'_> {
             formula: String::new(),
             last_segment: false,
         };
-        if self.config.payer == Payer::Reduced {
+        if a.payer == Payer::Reduced {
             // The reduced VM's customer pays the IMC; the protected side's line is
             // kept (same ids), at nothing, so that both sides read what happened.
             let mut charge = base(creditor, p.credited, LineKind::Charge);

@@ -235,6 +235,11 @@ impl Mitigation {
         let hold = self.billing.as_ref().and_then(Billing::holds_new_charges);
         let blocked = self.tenant_cap.blocked(now_ms);
         let capped = self.influence.capped_customers.clone();
+        let payer_tiers = self
+            .billing
+            .as_ref()
+            .map(|b| b.config().payer_tiers.clone())
+            .unwrap_or_default();
         let decision = self.policy.decide(&PolicyInput {
             tick: self.round,
             now_ms,
@@ -251,6 +256,7 @@ impl Mitigation {
                 .as_ref()
                 .map(|b| b.config().payer)
                 .unwrap_or_default(),
+            payer_tiers: &payer_tiers,
             placement: self.placement_now(now_ms),
         });
         for (pair, result) in &decision.forecast_outcomes {

@@ -34,6 +34,7 @@ fn action(
         _ => Rung::Migrate,
     };
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 0,
@@ -321,9 +322,12 @@ fn a_vm_opted_out_of_donating_earns_no_credit_and_its_line_says_why() {
 #[test]
 fn under_the_reduced_pays_rule_the_reduced_vms_customer_pays_and_every_line_says_so() {
     // vm-web (acme) protected from vm-batch (globex), whose weight is cut.
-    let a = weight_cut("h-1-0");
-    let b = Billable {
-        action: a,
+    // The rule is the action's, decided with it by the policy.
+    let billable = |payer| Billable {
+        action: Action {
+            payer,
+            ..weight_cut("h-1-0")
+        },
         applied_ms: NOV_1_2026,
         effects: vec![Effect::from_texts(
             PathBuf::from("/sys/fs/cgroup/machine/vm-batch/cpu.weight"),
@@ -333,23 +337,14 @@ fn under_the_reduced_pays_rule_the_reduced_vms_customer_pays_and_every_line_says
     };
     let aliases = Aliases::from_key([3; 32]);
     let seg = segments(NOV_1_2026, NOV_1_2026 + 600_000, 3_600_000)[0];
-    let protected = BillingConfig::default();
-    let reduced = BillingConfig {
-        payer: interference_core::billing::Payer::Reduced,
-        ..BillingConfig::default()
+    let config = BillingConfig::default();
+    let p = Pricer {
+        config: &config,
+        host: "h",
+        aliases: &aliases,
     };
-    let [c0, _] = Pricer {
-        config: &protected,
-        host: "h",
-        aliases: &aliases,
-    }
-    .action_lines(&b, seg);
-    let [charge, free] = Pricer {
-        config: &reduced,
-        host: "h",
-        aliases: &aliases,
-    }
-    .action_lines(&b, seg);
+    let [c0, _] = p.action_lines(&billable(interference_core::billing::Payer::Protected), seg);
+    let [charge, free] = p.action_lines(&billable(interference_core::billing::Payer::Reduced), seg);
     // The same amount, charged to the other side; same ids.
     assert_eq!(charge.record_id, c0.record_id);
     assert_eq!(charge.billed_cost, c0.billed_cost);

@@ -801,6 +801,7 @@ mod tests {
 
     fn action(id: &str) -> Action {
         Action {
+            payer: Default::default(),
             not_donors: Vec::new(),
             id: id.into(),
             decided_ms: 1,

@@ -80,6 +80,7 @@ mod tests {
 
     fn applied(id: &str, vm: &str, customer: &str, change: Change) -> (Action, Outcome) {
         let action = Action {
+            payer: Default::default(),
             not_donors: Vec::new(),
             id: id.into(),
             decided_ms: 0,

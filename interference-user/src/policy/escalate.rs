@@ -73,7 +73,7 @@ pub(super) fn climb(
     };
     let roles = who::roles(&rules.config, w.victim, w.aggressor);
     // The side a mitigation would be charged to, by the billing rule.
-    let payer = match t.input.payer {
+    let payer = match payer_rule(t, &roles) {
         interference_core::billing::Payer::Protected => roles.protected,
         interference_core::billing::Payer::Reduced => roles.reduced,
     };
@@ -188,6 +188,17 @@ pub(super) fn climb(
         apply_rung(rules, state, w, &roles, rung, &trigger, &halves, acts, t, d);
         return;
     }
+}
+
+/// Who pays for a mitigation of this pair: the billing rule of the protected VM's SLA
+/// tier, else the host's.
+fn payer_rule(t: &TickCtx<'_>, roles: &Roles<'_>) -> interference_core::billing::Payer {
+    roles
+        .protected
+        .sla_tier
+        .as_ref()
+        .and_then(|tier| t.input.payer_tiers.get(tier).copied())
+        .unwrap_or(t.input.payer)
 }
 
 /// Records `rung` as passed over for the pair (it cannot apply), with why.
@@ -345,6 +356,7 @@ pub(super) fn apply_rung(
     }
     for a in acts {
         let action = Action {
+            payer: payer_rule(t, roles),
             not_donors: [w.victim, w.aggressor]
                 .iter()
                 .filter(|v| v.no_donor)

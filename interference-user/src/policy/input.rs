@@ -77,6 +77,8 @@ pub struct PolicyInput<'a> {
     /// Who pays a mitigation (`[billing] payer`): the capped customers above are
     /// held back as the protected side (`protected`) or as the reduced one (`reduced`).
     pub payer: interference_core::billing::Payer,
+    /// `[billing.payer_tiers]`: the rule for a protected VM of these SLA tiers.
+    pub payer_tiers: &'a std::collections::BTreeMap<String, interference_core::billing::Payer>,
     /// Where the migrate rung's targets come from.
     pub placement: Placement,
 }

@@ -409,6 +409,7 @@ mod tests {
             rung,
             Holding {
                 action: Action {
+                    payer: Default::default(),
                     not_donors: Vec::new(),
                     id: format!("h-1-{vm}"),
                     decided_ms: 0,

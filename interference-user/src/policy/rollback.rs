@@ -71,6 +71,7 @@ pub(super) fn roll_back(
         };
         let id = format!("{}-{tick}-{}", rules.id_prefix, t.seq);
         let action = Action {
+            payer: Default::default(),
             not_donors: Vec::new(),
             id: id.clone(),
             decided_ms: t.input.now_ms,

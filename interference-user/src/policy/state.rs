@@ -487,6 +487,7 @@ mod tests {
 
     fn action(id: &str, vm: &str, rung: Rung, change: Change) -> Action {
         Action {
+            payer: Default::default(),
             not_donors: Vec::new(),
             id: id.into(),
             decided_ms: 1000,

@@ -28,6 +28,8 @@ struct Sim {
     capped: Vec<String>,
     /// `[billing] payer`.
     payer: interference_core::billing::Payer,
+    /// `[billing.payer_tiers]`.
+    payer_tiers: std::collections::BTreeMap<String, interference_core::billing::Payer>,
     /// Where migration targets come from.
     placement: Placement,
 }
@@ -77,6 +79,7 @@ impl Sim {
             blocked: Vec::new(),
             capped: Vec::new(),
             payer: Default::default(),
+            payer_tiers: Default::default(),
             placement: Placement::Static,
         }
     }
@@ -239,6 +242,36 @@ fn under_the_reduced_pays_rule_the_cap_holds_back_the_reduced_vms_customer() {
         skipped_with(&d, "charge cap: batch-co, the customer of batch"),
         "{:?}",
         d.skipped
+    );
+}
+
+#[test]
+fn each_action_carries_the_billing_rule_of_its_protected_vms_tier() {
+    use interference_core::billing::Payer;
+    let mut sim = Sim::two();
+    sim.vms[0].sla_tier = Some("bronze".into());
+    sim.payer = Payer::Protected;
+    sim.payer_tiers = [("bronze".to_owned(), Payer::Reduced)]
+        .into_iter()
+        .collect();
+    let d = sim.hot(63.2);
+    assert!(!d.actions.is_empty());
+    assert!(
+        d.actions.iter().all(|a| a.payer == Payer::Reduced),
+        "web is bronze"
+    );
+    let mut sim = Sim::two();
+    sim.payer = Payer::Reduced;
+    sim.payer_tiers = [("gold".to_owned(), Payer::Protected)]
+        .into_iter()
+        .collect();
+    sim.vms[0].sla_tier = Some("gold".into());
+    assert!(
+        sim.hot(63.2)
+            .actions
+            .iter()
+            .all(|a| a.payer == Payer::Protected),
+        "gold keeps the default rule"
     );
 }
 
@@ -1705,6 +1738,7 @@ impl Sim {
             blocked_customers: &self.blocked,
             capped_customers: &self.capped,
             payer: self.payer,
+            payer_tiers: &self.payer_tiers,
             placement: self.placement,
         };
         let d = self.policy.decide(&input);

@@ -83,6 +83,7 @@ impl Fixture {
 
 fn action(id: &str, vm: &str, change: Change) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 1,

@@ -8,6 +8,7 @@ use crate::policy::{Rung, Trigger};
 
 fn action(id: &str, vm: &str, change: Change) -> Action {
     Action {
+        payer: Default::default(),
         not_donors: Vec::new(),
         id: id.into(),
         decided_ms: 1,
