@@ -232,9 +232,8 @@ pub async fn lines(db: &Db, customer: &str, f: &LineFilter) -> Result<Vec<LineRo
     }
     if f.after.is_some() {
         let (a, b) = (n + 1, n + 2);
-        sql.push_str(&format!(
-            " AND (charge_start_ms > ${a} OR (charge_start_ms = ${a} AND public_id > ${b}))"
-        ));
+        // A row comparison: both databases read it off the page index in order.
+        sql.push_str(&format!(" AND (charge_start_ms, public_id) > (${a}, ${b})"));
     }
     sql.push_str(&format!(
         " ORDER BY charge_start_ms, public_id LIMIT {}",
