@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian 12 machine (run as root) to a built release binary:
 # system packages, the pinned nightly with rust-src, bpf-linker built against
-# Debian's LLVM 22, schemathesis (PyPI) for the API fuzz test, the eBPF object and the
+# Debian's LLVM 22, cargo-deb, schemathesis (PyPI) for the API fuzz test, the eBPF object and the
 # `interference` binary.
 # Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 EBPF_TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' interference-ebpf/rust-toolchain.toml)
 BPF_LINKER_VERSION=0.13.0
+CARGO_DEB_VERSION=3.8.0
 LLVM=22
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -27,6 +28,7 @@ packages=(
     qemu-system-x86 qemu-utils busybox-static cpio
     python3 python3-venv
     postgresql iproute2
+    systemd    # systemd-analyze verify and security check the packaged units
     prometheus # promtool: the metrics textfile is checked by the official parser
     chromium   # the customer dashboard's browser test (headless)
 )
@@ -73,6 +75,14 @@ else
         LLVM_SYS_221_PREFIX="/usr/lib/llvm-$LLVM" \
         RUSTFLAGS="-L /usr/lib/llvm-$LLVM/lib" \
         cargo install "bpf-linker@$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM"
+fi
+
+# cargo-deb (crates.io), pinned: scripts/package.sh builds the Debian packages with it.
+if cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    log "cargo-deb $CARGO_DEB_VERSION present"
+else
+    log "installing cargo-deb $CARGO_DEB_VERSION (under a minute)"
+    cargo install "cargo-deb@$CARGO_DEB_VERSION" --locked
 fi
 
 # schemathesis (PyPI), pinned, in a venv of its own: the customer API's fuzz test.

@@ -37,7 +37,10 @@ phase "unit tests, the controller's (PostgreSQL, crashes, replicas, network name
 cargo test --release --no-fail-fast --workspace --exclude interference-tests -- --include-ignored \
     || failed+=("unit and controller tests")
 
-phase "integration tests (root, eBPF, cgroups, QEMU)"
+phase "Debian packages (scripts/package.sh), for the install test below"
+./scripts/package.sh || failed+=("packages")
+
+phase "integration tests (root, eBPF, cgroups, QEMU, the packages: dpkg, systemd-analyze, promtool)"
 # One at a time: they oversubscribe the CPUs on purpose and measure latency.
 cargo test --release --no-fail-fast -p interference-tests -- --include-ignored --test-threads=1 \
     || failed+=("integration tests")

@@ -3,19 +3,14 @@
 
 mod cli;
 
+use anyhow::Context as _;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    interference_core::cli::init_logging(cli.logs.log_format, "info,sqlx=warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,6 +46,11 @@ fn main() -> std::process::ExitCode {
             Some(Command::Admin { command }) => cli::hosts::run_admin(&db, command).await,
             Some(Command::Models { command }) => cli::models::run(&db, command).await,
             Some(Command::Policy { command }) => cli::policy::run(&db, command).await,
+            Some(Command::Completions(args)) => {
+                interference_core::cli::completions::<Cli>(args).context("writing the completions")
+            }
+            Some(Command::Man(args)) => interference_core::cli::man::<Cli>(args)
+                .with_context(|| format!("writing manual pages into {}", args.dir.display())),
         }
     });
     match result {

@@ -15,9 +15,12 @@
 //! | `durable`         | crash-safe append-only files: locks, torn tails               |
 //! | `clock`           | the wall clock, in one place                                  |
 //! | `humantime_serde` | durations as "5s" in config files                             |
+//! | `cli`             | (feature `cli`) the binaries' shared edge: log format and set-up, manual pages, completions |
 
 pub mod action;
 pub mod billing;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod cpu_list;
 pub mod cpu_weight;

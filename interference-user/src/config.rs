@@ -421,6 +421,14 @@ impl Config {
         Ok(toml_file::parse(text, file, |c: &Self| c.problems(mounts))?)
     }
 
+    /// Like [`Config::parse`], but every problem of the file at once (`check-config`):
+    /// a decode error does not hide the ones after it.
+    pub fn parse_all(text: &str, file: &Path, mounts: &Mounts) -> Result<Self, ConfigError> {
+        Ok(toml_file::parse_all(text, file, |c: &Self| {
+            c.problems(mounts)
+        })?)
+    }
+
     /// What is wrong with the content, as (field path, message). Empty when valid;
     /// `Config::default()` always is.
     pub fn problems(&self, mounts: &Mounts) -> Vec<(String, String)> {

@@ -381,15 +381,7 @@ impl Mitigation {
                     error: Some(format!("VM {} is no longer on the host", action.vm)),
                 },
             };
-            match outcome.result {
-                ActionResult::Failed => tracing::warn!(
-                    "{} failed: {} ({})",
-                    action.id,
-                    action.reason,
-                    outcome.error.as_deref().unwrap_or("no reason given")
-                ),
-                r => tracing::info!("{} {}: {}", action.id, r.as_str(), action.reason),
-            }
+            log_decision(&action, &outcome);
             if let Some(b) = self.billing.as_mut() {
                 b.outcome(&action, &outcome);
             }
@@ -668,4 +660,38 @@ fn vm_usage(vms: &[&Vm]) -> Vec<VmUsage> {
             memory_bytes: vm.allocation.memory_bytes,
         })
         .collect()
+}
+
+/// One line per decision, the same fields in text and JSON logs, so that an operator
+/// can `grep ' applied: ' | grep pair=web-1/` or filter a log pipeline on `rung`:
+/// `h1-12-0 applied: <reason> action=h1-12-0 pair=web-1/batch-3 score=62.1
+/// rung=weight change=cpu_weight vm=web-1 result=applied`.
+fn log_decision(action: &Action, outcome: &Outcome) {
+    let pair = format!("{}/{}", action.victim, action.aggressor);
+    let score = format!("{:.1}", action.score);
+    let rung = format!("{:?}", action.rung).to_lowercase();
+    macro_rules! decision {
+        ($level:ident, $($message:tt)+) => {
+            tracing::$level!(
+                action = %action.id,
+                pair = %pair,
+                score = %score,
+                rung = %rung,
+                change = %action.change.name(),
+                vm = %action.vm,
+                result = %outcome.result.as_str(),
+                $($message)+
+            )
+        };
+    }
+    match outcome.result {
+        ActionResult::Failed => decision!(
+            warn,
+            "{} failed: {} ({})",
+            action.id,
+            action.reason,
+            outcome.error.as_deref().unwrap_or("no reason given")
+        ),
+        r => decision!(info, "{} {}: {}", action.id, r.as_str(), action.reason),
+    }
 }
