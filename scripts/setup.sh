@@ -31,6 +31,7 @@ packages=(
     systemd    # systemd-analyze verify and security check the packaged units
     prometheus # promtool: the metrics textfile is checked by the official parser
     chromium   # the customer dashboard's browser test (headless)
+    faketime   # libfaketime: the clock-step test steps the agent's wall clock only
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -46,10 +46,26 @@ impl Agent {
         t0: Instant,
         log: Log,
     ) -> Agent {
-        let mut command = match netns {
+        let command = match netns {
             Some(ns) => interference_fleet_lab::netns::command_in(ns, interference_bin()),
             None => Command::new(interference_bin()),
         };
+        Self::spawn(command, args, t0, log)
+    }
+
+    /// [`Agent::start`] with more environment (a test that fakes the clock).
+    pub fn start_with_env(
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&std::ffi::OsStr],
+        t0: Instant,
+        log: Log,
+    ) -> Agent {
+        let mut command = Command::new(interference_bin());
+        command.envs(env.iter().copied());
+        Self::spawn(command, args, t0, log)
+    }
+
+    fn spawn(mut command: Command, args: &[&std::ffi::OsStr], t0: Instant, log: Log) -> Agent {
         let mut child = command
             .arg("agent")
             .args(args)

@@ -77,6 +77,7 @@ pub fn cap_credit_line(
         unobservable: Vec::new(),
         resource_delta: None,
         duration_seconds: 0.0,
+        clock_skipped_seconds: None,
         impact_multiplier: None,
         imc: Some(amount),
         credit_ratio: Some(1.0),

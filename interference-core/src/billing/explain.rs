@@ -70,6 +70,14 @@ pub fn explain(r: &LedgerRecord, other_side: Option<&LedgerRecord>) -> String {
         r.charge_period_end,
         describe::duration(secs)
     );
+    if let Some(skipped) = r.clock_skipped_seconds {
+        let _ = writeln!(
+            w,
+            "Clock       set forward by {} inside this period: billed {}",
+            describe::duration(skipped),
+            describe::duration(r.duration_seconds)
+        );
+    }
     let _ = writeln!(w, "In words    {}", r.charge_description);
     if let (Some(action_id), Some(action)) = (&r.action_id, &r.action) {
         let _ = writeln!(

@@ -117,17 +117,28 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
 }
 
 /// One piece of a use: `[start_ms, end_ms)` inside the charge interval that begins at
-/// `slot_ms`.
+/// `slot_ms`, less `skipped_ms` inside it that did not pass (a forward step of the
+/// wall clock, see [`segments_except`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub slot_ms: u64,
     pub start_ms: u64,
     pub end_ms: u64,
+    pub skipped_ms: u64,
 }
 
 impl Segment {
+    /// The time billed: the segment's span less what was skipped.
+    pub fn used_ms(&self) -> u64 {
+        (self.end_ms.saturating_sub(self.start_ms)).saturating_sub(self.skipped_ms)
+    }
+
     pub fn hours(&self) -> f64 {
-        (self.end_ms - self.start_ms) as f64 / 3_600_000.0
+        self.used_ms() as f64 / 3_600_000.0
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.used_ms() as f64 / 1000.0
     }
 
     pub fn period(&self) -> Period {
@@ -147,8 +158,51 @@ pub fn segments(from_ms: u64, to_ms: u64, interval_ms: u64) -> Vec<Segment> {
             slot_ms,
             start_ms: start,
             end_ms: end,
+            skipped_ms: 0,
         });
         start = end;
+    }
+    out
+}
+
+/// [`segments`] of `[from_ms, to_ms)` less the `holes` (spans that did not pass: the
+/// wall clock stepped over them). A charge interval keeps one segment, so line ids
+/// stay one per interval: a hole inside it is its `skipped_ms`, and an interval the
+/// holes cover whole has no segment at all.
+pub fn segments_except(
+    from_ms: u64,
+    to_ms: u64,
+    interval_ms: u64,
+    holes: &[(u64, u64)],
+) -> Vec<Segment> {
+    let mut pieces = vec![(from_ms, to_ms)];
+    for &(h0, h1) in holes {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(a, b)| {
+                if h1 <= a || h0 >= b {
+                    vec![(a, b)]
+                } else {
+                    [(a, h0.max(a)), (h1.min(b), b)]
+                        .into_iter()
+                        .filter(|(x, y)| x < y)
+                        .collect()
+                }
+            })
+            .collect();
+    }
+    pieces.sort_unstable();
+    let mut out: Vec<Segment> = Vec::new();
+    for (a, b) in pieces {
+        for s in segments(a, b, interval_ms) {
+            match out.last_mut() {
+                Some(last) if last.slot_ms == s.slot_ms => {
+                    last.skipped_ms += s.start_ms.saturating_sub(last.end_ms) + s.skipped_ms;
+                    last.end_ms = s.end_ms;
+                }
+                _ => out.push(s),
+            }
+        }
     }
     out
 }
@@ -225,5 +279,47 @@ mod tests {
         assert_eq!(s[2].period(), nov.next());
         assert!(segments(5, 5, 1000).is_empty());
         assert_eq!(parse_rfc3339(&rfc3339(from + 17)), Some(from + 17));
+    }
+
+    #[test]
+    fn holes_are_left_out_and_each_interval_keeps_one_segment() {
+        // Minutes from 0 to 5, a hole from 1:30 to 3:20.
+        let s = segments_except(0, 300_000, 60_000, &[(90_000, 200_000)]);
+        let got: Vec<(u64, u64, u64, u64)> = s
+            .iter()
+            .map(|s| (s.slot_ms, s.start_ms, s.end_ms, s.skipped_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, 60_000, 0),
+                (60_000, 60_000, 90_000, 0),
+                // 2:00-3:00 is inside the hole: no segment.
+                (180_000, 200_000, 240_000, 0),
+                (240_000, 240_000, 300_000, 0),
+            ]
+        );
+        // A hole inside one interval: one segment with its skipped time.
+        let s = segments_except(0, 60_000, 60_000, &[(10_000, 25_000)]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].start_ms, s[0].end_ms, s[0].skipped_ms),
+            (0, 60_000, 15_000)
+        );
+        assert_eq!(s[0].used_ms(), 45_000);
+        assert!((s[0].seconds() - 45.0).abs() < 1e-9);
+        // Two holes in one interval, one outside the range, one covering all.
+        let s = segments_except(
+            0,
+            60_000,
+            60_000,
+            &[(5_000, 10_000), (20_000, 30_000), (90_000, 99_000)],
+        );
+        assert_eq!(s[0].skipped_ms, 15_000);
+        assert!(segments_except(0, 60_000, 60_000, &[(0, 60_000)]).is_empty());
+        assert_eq!(
+            segments_except(0, 60_000, 60_000, &[]),
+            segments(0, 60_000, 60_000)
+        );
     }
 }

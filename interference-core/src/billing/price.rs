@@ -129,7 +129,7 @@ impl Pricer<'_> {
         };
         let credit = -imc.scale(ratio);
         let cur = &self.config.currency;
-        let seconds = (seg.end_ms - seg.start_ms) as f64 / 1000.0;
+        let seconds = seg.seconds();
         let quantity_text = if b.one_off() {
             format!("{quantity} {unit}")
         } else {
@@ -240,6 +240,7 @@ impl Pricer<'_> {
             unobservable: a.unobservable.clone(),
             resource_delta: Some(delta.clone()),
             duration_seconds: seconds,
+            clock_skipped_seconds: skipped_seconds(&seg),
             impact_multiplier: Some(multiplier),
             imc: Some(imc),
             credit_ratio: None,
@@ -292,6 +293,10 @@ impl Pricer<'_> {
                 "the reduced VM pays: no charge here = −IMC × 0 = −{imc} {cur} × 0 = 0 {cur}"
             );
             free.payer = Payer::Reduced;
+            if let Some(note) = clock_note(&seg) {
+                charge.charge_description.push_str(&note);
+                free.charge_description.push_str(&note);
+            }
             return [charge, free];
         }
         let mut charge = base(payer, p.protected, LineKind::Charge);
@@ -311,6 +316,10 @@ impl Pricer<'_> {
         cr.credit_ratio = Some(ratio);
         cr.charge_description = credit_text;
         cr.formula = credit_formula;
+        if let Some(note) = clock_note(&seg) {
+            charge.charge_description.push_str(&note);
+            cr.charge_description.push_str(&note);
+        }
         [charge, cr]
     }
 
@@ -327,7 +336,7 @@ impl Pricer<'_> {
             .clone()
             .unwrap_or_else(|| self.config.default_customer.clone());
         let hours = seg.hours();
-        let seconds = (seg.end_ms - seg.start_ms) as f64 / 1000.0;
+        let seconds = seg.seconds();
         let mut out = Vec::with_capacity(2);
         let mut line = |what: &str,
                         sku: &str,
@@ -353,9 +362,10 @@ impl Pricer<'_> {
                 charge_category: ChargeCategory::Usage,
                 charge_frequency: "Usage-Based".into(),
                 charge_description: format!(
-                    "Your VM {} ran with {amount} for {}.",
+                    "Your VM {} ran with {amount} for {}.{}",
                     u.vm,
-                    describe::duration(seconds)
+                    describe::duration(seconds),
+                    clock_note(&seg).unwrap_or_default()
                 ),
                 service_name: "Virtual Machines".into(),
                 service_category: "Compute".into(),
@@ -387,6 +397,7 @@ impl Pricer<'_> {
                 unobservable: Vec::new(),
                 resource_delta: None,
                 duration_seconds: seconds,
+                clock_skipped_seconds: skipped_seconds(&seg),
                 impact_multiplier: None,
                 imc: None,
                 credit_ratio: None,
@@ -529,6 +540,21 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
 
 /// The weight (v2 scale) an effect's `before` held: cpu.weight as is, cpu.shares
 /// converted as systemd does.
+/// `x_ClockSkippedSeconds`: present only when the clock stepped inside `seg`.
+fn skipped_seconds(seg: &Segment) -> Option<f64> {
+    (seg.skipped_ms > 0).then(|| seg.skipped_ms as f64 / 1000.0)
+}
+
+/// What a line says when the host's clock stepped forward inside its segment.
+fn clock_note(seg: &Segment) -> Option<String> {
+    skipped_seconds(seg).map(|s| {
+        format!(
+            " The host's clock was set forward by {} inside this period: that time did not pass and is not billed.",
+            describe::duration(s)
+        )
+    })
+}
+
 fn money(units: f64) -> Money {
     Money::from_units(units).unwrap_or(Money::ZERO)
 }

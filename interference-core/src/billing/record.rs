@@ -162,8 +162,18 @@ pub struct LedgerRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub resource_delta: Option<ResourceDelta>,
+    /// The time billed in this line's charge period (less than the period's span when
+    /// the host's wall clock stepped forward inside it: see `x_ClockSkippedSeconds`).
     #[serde(rename = "x_DurationSeconds")]
     pub duration_seconds: f64,
+    /// Seconds inside the charge period that the host's wall clock stepped over (they
+    /// did not pass, so they are not billed).
+    #[serde(
+        rename = "x_ClockSkippedSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clock_skipped_seconds: Option<f64>,
     /// 1 + performance_impact_factor × score / 100.
     #[serde(
         rename = "x_ImpactMultiplier",

@@ -76,6 +76,8 @@ pub struct Mitigation {
     migrations_busy_until_ms: u64,
     /// `interference_migrations_total{result}`: how followed migrations ended.
     migration_ends: BTreeMap<&'static str, u64>,
+    /// `interference_clock_steps_total{direction}`: steps of the wall clock.
+    clock_steps: [u64; 2],
 }
 
 /// How long the static targets stand in after the controller refused a placement.
@@ -105,6 +107,7 @@ impl Mitigation {
             placement_paused_until_ms: 0,
             migrations_busy_until_ms: 0,
             migration_ends: BTreeMap::new(),
+            clock_steps: [0; 2],
         }
     }
 
@@ -215,6 +218,7 @@ impl Mitigation {
             tracing::warn!("not managing a VM's cgroups: {refused}");
         }
         let now_ms = now_ms();
+        self.follow_clock_steps();
         for ended in self.migrations.follow(vms) {
             self.count_ended(&ended);
         }
@@ -521,7 +525,41 @@ impl Mitigation {
         out
     }
 
+    /// Steps of the wall clock since the last tick: billing leaves a forward step's
+    /// span unbilled, and each is said in the log and counted.
+    fn follow_clock_steps(&mut self) {
+        for step in crate::clock::take_steps() {
+            let (actions, vms) = self
+                .billing
+                .as_mut()
+                .map_or((0, 0), |b| b.clock_stepped(&step));
+            let by_s = step.by_ms() as f64 / 1000.0;
+            if step.is_forward() {
+                self.clock_steps[0] += 1;
+                tracing::warn!(
+                    by_s,
+                    "the wall clock stepped forward by {by_s:.1} s: that time did not pass, so it is not billed ({actions} actions in effect, {vms} VMs metered)"
+                );
+            } else {
+                self.clock_steps[1] += 1;
+                tracing::warn!(
+                    by_s,
+                    "the wall clock stepped back by {:.1} s: the stretch it lives again was billed once already, so billing resumes when the clock is past it ({actions} actions in effect, {vms} VMs metered, up to that long unbilled)",
+                    -by_s
+                );
+            }
+        }
+    }
+
     pub fn render_into(&self, w: &mut TextWriter) {
+        {
+            let mut f = w.counter(
+                "interference_clock_steps_total",
+                "Steps of the wall clock found against the monotonic clock, by direction (forward, back); billing never bills the span of a forward step.",
+            );
+            f.sample(&[("direction", "forward")], self.clock_steps[0]);
+            f.sample(&[("direction", "back")], self.clock_steps[1]);
+        }
         {
             let mut f = w.counter(
                 "interference_actions_total",

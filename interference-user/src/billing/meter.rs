@@ -37,9 +37,10 @@ use super::alias::Aliases;
 use super::config::BillingConfig;
 use super::ledger::{Ledger, LedgerError};
 use super::money::Money;
-use super::period::{segments, Period, Segment};
+use super::period::{segments, segments_except, Period, Segment};
 use super::price::{Billable, Pricer, VmUsage};
 use super::record::{LedgerRecord, LineKind};
+use crate::clock::Step;
 use crate::policy::{Action, ActionResult, Change, Outcome};
 
 /// An action in effect (or simulated as if it were).
@@ -49,6 +50,11 @@ struct Open {
     simulated: bool,
     /// Billed up to here.
     posted_until_ms: u64,
+    /// Spans after `posted_until_ms` the wall clock stepped over: not billed.
+    holes: Vec<(u64, u64)>,
+    /// The latest tick's clock while it was open: after a step back, the time it was
+    /// in effect goes to here, not only to the earlier clock it ends at.
+    seen_until_ms: u64,
 }
 
 /// A VM's allocation observed without a break since `observed_from_ms`.
@@ -227,6 +233,7 @@ impl Billing {
                 slot_ms: slot(outcome.at_ms, self.config.charge_interval_ms()),
                 start_ms: outcome.at_ms,
                 end_ms: outcome.at_ms,
+                skipped_ms: 0,
             };
             let mut lines = self.pricer().action_lines(&billable, seg).to_vec();
             for l in &mut lines {
@@ -241,6 +248,8 @@ impl Billing {
                 posted_until_ms: billable.applied_ms,
                 billable,
                 simulated,
+                holes: Vec::new(),
+                seen_until_ms: 0,
             },
         );
     }
@@ -269,13 +278,14 @@ impl Billing {
             }
         }
         let interval = self.config.charge_interval_ms();
-        let end = at_ms.max(open.posted_until_ms);
-        let mut segs = segments(open.posted_until_ms, end, interval);
+        let end = at_ms.max(open.posted_until_ms).max(open.seen_until_ms);
+        let mut segs = segments_except(open.posted_until_ms, end, interval, &open.holes);
         if segs.is_empty() {
             segs.push(Segment {
                 slot_ms: slot(end, interval),
                 start_ms: end,
                 end_ms: end,
+                skipped_ms: 0,
             });
         }
         let mut lines = self.action_segments(&open.billable, &segs);
@@ -295,9 +305,11 @@ impl Billing {
         let mut lines = Vec::new();
         // Actions: completed segments.
         for open in self.open.values_mut() {
+            open.seen_until_ms = open.seen_until_ms.max(now_ms);
             if due > open.posted_until_ms {
-                let segs = segments(open.posted_until_ms, due, interval);
+                let segs = segments_except(open.posted_until_ms, due, interval, &open.holes);
                 open.posted_until_ms = due;
+                open.holes.retain(|&(_, to)| to > due);
                 let p = Pricer {
                     config: &self.config,
                     host: &self.host,
@@ -324,7 +336,9 @@ impl Billing {
             match self.meters.get_mut(&u.vm) {
                 Some(m) if now_ms.saturating_sub(m.last_seen_ms) <= self.max_gap_ms => {
                     m.usage = u.clone();
-                    m.last_seen_ms = now_ms;
+                    // Never back: after a step back of the clock, the VM ran until
+                    // the latest clock seen (see `Billing::clock_stepped`).
+                    m.last_seen_ms = m.last_seen_ms.max(now_ms);
                 }
                 _ => {
                     if let Some(old) = self.meters.remove(&u.vm) {
@@ -378,6 +392,35 @@ impl Billing {
         }
     }
 
+    /// The wall clock stepped (`clock::take_steps`; call before [`Billing::tick`]).
+    ///
+    /// Forward: the span it stepped over did not pass. An action in effect keeps it as
+    /// a hole (its interval's line bills the time on either side, and says what was
+    /// skipped); a VM's base meter stops where it was last seen and starts again at the
+    /// next tick, as after any gap. Back: nothing to change. The stretch of UTC the
+    /// clock lives again was billed once already, and lines resume when the clock is
+    /// past it, so a step back of `S` leaves up to `S` unbilled and never bills twice.
+    /// Returns what the step leaves unbilled, for the log: (actions in effect, VMs).
+    pub fn clock_stepped(&mut self, step: &Step) -> (usize, usize) {
+        let affected = (self.open.len(), self.meters.len());
+        if !step.is_forward() {
+            return affected;
+        }
+        for open in self.open.values_mut() {
+            let from = step.expected_ms.max(open.posted_until_ms);
+            if step.wall_ms > from {
+                open.holes.push((from, step.wall_ms));
+            }
+        }
+        let meters = std::mem::take(&mut self.meters);
+        let mut lines = Vec::new();
+        for m in meters.values() {
+            lines.extend(self.base_until(m, m.last_seen_ms.min(step.expected_ms)));
+        }
+        self.post(lines, false);
+        affected
+    }
+
     /// Clean exit: bill the VMs' partial segments (call after the actions were ended).
     pub fn close(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
@@ -386,7 +429,7 @@ impl Billing {
         let mut lines = Vec::new();
         for m in meters.values() {
             let end = if now_ms.saturating_sub(m.last_seen_ms) <= self.max_gap_ms {
-                now_ms
+                now_ms.max(m.last_seen_ms)
             } else {
                 m.last_seen_ms
             };

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 
 use super::alias::Aliases;
-use super::explain::check;
+use super::explain::{check, explain};
 use super::ledger::{self, period_path, Ledger};
-use super::period::{segments, Period};
+use super::period::{self, segments, Period};
 use super::price::{Billable, Pricer, VmUsage};
 use super::record::{LedgerRecord, LineKind, Role};
 use super::*;
+use crate::clock::Step;
 use crate::policy::{Action, ActionResult, Change, Effect, Outcome, Rung};
 
 const NOV_1_2026: u64 = 1_793_491_200_000;
@@ -185,7 +186,7 @@ proptest! {
         let p = Pricer { config: &cfg, host: "h", aliases: &aliases };
         let end = b.applied_ms + duration_s * 1000;
         let segs = if b.one_off() {
-            vec![Segment { slot_ms: b.applied_ms - b.applied_ms % (interval * 1000), start_ms: b.applied_ms, end_ms: b.applied_ms }]
+            vec![Segment { slot_ms: b.applied_ms - b.applied_ms % (interval * 1000), start_ms: b.applied_ms, end_ms: b.applied_ms, skipped_ms: 0 }]
         } else {
             segments(b.applied_ms, end, interval * 1000)
         };
@@ -809,4 +810,320 @@ fn invoices_name_what_is_wrong() {
         "batch was the aggressor: ratio 0 by default"
     );
     assert!(!serde_json::to_string(&g).unwrap().contains("vm-web"));
+}
+
+// ---------------------------------------------------------------- clock steps
+
+const DEC_1_2026: u64 = NOV_1_2026 + 30 * 86_400_000;
+
+/// Charge lines of `dir`, every period, sorted by start.
+fn charges(dir: &std::path::Path) -> Vec<LedgerRecord> {
+    let mut c: Vec<LedgerRecord> = lines_of(dir)
+        .into_iter()
+        .filter(|l| l.kind == LineKind::Charge)
+        .collect();
+    c.sort_by(|a, b| a.charge_period_start.cmp(&b.charge_period_start));
+    c
+}
+
+fn charged_seconds(lines: &[LedgerRecord]) -> f64 {
+    lines.iter().map(|l| l.duration_seconds).sum()
+}
+
+/// No two lines of one action cover the same stretch of UTC, no id twice, nothing
+/// negative.
+fn assert_never_twice(dir: &std::path::Path) {
+    let all = lines_of(dir);
+    let ids: BTreeSet<&str> = all.iter().map(|l| l.record_id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "an id twice");
+    let c = charges(dir);
+    for w in c.windows(2) {
+        let end = period::parse_rfc3339(&w[0].charge_period_end).unwrap();
+        let start = period::parse_rfc3339(&w[1].charge_period_start).unwrap();
+        assert!(
+            end <= start,
+            "{} overlaps {}",
+            w[0].record_id,
+            w[1].record_id
+        );
+    }
+    for l in &all {
+        assert!(
+            l.duration_seconds >= 0.0,
+            "{}: {}",
+            l.record_id,
+            l.duration_seconds
+        );
+        assert!(l.pricing_quantity >= 0.0, "{}", l.record_id);
+    }
+}
+
+#[test]
+fn a_forward_step_of_the_clock_during_an_action_is_not_billed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = weight_cut("h-7-0");
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    let t0 = NOV_1_2026 + 3_600_000 * 5 + 1500;
+    b.outcome(&a, &applied(&a, t0, "1024"));
+    // `real` is the time that passed; the wall clock is set 20 s ahead at 95 s.
+    let ahead = 20_000;
+    let wall = |real: u64| {
+        if real < 95_000 {
+            t0 + real
+        } else {
+            t0 + real + ahead
+        }
+    };
+    for real in (10_000..=90_000).step_by(10_000) {
+        b.tick(wall(real), &[]);
+    }
+    let step = Step {
+        expected_ms: t0 + 95_000,
+        wall_ms: t0 + 95_000 + ahead,
+    };
+    assert_eq!(b.clock_stepped(&step), (1, 0));
+    for real in (100_000..=190_000).step_by(10_000) {
+        b.tick(wall(real), &[]);
+    }
+    b.end(&a.id, wall(200_000));
+    drop(b);
+    let c = charges(dir.path());
+    assert!(
+        (charged_seconds(&c) - 200.0).abs() < 1e-6,
+        "billed {} s of 200 s in effect: {:#?}",
+        charged_seconds(&c),
+        c.iter()
+            .map(|l| (&l.record_id, l.duration_seconds))
+            .collect::<Vec<_>>()
+    );
+    // One line per minute still; the minute holding the step says what it left out,
+    // in words too.
+    assert_eq!(c.len(), 4);
+    let stepped: Vec<&LedgerRecord> = c
+        .iter()
+        .filter(|l| l.clock_skipped_seconds.is_some())
+        .collect();
+    assert_eq!(stepped.len(), 1);
+    assert_eq!(stepped[0].clock_skipped_seconds, Some(20.0));
+    assert!((stepped[0].duration_seconds - 40.0).abs() < 1e-6);
+    assert!(
+        stepped[0]
+            .charge_description
+            .contains("set forward by 20 s"),
+        "{}",
+        stepped[0].charge_description
+    );
+    let text = explain(stepped[0], None);
+    assert!(text.contains("Clock       set forward by 20 s"), "{text}");
+    assert_never_twice(dir.path());
+}
+
+#[test]
+fn a_step_back_of_the_clock_during_an_action_never_bills_a_stretch_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = weight_cut("h-7-1");
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    let t0 = NOV_1_2026 + 3_600_000 * 5;
+    b.outcome(&a, &applied(&a, t0, "1024"));
+    let back = 30 * 60_000;
+    let wall = |real: u64| {
+        if real < 130_000 {
+            t0 + real
+        } else {
+            t0 + real - back
+        }
+    };
+    for real in (10_000..=120_000).step_by(10_000) {
+        b.tick(wall(real), &[]);
+    }
+    let step = Step {
+        expected_ms: t0 + 130_000,
+        wall_ms: t0 + 130_000 - back,
+    };
+    b.clock_stepped(&step);
+    let end_real = 130_000 + back + 300_000;
+    for real in (130_000..end_real).step_by(10_000) {
+        b.tick(wall(real), &[]);
+    }
+    b.end(&a.id, wall(end_real));
+    drop(b);
+    let c = charges(dir.path());
+    let billed = charged_seconds(&c);
+    let real = end_real as f64 / 1000.0;
+    // Everything but the re-lived half hour (less what was billed of it before the
+    // step: the two minutes up to 2:00).
+    assert!(billed <= real, "{billed} > {real}");
+    assert!(
+        (billed - (real - back as f64 / 1000.0)).abs() <= 10.0 + 1e-6,
+        "billed {billed} s of {real} s"
+    );
+    assert_never_twice(dir.path());
+}
+
+#[test]
+fn an_action_across_a_month_boundary_is_billed_to_each_month_for_its_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = weight_cut("h-7-2");
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    let t0 = DEC_1_2026 - 90_000;
+    b.outcome(&a, &applied(&a, t0, "1024"));
+    for k in 1..=17 {
+        b.tick(t0 + k * 10_000, &[]);
+    }
+    b.end(&a.id, t0 + 180_000);
+    drop(b);
+    let nov = Period::containing(t0);
+    let dec = nov.next();
+    let in_month = |p: Period| -> f64 {
+        let c = ledger::read(dir.path(), Some(p)).unwrap();
+        assert!(c.bad.is_empty());
+        for l in &c.records {
+            assert_eq!(l.period, p, "{}", l.record_id);
+            let start = period::parse_rfc3339(&l.charge_period_start).unwrap();
+            let end = period::parse_rfc3339(&l.charge_period_end).unwrap();
+            assert!(
+                start >= p.start_ms() && end <= p.end_ms(),
+                "{} outside {p}",
+                l.record_id
+            );
+        }
+        charged_seconds(
+            &c.records
+                .into_iter()
+                .filter(|l| l.kind == LineKind::Charge)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert!((in_month(nov) - 90.0).abs() < 1e-6);
+    assert!((in_month(dec) - 90.0).abs() < 1e-6);
+    assert_never_twice(dir.path());
+}
+
+#[test]
+fn a_forward_step_across_a_month_boundary_bills_each_month_only_what_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = weight_cut("h-7-3");
+    let mut b = Billing::open(config(dir.path(), 3600), "h", false).unwrap();
+    // In effect from 23:00 on 30 November; at 23:30 the clock is corrected to 01:00
+    // on 1 December; ended at 01:10.
+    let t0 = DEC_1_2026 - 3_600_000;
+    b.outcome(&a, &applied(&a, t0, "1024"));
+    for k in 1..=30 {
+        b.tick(t0 + k * 60_000, &[]);
+    }
+    b.clock_stepped(&Step {
+        expected_ms: DEC_1_2026 - 1_800_000,
+        wall_ms: DEC_1_2026 + 3_600_000,
+    });
+    for k in 1..=10 {
+        b.tick(DEC_1_2026 + 3_600_000 + k * 60_000, &[]);
+    }
+    b.end(&a.id, DEC_1_2026 + 3_600_000 + 600_000);
+    drop(b);
+    let c = charges(dir.path());
+    let by_month = |p: &str| -> f64 {
+        charged_seconds(
+            &c.iter()
+                .filter(|l| l.period.to_string() == p)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert!(
+        (by_month("2026-11") - 1800.0).abs() < 1e-6,
+        "{}",
+        by_month("2026-11")
+    );
+    assert!(
+        (by_month("2026-12") - 600.0).abs() < 1e-6,
+        "{}",
+        by_month("2026-12")
+    );
+    assert_eq!(
+        c.len(),
+        2,
+        "midnight to 01:00 passed in no one's time: no line"
+    );
+    assert_never_twice(dir.path());
+}
+
+#[test]
+fn a_forward_step_is_not_billed_as_a_vms_base_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Billing::open(config(dir.path(), 60), "h", false).unwrap();
+    b.set_tick_ms(1000);
+    let web = VmUsage {
+        vm: "vm-web".into(),
+        customer: Some("acme".into()),
+        vcpus: Some(2),
+        memory_bytes: None,
+    };
+    let t0 = NOV_1_2026;
+    for k in 0..=30 {
+        b.tick(t0 + k * 1000, std::slice::from_ref(&web));
+    }
+    // Two seconds ahead: small enough to pass for use without the step.
+    let step = Step {
+        expected_ms: t0 + 31_000,
+        wall_ms: t0 + 33_000,
+    };
+    assert_eq!(b.clock_stepped(&step), (0, 1));
+    for k in 33..=90 {
+        b.tick(t0 + k * 1000, std::slice::from_ref(&web));
+    }
+    b.close(t0 + 90_000);
+    drop(b);
+    let base: f64 = lines_of(dir.path())
+        .iter()
+        .filter(|l| l.sku_id == "vm-vcpu")
+        .map(|l| l.duration_seconds)
+        .sum();
+    // 90 s of wall clock, 88 s of it passed; base stops at the last tick before the
+    // step (30 s) and starts again at the first after it (33 s).
+    assert!((base - 87.0).abs() < 1e-6, "{base}");
+    assert_never_twice(dir.path());
+}
+
+#[test]
+fn time_in_effect_between_a_forward_step_and_a_step_back_is_billed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = weight_cut("h-7-4");
+    // The default hourly interval: nothing completes before the end but across the step.
+    let mut b = Billing::open(config(dir.path(), 3600), "h", false).unwrap();
+    let min = 60_000;
+    let t0 = NOV_1_2026 + 13 * 3_600_000 + 45 * min;
+    b.outcome(&a, &applied(&a, t0, "1024"));
+    b.tick(t0 + 30_000, &[]);
+    // At 13:46 the clock is set an hour ahead, at 13:56 (14:56 on it) back again; the
+    // action ends at 13:57.
+    b.clock_stepped(&Step {
+        expected_ms: t0 + min,
+        wall_ms: t0 + min + 3_600_000,
+    });
+    for k in 1..=10 {
+        b.tick(t0 + min + 3_600_000 + k * min, &[]);
+    }
+    b.clock_stepped(&Step {
+        expected_ms: t0 + 11 * min + 3_600_000,
+        wall_ms: t0 + 11 * min,
+    });
+    b.tick(t0 + 11 * min + 30_000, &[]);
+    b.end(&a.id, t0 + 12 * min);
+    drop(b);
+    let c = charges(dir.path());
+    // 13:45-13:46 and, on the clock an hour ahead, 14:46-14:56; the minute after the
+    // step back re-lives 13:56-13:57 of a clock already billed past it: not billed.
+    assert!(
+        (charged_seconds(&c) - 660.0).abs() < 1e-6,
+        "{}: {:#?}",
+        charged_seconds(&c),
+        c.iter()
+            .map(|l| (
+                &l.charge_period_start,
+                &l.charge_period_end,
+                l.duration_seconds
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_never_twice(dir.path());
 }
