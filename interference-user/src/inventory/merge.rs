@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::names::sanitize_vm_name;
+use super::names::{sanitize_vm_name, MAX_NAME_LEN};
 use super::qemu::QemuProcess;
 use super::types::{Vm, VmCgroup, VmSource};
 
@@ -33,6 +33,15 @@ fn contains_process(vm: &Vm, p: &QemuProcess) -> bool {
             .any(|pc| vm.cgroups.iter().any(|vc| pc.path.starts_with(&vc.path)))
 }
 
+/// A VM reported under another name than its own, because an earlier one has it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Renamed {
+    pub name: String,
+    pub source: VmSource,
+    pub pid: Option<u32>,
+    pub reported_as: String,
+}
+
 /// Merge, disambiguate names and sort by name. `bare_qemu`: whether QEMU processes
 /// that belong to no static or libvirt VM are VMs of their own.
 pub fn merge(
@@ -41,6 +50,17 @@ pub fn merge(
     processes: Vec<QemuProcess>,
     bare_qemu: bool,
 ) -> Vec<Vm> {
+    merge_noting(statics, libvirt, processes, bare_qemu).0
+}
+
+/// [`merge`], and the VMs it had to rename (for the caller to say once: discovery
+/// runs every tick, and anyone who can start a process can clash names).
+pub fn merge_noting(
+    statics: Vec<Vm>,
+    libvirt: Vec<Vm>,
+    processes: Vec<QemuProcess>,
+    bare_qemu: bool,
+) -> (Vec<Vm>, Vec<Renamed>) {
     let mut vms = statics;
     for l in libvirt {
         match vms
@@ -68,9 +88,9 @@ pub fn merge(
             ),
         }
     }
-    disambiguate(&mut vms);
+    let renamed = disambiguate(&mut vms);
     vms.sort_by(|a, b| a.name.cmp(&b.name));
-    vms
+    (vms, renamed)
 }
 
 /// Give `vm` what only the process knows, and what the VM's own source left unknown
@@ -92,9 +112,11 @@ fn adopt(vm: &mut Vm, p: QemuProcess) {
 
 /// The first VM with a name keeps it (sources are in precedence order, processes by
 /// pid, so the choice is stable); later ones get `-<pid>` (or `-<source>`) appended,
-/// then a counter if that is taken too.
-fn disambiguate(vms: &mut [Vm]) {
+/// then a counter if that is taken too, the name cut so the whole stays within
+/// [`MAX_NAME_LEN`].
+fn disambiguate(vms: &mut [Vm]) -> Vec<Renamed> {
     let mut taken: HashSet<String> = HashSet::new();
+    let mut renamed = Vec::new();
     for vm in vms.iter_mut() {
         if taken.insert(vm.name.clone()) {
             continue;
@@ -103,20 +125,30 @@ fn disambiguate(vms: &mut [Vm]) {
             Some(pid) => pid.to_string(),
             None => format!("{:?}", vm.source).to_lowercase(),
         };
-        let base = format!("{}-{suffix}", vm.name);
-        let mut candidate = base.clone();
+        let with = |tail: &str| {
+            let keep = MAX_NAME_LEN.saturating_sub(tail.len() + 1);
+            let head: String = vm.name.chars().take(keep).collect();
+            format!("{head}-{tail}")
+        };
+        let mut candidate = with(&suffix);
         let mut n = 2;
         while taken.contains(&candidate) {
-            candidate = format!("{base}-{n}");
+            candidate = with(&format!("{suffix}-{n}"));
             n += 1;
         }
-        warn!(
+        debug!(
             "two VMs are named {:?}; the {:?} one (pid {:?}) is reported as {candidate:?}",
             vm.name, vm.source, vm.pid
         );
-        vm.name = candidate.clone();
+        renamed.push(Renamed {
+            name: std::mem::replace(&mut vm.name, candidate.clone()),
+            source: vm.source,
+            pid: vm.pid,
+            reported_as: candidate.clone(),
+        });
         taken.insert(candidate);
     }
+    renamed
 }
 
 #[cfg(test)]
@@ -246,6 +278,33 @@ mod tests {
         disambiguate(&mut vms);
         let names: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, vec!["a", "a-libvirt", "a-libvirt-2"]);
+    }
+
+    #[test]
+    fn a_clash_of_the_longest_names_stays_within_the_limit_and_is_reported() {
+        let long = "x".repeat(MAX_NAME_LEN);
+        let (out, renamed) = merge_noting(
+            vec![vm(&long, VmSource::Static, &["/cg/lab/x"], &[])],
+            vec![],
+            vec![
+                process(4_194_304, Some(&long), &["/cg/user.slice/a"]),
+                process(4_194_305, Some(&long), &["/cg/user.slice/b"]),
+            ],
+            true,
+        );
+        for v in &out {
+            assert!(
+                crate::inventory::names::check_vm_name(&v.name).is_ok(),
+                "{:?}",
+                v.name
+            );
+        }
+        assert_eq!(out.iter().filter(|v| v.name == long).count(), 1);
+        assert_eq!(renamed.len(), 2);
+        assert_eq!(renamed[0].name, long);
+        assert_eq!(renamed[0].pid, Some(4_194_304));
+        assert!(renamed[0].reported_as.ends_with("-4194304"));
+        assert_eq!(renamed[0].reported_as.len(), MAX_NAME_LEN);
     }
 
     #[test]

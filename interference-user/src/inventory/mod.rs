@@ -27,6 +27,7 @@ pub mod static_inv;
 pub mod threads;
 pub mod types;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
@@ -61,6 +62,9 @@ pub struct Inventory {
     static_cgroups: Vec<(StaticVm, Vec<VmCgroup>)>,
     /// Thread names and cgroup child lists kept across discoveries.
     cache: Mutex<threads::Cache>,
+    /// The renames of the last discovery: a clash is said when it starts, not every
+    /// tick it lasts.
+    renamed: Mutex<BTreeSet<merge::Renamed>>,
 }
 
 impl Inventory {
@@ -70,6 +74,7 @@ impl Inventory {
             options,
             static_cgroups,
             cache: Mutex::new(threads::Cache::default()),
+            renamed: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -95,7 +100,20 @@ impl Inventory {
         if o.own_netns_only {
             netns::keep_own(&o.proc_root, &mut libvirt, &mut processes);
         }
-        Ok(merge::merge(statics, libvirt, processes, o.qemu))
+        let (vms, renamed) = merge::merge_noting(statics, libvirt, processes, o.qemu);
+        let now: BTreeSet<merge::Renamed> = renamed.into_iter().collect();
+        let mut before = self.renamed.lock().unwrap_or_else(PoisonError::into_inner);
+        for r in now.difference(&before) {
+            tracing::warn!(
+                "two VMs are named {:?}; the {:?} one (pid {:?}) is reported as {:?}",
+                r.name,
+                r.source,
+                r.pid,
+                r.reported_as
+            );
+        }
+        *before = now;
+        Ok(vms)
     }
 
     /// The VM's threads now, without a full discovery: `/proc/<pid>/task` for a bare
