@@ -538,8 +538,6 @@ pub fn resource_delta(a: &Action, effects: &[Effect]) -> ResourceDelta {
     }
 }
 
-/// The weight (v2 scale) an effect's `before` held: cpu.weight as is, cpu.shares
-/// converted as systemd does.
 /// `x_ClockSkippedSeconds`: present only when the clock stepped inside `seg`.
 fn skipped_seconds(seg: &Segment) -> Option<f64> {
     (seg.skipped_ms > 0).then(|| seg.skipped_ms as f64 / 1000.0)
@@ -555,6 +553,7 @@ fn clock_note(seg: &Segment) -> Option<String> {
     })
 }
 
+/// An amount in money, zero when it cannot be one (not finite, out of range).
 fn money(units: f64) -> Money {
     Money::from_units(units).unwrap_or(Money::ZERO)
 }
