@@ -140,3 +140,27 @@ pub fn metric(path: &Path, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// The decision log lines of the mitigations (not rollbacks) the agent applied, with
+/// when (`ID applied: REASON action=... pair=V/A ... vm=...`).
+pub fn applied_lines(log: &Log) -> Vec<(f64, String)> {
+    log.lock()
+        .map(|l| {
+            l.iter()
+                .filter(|(_, l)| l.contains(" applied: ") && !l.contains("roll back"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids of the mitigations (not rollbacks) the agent applied, with when.
+pub fn mitigations(log: &Log) -> Vec<(f64, String)> {
+    applied_lines(log)
+        .into_iter()
+        .filter_map(|(t, l)| {
+            let id = l.split(" applied: ").next()?.split_whitespace().last()?;
+            Some((t, id.to_owned()))
+        })
+        .collect()
+}

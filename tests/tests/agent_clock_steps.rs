@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use interference::billing::{ledger, LedgerRecord, LineKind};
-use interference_tests::agent::{log_text, metric, vm_toml, Agent, Log};
+use interference_tests::agent::{log_text, metric, mitigations, vm_toml, Agent, Log};
 use interference_tests::{
     dataset_workload, require_root, snapshot_files, start_cpu_workload, TestCgroup,
 };
@@ -26,19 +26,6 @@ use interference_tests::{
 const FILES: &[&str] = &["cpu.shares", "cpuset.cpus", "cpu.weight"];
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 const HOUR_S: f64 = 3600.0;
-
-/// The ids of the mitigations (not rollbacks) the log says were applied, with when.
-fn mitigations(log: &Log) -> Vec<(f64, String)> {
-    log.lock()
-        .expect("log")
-        .iter()
-        .filter(|(_, l)| l.contains(" applied: ") && !l.contains("roll back"))
-        .filter_map(|(t, l)| {
-            let id = l.split(" applied: ").next()?.split_whitespace().last()?;
-            Some((*t, id.to_owned()))
-        })
-        .collect()
-}
 
 /// Wait until `ok` or `until` seconds after `t0`.
 fn wait_for(t0: Instant, until: f64, mut ok: impl FnMut() -> bool) -> bool {

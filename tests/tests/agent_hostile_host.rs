@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use interference_tests::agent::{log_text, metric, vm_toml, Agent, Log};
+use interference_tests::agent::{applied_lines, log_text, metric, vm_toml, Agent, Log};
 use interference_tests::{
     dataset_workload, require_root, snapshot_files, start_cpu_workload, TestCgroup,
 };
@@ -98,16 +98,6 @@ fn impostor(label: &str, name: &[u8], qmp: &Path, mode: &str) -> Impostor {
         .expect("impostor says ready");
     assert_eq!(line.trim(), "ready", "impostor {label}");
     Impostor { cg }
-}
-
-/// The ids and log lines of the mitigations (not rollbacks) applied.
-fn mitigations(log: &Log) -> Vec<(f64, String)> {
-    log.lock()
-        .expect("log")
-        .iter()
-        .filter(|(_, l)| l.contains(" applied: ") && !l.contains("roll back"))
-        .map(|(t, l)| (*t, l.clone()))
-        .collect()
 }
 
 fn safe_name(n: &str) -> bool {
@@ -190,7 +180,7 @@ fn impostors_and_hostile_sockets_change_nothing_of_the_real_vms() {
                 ticks.push(d);
             }
         }
-        if !mitigations(&log).is_empty() && t0.elapsed() > Duration::from_secs(30) {
+        if !applied_lines(&log).is_empty() && t0.elapsed() > Duration::from_secs(30) {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -205,7 +195,7 @@ fn impostors_and_hostile_sockets_change_nothing_of_the_real_vms() {
     assert!(status.success(), "the agent failed:\n{text}");
 
     // Served: the priority VM's pair was mitigated, and nothing named an impostor.
-    let applied = mitigations(&log);
+    let applied = applied_lines(&log);
     // The pair may be scored either way round (the priority VM is protected both
     // ways); what matters is that the real VMs' pair is acted on.
     assert!(

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use interference_tests::agent::{log_text, metric, vm_toml, Agent, Log};
+use interference_tests::agent::{log_text, metric, mitigations, vm_toml, Agent, Log};
 use interference_tests::ledger_oracle::check_ledger;
 use interference_tests::{
     dataset_workload, require_root, snapshot_files, start_cpu_workload, TestCgroup,
@@ -79,19 +79,6 @@ fn poll(metrics: &Path, t0: Instant, until: f64, seen: &mut Vec<(f64, f64, f64)>
         seen.push((t0.elapsed().as_secs_f64(), errors, backlog));
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// The ids of the mitigations (not rollbacks) the log says were applied, with when.
-fn mitigations(log: &Log) -> Vec<(f64, String)> {
-    log.lock()
-        .expect("log")
-        .iter()
-        .filter(|(_, l)| l.contains(" applied: ") && !l.contains("roll back"))
-        .filter_map(|(t, l)| {
-            let id = l.split(" applied: ").next()?.split_whitespace().last()?;
-            Some((*t, id.to_owned()))
-        })
-        .collect()
 }
 
 #[test]
