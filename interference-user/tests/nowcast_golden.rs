@@ -62,7 +62,11 @@ fn the_agents_nowcast_equals_the_evaluations() {
                 .expect("scores");
             for n in &round.nowcast {
                 got.insert(
-                    (round.timestamp_ms, n.victim.clone(), n.aggressor.clone()),
+                    (
+                        round.timestamp_ms,
+                        n.victim.to_string(),
+                        n.aggressor.to_string(),
+                    ),
                     (n.tick, n.smoothed),
                 );
             }

@@ -203,8 +203,8 @@ impl Forecasting {
             .nowcast
             .iter()
             .map(|n| PairNowcast {
-                victim: n.victim.clone(),
-                aggressor: n.aggressor.clone(),
+                victim: n.victim.to_string(),
+                aggressor: n.aggressor.to_string(),
                 score: f64::from(n.smoothed),
             })
             .collect();

@@ -283,19 +283,20 @@ impl Scoring {
         let mut unobservable = Vec::new();
         let (directed, nowcast, warming_up) = match &mut self.input {
             Input::Accounts { nowcast, accounts } => {
-                for vm in accounts.vms() {
+                for vm in accounts.vm_ids() {
                     if !accounts.counters_observed(vm) {
-                        unobservable.extend(WITHOUT_PMU.iter().map(|d| (vm.to_owned(), *d)));
+                        let name = accounts.name(vm);
+                        unobservable.extend(WITHOUT_PMU.iter().map(|d| (name.to_owned(), *d)));
                     }
                 }
                 let scores = nowcast.score(accounts);
                 let directed = scores
                     .iter()
                     .map(|n| DirectedScore {
-                        victim: n.victim.clone(),
-                        aggressor: n.aggressor.clone(),
+                        victim: n.victim.to_string(),
+                        aggressor: n.aggressor.to_string(),
                         slowdown: n.smoothed,
-                        unobservable: n.unobservable.clone(),
+                        unobservable: n.unobservable.to_vec(),
                     })
                     .collect();
                 (directed, scores, Vec::new())

@@ -203,7 +203,7 @@ fn write_replay_jsonl(
             let n = r
                 .nowcast
                 .iter()
-                .find(|n| n.victim == v.vm && n.aggressor == a.vm);
+                .find(|n| *n.victim == *v.vm && *n.aggressor == *a.vm);
             let mut line = serde_json::json!({
                 "timestamp_ms": r.timestamp_ms,
                 "victim": v.vm,

@@ -31,7 +31,7 @@ mod window;
 
 #[cfg(test)]
 pub(crate) use accounts::testing as accounts_testing;
-pub use accounts::{Account, CpuAccounts};
+pub use accounts::{Account, CpuAccounts, NameId, Window};
 pub use cpumask::{CpuMask, MAX_CPU_ID};
 pub use error::FeatureError;
 pub use names::{WorkloadClass, FEATURES, FEATURE_NAMES, PER_VM};

@@ -27,11 +27,12 @@
 //! `unobservable = ["llc", "membw"]`; a 0 there means "no CPU contention", not "no
 //! contention".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::features::{Account, CpuAccounts};
+use crate::features::{CpuAccounts, NameId, Window};
 
 /// The default smoothing window.
 pub const DEFAULT_SMOOTHING: Duration = Duration::from_secs(5);
@@ -39,27 +40,28 @@ pub const DEFAULT_SMOOTHING: Duration = Duration::from_secs(5);
 /// Dimensions a score cannot see on a victim without hardware counters.
 pub const WITHOUT_PMU: [&str; 2] = ["llc", "membw"];
 
-/// The nowcast of one ordered pair.
+/// The nowcast of one ordered pair. Names are shared with the accounts (a round of a
+/// full host has ten thousand pairs: no copy of a name per pair).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NowcastScore {
-    pub victim: String,
-    pub aggressor: String,
+    pub victim: Arc<str>,
+    pub aggressor: Arc<str>,
     /// Over the latest tick alone.
     pub tick: f32,
     /// Over the smoothing window.
     pub smoothed: f32,
     /// Contention dimensions this score cannot see for this victim.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub unobservable: Vec<&'static str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub unobservable: &'static [&'static str],
 }
 
-/// The share of `account`'s runnable time that `aggressor` took, 0-100.
-pub fn share_taken(account: &Account, aggressor: &str) -> f32 {
-    let denom = account.run + account.wait - account.own;
-    if !(denom.is_finite() && denom > 0.0 && denom >= 0.01 * account.dt) {
+/// The share of a victim's runnable time (`runnable` seconds, own threads' wait
+/// excluded, over `dt` seconds) that `taken` seconds were, 0-100.
+pub fn share_taken(dt: f64, runnable: f64, taken: f64) -> f32 {
+    if !(runnable.is_finite() && runnable > 0.0 && runnable >= 0.01 * dt && taken.is_finite()) {
         return 0.0;
     }
-    let share = account.by(aggressor) / denom;
+    let share = taken / runnable;
     (100.0 * share.clamp(0.0, 1.0)) as f32
 }
 
@@ -90,33 +92,50 @@ impl Nowcast {
     /// the victim in the window (the other pairs score 0 and are left out), by victim
     /// then aggressor. `host` is not a VM: what it takes is not any neighbour's doing.
     pub fn score(&self, accounts: &CpuAccounts) -> Vec<NowcastScore> {
-        let vms = accounts.vms();
+        let vms = accounts.vm_ids();
+        // Each VM's place in name order, by number (None: not a VM).
+        let mut rank: Vec<Option<usize>> = Vec::new();
+        for (i, vm) in vms.iter().enumerate() {
+            let at = vm.index();
+            if rank.len() <= at {
+                rank.resize(at + 1, None);
+            }
+            rank[at] = Some(i);
+        }
+        let rank_of = |id: NameId| rank.get(id.index()).copied().flatten();
         let mut out = Vec::new();
-        for victim in &vms {
-            let (Some(window), Some(last)) = (accounts.window(victim), accounts.last(victim))
-            else {
+        let mut window = Window::default();
+        let mut aggressors: Vec<(usize, NameId)> = Vec::new();
+        for &victim in &vms {
+            let Some(last) = accounts.last(victim) else {
                 continue;
             };
-            let unobservable = if accounts.counters_observed(victim) {
-                Vec::new()
+            if !accounts.window_into(victim, &mut window) {
+                continue;
+            }
+            let unobservable: &'static [&'static str] = if accounts.counters_observed(victim) {
+                &[]
             } else {
-                WITHOUT_PMU.to_vec()
+                &WITHOUT_PMU
             };
-            let mut aggressors: Vec<&str> = window
-                .by
-                .iter()
-                .map(|(a, _)| a.as_str())
-                .filter(|a| a != victim && vms.binary_search(a).is_ok())
-                .collect();
+            aggressors.clear();
+            aggressors.extend(
+                window
+                    .preemptors()
+                    .iter()
+                    .filter(|a| **a != victim)
+                    .filter_map(|a| Some((rank_of(*a)?, *a))),
+            );
             aggressors.sort_unstable();
-            aggressors.dedup();
-            for a in aggressors {
+            let victim_name = accounts.shared_name(victim);
+            let (runnable_tick, runnable) = (last.runnable(), window.runnable());
+            for &(_, a) in &aggressors {
                 out.push(NowcastScore {
-                    victim: (*victim).to_owned(),
-                    aggressor: a.to_owned(),
-                    tick: share_taken(last, a),
-                    smoothed: share_taken(&window, a),
-                    unobservable: unobservable.clone(),
+                    victim: victim_name.clone(),
+                    aggressor: accounts.shared_name(a),
+                    tick: share_taken(last.dt, runnable_tick, last.by(a)),
+                    smoothed: share_taken(window.dt, runnable, window.by(a)),
+                    unobservable,
                 });
             }
         }
@@ -131,72 +150,40 @@ mod tests {
 
     #[test]
     fn a_single_thread_victim_sharing_its_cpu_half_and_half_scores_50() {
-        let a = Account {
-            dt: 1.0,
-            run: 0.5,
-            wait: 0.5,
-            own: 0.0,
-            by: vec![("b".into(), 0.5)],
-            ..Account::default()
-        };
-        assert_eq!(share_taken(&a, "b"), 50.0);
-        assert_eq!(share_taken(&a, "c"), 0.0);
+        // run 0.5 + wait 0.5, nothing own; the neighbour took 0.5.
+        assert_eq!(share_taken(1.0, 0.5 + 0.5, 0.5), 50.0);
+        assert_eq!(share_taken(1.0, 0.5 + 0.5, 0.0), 0.0);
     }
 
     #[test]
     fn own_threads_are_not_contention() {
-        // Two threads on one CPU, alone: each waits for the other.
-        let solo = Account {
-            dt: 1.0,
-            run: 1.0,
-            wait: 1.0,
-            own: 1.0,
-            by: vec![],
-            ..Account::default()
-        };
-        assert_eq!(share_taken(&solo, "b"), 0.0);
+        // Two threads on one CPU, alone: each waits for the other. Nothing is
+        // runnable beyond the own threads' wait, so nobody can have taken anything.
+        let mut acc = CpuAccounts::new(1);
+        acc.push_tick(&[sample("v", 1.0, 1.0, &[("v", 1.0)])]);
+        let v = acc.last(acc.id("v").unwrap()).unwrap();
+        assert_eq!((v.own, v.runnable()), (1.0, 1.0));
+        assert!(v.by.is_empty());
+        assert!(Nowcast { ticks: 1 }.score(&acc).is_empty());
         // The same with a neighbour taking a third of the CPU.
-        let shared = Account {
-            dt: 1.0,
-            run: 0.667,
-            wait: 1.333,
-            own: 0.667,
-            by: vec![("b".into(), 0.667)],
-            ..Account::default()
-        };
-        assert!((share_taken(&shared, "b") - 50.0).abs() < 0.1);
+        let mut acc = CpuAccounts::new(1);
+        acc.push_tick(&[
+            sample("v", 0.667, 1.333, &[("v", 0.667), ("b", 0.667)]),
+            sample("b", 0.333, 0.0, &[]),
+        ]);
+        let s = Nowcast { ticks: 1 }.score(&acc);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!((s[0].tick - 50.0).abs() < 0.1, "{s:?}");
     }
 
     #[test]
     fn an_idle_victim_and_bad_numbers_score_0() {
-        let idle = Account {
-            dt: 1.0,
-            run: 0.001,
-            wait: 0.004,
-            own: 0.0,
-            by: vec![("b".into(), 0.004)],
-            ..Account::default()
-        };
-        assert_eq!(share_taken(&idle, "b"), 0.0);
-        let nan = Account {
-            dt: 1.0,
-            run: f64::NAN,
-            wait: 0.5,
-            own: 0.0,
-            by: vec![("b".into(), 0.5)],
-            ..Account::default()
-        };
-        assert_eq!(share_taken(&nan, "b"), 0.0);
+        // Ran and waited 0.5% of the tick: nothing to take from it.
+        assert_eq!(share_taken(1.0, 0.005, 0.004), 0.0);
+        assert_eq!(share_taken(1.0, f64::NAN, 0.5), 0.0);
+        assert_eq!(share_taken(1.0, 0.5, f64::NAN), 0.0);
         // More attributed than runnable (clock skew between sources): capped.
-        let over = Account {
-            dt: 1.0,
-            run: 0.1,
-            wait: 0.1,
-            own: 0.0,
-            by: vec![("b".into(), 0.5)],
-            ..Account::default()
-        };
-        assert_eq!(share_taken(&over, "b"), 100.0);
+        assert_eq!(share_taken(1.0, 0.2, 0.5), 100.0);
     }
 
     #[test]
@@ -222,7 +209,7 @@ mod tests {
         ]);
         let s = n.score(&acc);
         assert_eq!(s.len(), 1, "{s:?}");
-        assert_eq!((s[0].victim.as_str(), s[0].aggressor.as_str()), ("v", "b"));
+        assert_eq!((&*s[0].victim, &*s[0].aggressor), ("v", "b"));
         assert!((s[0].tick - 40.0).abs() < 1e-4);
         // 0.4 of the 5 s window's 5.0 runnable seconds.
         assert!((s[0].smoothed - 8.0).abs() < 1e-4);
