@@ -6,6 +6,7 @@
 
 pub mod cgroup_file;
 pub mod guard;
+pub mod kernel_file;
 pub mod mounts;
 pub mod vanished;
 

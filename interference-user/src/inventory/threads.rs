@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::cgroupfs::threads_file;
 use super::error::{is_vanished, InventoryError};
 use super::types::{VmCgroup, VmThread};
+use crate::host::kernel_file::read_file;
 
 /// How deep below a VM cgroup thread lists are read: libvirt's deepest layout is
 /// scope/libvirt/vcpuN; the limit keeps a mistaken static entry (a whole slice) cheap.
@@ -93,7 +94,8 @@ pub fn process_threads(
 /// Thread ids listed by the cgroup directory `dir` itself (not its children).
 pub fn read_tids(dir: &Path, file: &str) -> Result<Vec<u32>, InventoryError> {
     let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).map_err(|source| InventoryError::Cgroup {
+    let mut buf = Vec::with_capacity(4096);
+    let text = read_file(&path, &mut buf).map_err(|source| InventoryError::Cgroup {
         path: path.clone(),
         source,
     })?;

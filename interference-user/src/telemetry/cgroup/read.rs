@@ -8,6 +8,7 @@
 //! drop the VM rather than report zeros.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -18,6 +19,7 @@ use super::parse::{
     parse_u64, ParseError,
 };
 use super::{CgroupCounters, CpuCounters, IoCounters, MemoryCounters, PsiCounters};
+use crate::host::kernel_file::{open_dir, read_at};
 use crate::inventory::{Hierarchy, VmCgroup};
 
 #[derive(Debug, Error)]
@@ -261,20 +263,30 @@ fn ticks_to_ns(ticks: u64) -> u64 {
 
 /// One cgroup directory being read; remembers whether a file was missing, which is
 /// also what a directory removed halfway through looks like.
+///
+/// The directory is opened once (`O_PATH`) and its files relative to it (`openat`),
+/// read into one buffer: a VM's dozen files a tick cost one walk of its path, not one
+/// each, and no `statx`/`lseek` per file (as `std::fs::read_to_string` does). The
+/// directory's descriptor is closed when the read is over.
 struct Dir<'a> {
     path: &'a Path,
+    fd: OwnedFd,
+    buf: Vec<u8>,
     missed: bool,
 }
 
 impl<'a> Dir<'a> {
     fn open(path: &'a Path) -> Result<Self, CgroupError> {
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => Ok(Dir {
+        match open_dir(path) {
+            Ok(fd) => Ok(Dir {
                 path,
+                fd,
+                buf: Vec::with_capacity(4096),
                 missed: false,
             }),
-            Ok(_) => Err(vanished(path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(vanished(path)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                Err(vanished(path))
+            }
             Err(source) => Err(CgroupError::Read {
                 path: path.to_path_buf(),
                 source,
@@ -283,8 +295,7 @@ impl<'a> Dir<'a> {
     }
 
     fn read(&mut self, name: &str) -> Result<Option<String>, CgroupError> {
-        let path = self.path.join(name);
-        match std::fs::read_to_string(&path) {
+        match read_at(&self.fd, name, &mut self.buf) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.missed = true;
@@ -294,13 +305,16 @@ impl<'a> Dir<'a> {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
             // An open file of a removed cgroup.
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Err(vanished(self.path)),
-            Err(source) => Err(CgroupError::Read { path, source }),
+            Err(source) => Err(CgroupError::Read {
+                path: self.path.join(name),
+                source,
+            }),
         }
     }
 
     /// Reads a file whose absence says nothing about the directory.
-    fn read_quiet(&self, name: &str) -> Option<String> {
-        std::fs::read_to_string(self.path.join(name)).ok()
+    fn read_quiet(&mut self, name: &str) -> Option<String> {
+        read_at(&self.fd, name, &mut self.buf).ok()
     }
 
     fn parse<T>(
