@@ -116,30 +116,34 @@ pub fn read_tids(dir: &Path, file: &str) -> Result<Vec<u32>, InventoryError> {
 /// thread shows up once per hierarchy on v1 and hybrid hosts) and sorted by tid. A vCPU
 /// index comes from a `vcpuN` directory, else from the thread's name. Fails with a
 /// "vanished" error only when none of the cgroups exists any more.
+///
+/// Listing a cgroup's threads is the costliest read of discovery (the kernel walks
+/// the cgroup's tasks for every read), and on a v1 or hybrid host a VM has the same
+/// threads in four or five hierarchies. So when, at the last listing of all of them,
+/// one hierarchy alone held every thread (with the same vCPU directories), only that
+/// one is listed until [`Cache::FULL_LIST_TTL_TICKS`] have passed; a VM whose
+/// hierarchies disagree is listed in full every tick.
 pub fn cgroup_threads(
     proc_root: &Path,
     cgroups: &[VmCgroup],
     cache: &mut Cache,
 ) -> Result<Vec<VmThread>, InventoryError> {
     let mut tids: BTreeMap<u32, Option<u32>> = BTreeMap::new();
-    let mut last_vanished = None;
-    let mut any = false;
-    for cgroup in cgroups {
-        match walk(
-            &cgroup.path,
-            threads_file(&cgroup.hierarchy),
+    let single = cache.single_list(cgroups).and_then(|i| cgroups.get(i));
+    let listed_one = match single {
+        Some(one) => walk(
+            &one.path,
+            threads_file(&one.hierarchy),
             None,
             0,
             &mut tids,
             cache,
-        ) {
-            Ok(()) => any = true,
-            Err(e) if e.vanished() => last_vanished = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    if let (false, Some(e)) = (any, last_vanished) {
-        return Err(e);
+        )
+        .is_ok(),
+        None => false,
+    };
+    if !listed_one {
+        tids = list_all(cgroups, cache)?;
     }
     let mut out = Vec::with_capacity(tids.len());
     for (tid, vcpu) in tids {
@@ -148,6 +152,47 @@ pub fn cgroup_threads(
         }
     }
     Ok(out)
+}
+
+/// The threads of every one of `cgroups`, merged; remembers whether one of them held
+/// them all (see [`cgroup_threads`]).
+fn list_all(
+    cgroups: &[VmCgroup],
+    cache: &mut Cache,
+) -> Result<BTreeMap<u32, Option<u32>>, InventoryError> {
+    let mut all: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+    let mut each = Vec::with_capacity(cgroups.len());
+    let mut last_vanished = None;
+    for cgroup in cgroups {
+        let mut tids = BTreeMap::new();
+        match walk(
+            &cgroup.path,
+            threads_file(&cgroup.hierarchy),
+            None,
+            0,
+            &mut tids,
+            cache,
+        ) {
+            Ok(()) => {
+                for (tid, vcpu) in &tids {
+                    let slot = all.entry(*tid).or_insert(None);
+                    *slot = slot.or(*vcpu);
+                }
+                each.push(Some(tids));
+            }
+            Err(e) if e.vanished() => {
+                last_vanished = Some(e);
+                each.push(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let (true, Some(e)) = (each.iter().all(Option::is_none), last_vanished) {
+        return Err(e);
+    }
+    let single = each.iter().position(|t| t.as_ref() == Some(&all));
+    cache.remember_list(cgroups, single);
+    Ok(all)
 }
 
 fn walk(
@@ -312,6 +357,64 @@ mod tests {
     }
 
     #[test]
+    fn hierarchies_that_agree_are_listed_once_a_tick_and_all_of_them_every_minute() {
+        let host = FakeHost::hybrid();
+        for (tid, name) in [(100, "qemu"), (101, "CPU 0/TCG"), (102, "CPU 1/TCG")] {
+            host.thread(tid, name);
+        }
+        let v2 = host.cgroup("unified/lab/a", &[100, 101]);
+        let cpu = host.cgroup("cpu/lab/a", &[100, 101]);
+        let cgroups = [
+            VmCgroup {
+                path: v2.clone(),
+                hierarchy: Hierarchy::V2,
+            },
+            VmCgroup {
+                path: cpu.clone(),
+                hierarchy: Hierarchy::V1 {
+                    controllers: vec!["cpu".into()],
+                },
+            },
+        ];
+        let mut cache = Cache::default();
+        let tids = |c: &mut Cache| -> Vec<(u32, Option<u32>)> {
+            cgroup_threads(&host.proc(), &cgroups, c)
+                .unwrap()
+                .iter()
+                .map(|t| (t.tid, t.vcpu))
+                .collect()
+        };
+        assert_eq!(tids(&mut cache), [(100, None), (101, Some(0))]);
+        // A new thread (as threads are born: in every hierarchy) is seen at once.
+        host.cgroup("unified/lab/a", &[100, 101, 102]);
+        host.cgroup("cpu/lab/a", &[100, 101, 102]);
+        cache.next_tick();
+        assert_eq!(tids(&mut cache).len(), 3);
+        // A thread moved into the VM in the v1 hierarchy only is seen by the next
+        // listing of all of them, and from then on they are all listed every tick.
+        host.thread(103, "io");
+        host.cgroup("cpu/lab/a", &[100, 101, 102, 103]);
+        // All were listed at tick 0: ticks 2 to 11 read the one list.
+        for _ in 2..Cache::FULL_LIST_TTL_TICKS {
+            cache.next_tick();
+            assert_eq!(tids(&mut cache).len(), 3, "only the agreeing list is read");
+        }
+        cache.next_tick();
+        assert_eq!(tids(&mut cache).len(), 4);
+        host.thread(104, "io2");
+        host.cgroup("cpu/lab/a", &[100, 101, 102, 103, 104]);
+        cache.next_tick();
+        assert_eq!(tids(&mut cache).len(), 5, "disagreeing lists are all read");
+        // The single list vanishing (or failing) falls back to all of them at once.
+        host.cgroup("unified/lab/a", &[100, 101, 102, 103, 104]);
+        cache.next_tick();
+        assert_eq!(tids(&mut cache).len(), 5);
+        std::fs::remove_file(v2.join("cgroup.threads")).unwrap();
+        cache.next_tick();
+        assert_eq!(tids(&mut cache).len(), 5);
+    }
+
+    #[test]
     fn process_threads_from_task_dir() {
         let host = FakeHost::hybrid();
         host.process(
@@ -343,11 +446,16 @@ pub struct Cache {
     tick: u64,
     names: HashMap<u32, (String, u64)>,
     children: HashMap<PathBuf, (Vec<PathBuf>, u64)>,
+    /// Per VM, keyed by its first cgroup: its cgroups when all were last listed, at
+    /// which tick, and which one alone held every thread then (see
+    /// [`cgroup_threads`]).
+    lists: HashMap<PathBuf, (Vec<VmCgroup>, u64, Option<usize>)>,
 }
 
 impl Cache {
     pub const NAME_TTL_TICKS: u64 = 2;
     pub const CHILDREN_TTL_TICKS: u64 = 12;
+    pub const FULL_LIST_TTL_TICKS: u64 = 12;
 
     /// Called once per discovery: ages the entries.
     pub fn next_tick(&mut self) {
@@ -357,6 +465,28 @@ impl Cache {
             .retain(|_, (_, seen)| tick - *seen <= Self::NAME_TTL_TICKS);
         self.children
             .retain(|_, (_, listed)| tick - *listed < Self::CHILDREN_TTL_TICKS);
+        self.lists
+            .retain(|_, (_, listed, _)| tick - *listed < Self::FULL_LIST_TTL_TICKS);
+    }
+
+    /// Which of `cgroups` alone held all their threads at their last full listing,
+    /// if that listing is still fresh and was of the same cgroups.
+    fn single_list(&self, cgroups: &[VmCgroup]) -> Option<usize> {
+        let (listed, _, single) = self.lists.get(&cgroups.first()?.path)?;
+        (listed.as_slice() == cgroups).then_some(*single)?
+    }
+
+    fn remember_list(&mut self, cgroups: &[VmCgroup], single: Option<usize>) {
+        if let Some(first) = cgroups.first() {
+            self.lists.insert(
+                first.path.clone(),
+                (
+                    cgroups.to_vec(),
+                    self.tick,
+                    single.filter(|_| cgroups.len() > 1),
+                ),
+            );
+        }
     }
 
     fn name(&mut self, tid: u32) -> Option<String> {
