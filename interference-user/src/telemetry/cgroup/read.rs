@@ -50,7 +50,7 @@ pub fn read_counters(cgroups: &[VmCgroup]) -> Result<CgroupCounters, CgroupError
         let mut dir = Dir::open(&cg.path)?;
         let one = match &cg.hierarchy {
             Hierarchy::V2 => read_v2(&mut dir)?,
-            Hierarchy::V1 { controllers } => read_v1(&mut dir, controllers)?,
+            Hierarchy::V1 { controllers } => read_v1(&mut dir, controllers, &acc)?,
         };
         dir.finish()?;
         acc = acc.or(one);
@@ -138,13 +138,24 @@ fn read_v2_memory(d: &mut Dir) -> Result<MemoryCounters, CgroupError> {
     })
 }
 
-fn read_v1(d: &mut Dir, controllers: &[String]) -> Result<CgroupCounters, CgroupError> {
+/// The counters of a v1 directory that `known` (what the directories read before it
+/// gave) does not already hold: [`CgroupCounters::or`] would drop them anyway, so on
+/// a hybrid host the unified hierarchy's `cpu.stat` spares the three `cpuacct` files.
+fn read_v1(
+    d: &mut Dir,
+    controllers: &[String],
+    known: &CgroupCounters,
+) -> Result<CgroupCounters, CgroupError> {
     let has = |c: &str| controllers.iter().any(|x| x == c);
+    let k = &known.cpu;
+    let usage_known = k.usage_ns.is_some() && k.user_ns.is_some() && k.system_ns.is_some();
+    let throttling_known =
+        k.periods.is_some() && k.throttled_periods.is_some() && k.throttled_ns.is_some();
     let mut out = CgroupCounters::default();
-    if has("cpuacct") {
+    if has("cpuacct") && !usage_known {
         out.cpu = read_v1_cpuacct(d)?;
     }
-    if has("cpu") {
+    if has("cpu") && !throttling_known {
         let throttling = d.parse("cpu.stat", |t| {
             let m = parse_flat_keyed(t)?;
             let get = |k: &str| m.get(k).copied();
@@ -159,13 +170,13 @@ fn read_v1(d: &mut Dir, controllers: &[String]) -> Result<CgroupCounters, Cgroup
         out.cpu.throttled_periods = throttled_periods;
         out.cpu.throttled_ns = throttled_ns;
     }
-    if has("memory") {
+    if has("memory") && known.memory == MemoryCounters::default() {
         out.memory = read_v1_memory(d)?;
     }
-    if has("blkio") {
+    if has("blkio") && known.io == IoCounters::default() {
         out.io = read_v1_blkio(d)?;
     }
-    if has("cpuset") {
+    if has("cpuset") && known.cpus.is_none() {
         // Older kernels without effective_cpus only have the configured set.
         out.cpus = match d.parse("cpuset.effective_cpus", parse_cpu_list)? {
             Some(c) => Some(c),
@@ -563,6 +574,17 @@ mod tests {
                 discard_ops: Some(0),
             },
             "recursive bytes preferred, plain serviced as fallback"
+        );
+        // What the unified hierarchy already gave is not read again from v1 (the merge
+        // would drop it): a broken cpuacct file is never opened...
+        write(&acct, &[("cpuacct.usage", "not a number\n")]);
+        assert_eq!(read_counters(&cgroups).unwrap(), c);
+        // ...but is, and says so, when v2 lacks a usage field.
+        write(&uni, &[("cpu.stat", "usage_usec 5\nuser_usec 3\n")]);
+        let e = read_counters(&cgroups).unwrap_err();
+        assert!(
+            matches!(&e, CgroupError::Parse { path, .. } if path.ends_with("cpuacct.usage")),
+            "{e}"
         );
     }
 
