@@ -115,9 +115,9 @@ pub struct ManagedRoots {
     /// after it, not a comparison with every other VM's directories (64 VMs with 5
     /// hierarchies each were 100,000 comparisons a tick).
     owners: BTreeMap<PathBuf, String>,
-    /// At which call of [`ManagedRoots::set_vms`] each VM's roots were last checked
-    /// (what it declared then is in its roots' `declared`).
-    checked: BTreeMap<String, u64>,
+    /// What each VM of the managed set declared when its roots were last checked, and
+    /// at which call of [`ManagedRoots::set_vms`].
+    checked: BTreeMap<String, (Vec<VmCgroup>, u64)>,
     /// Calls of [`ManagedRoots::set_vms`] so far.
     sets: u64,
     /// Ask the kernel (statfs) whether a directory is on cgroupfs. Only unit tests,
@@ -171,16 +171,17 @@ impl ManagedRoots {
         self.owners.clear();
         let mut fresh = Vec::new();
         for (name, cgroups) in vms {
-            let fresh_check = checked
-                .get(name)
-                .filter(|at| self.sets - **at < RECHECK_SETS);
-            match (fresh_check, previous.remove(name)) {
-                (Some(at), Some(roots)) if declares_the_same(&roots, cgroups) => {
+            let kept = checked.get(name).filter(|(declared, at)| {
+                declared.as_slice() == cgroups && self.sets - at < RECHECK_SETS
+            });
+            match (kept, previous.remove(name)) {
+                (Some((declared, at)), Some(roots)) => {
                     for r in &roots {
                         self.owners.insert(r.dir.clone(), name.to_owned());
                     }
                     self.vms.insert(name.to_owned(), roots);
-                    self.checked.insert(name.to_owned(), *at);
+                    self.checked
+                        .insert(name.to_owned(), (declared.clone(), *at));
                 }
                 _ => fresh.push((name, cgroups)),
             }
@@ -230,7 +231,8 @@ impl ManagedRoots {
             self.owners.insert(r.dir.clone(), name.to_owned());
         }
         self.vms.insert(name.to_owned(), roots);
-        self.checked.insert(name.to_owned(), self.sets);
+        self.checked
+            .insert(name.to_owned(), (cgroups.to_vec(), self.sets));
         Ok(&self.vms[name])
     }
 
@@ -329,15 +331,6 @@ impl ManagedRoots {
             })
         }
     }
-}
-
-/// Whether `roots` were admitted from exactly the directories `cgroups` declares (a
-/// path's hierarchy is the mount table's, which a [`ManagedRoots`] never changes).
-fn declares_the_same(roots: &[VmRoot], cgroups: &[VmCgroup]) -> bool {
-    roots
-        .iter()
-        .map(|r| r.declared.as_path())
-        .eq(cgroups.iter().map(|c| c.path.as_path()))
 }
 
 /// [`ManagedRoots::check_write`] against an explicit list of roots (a journal's, at

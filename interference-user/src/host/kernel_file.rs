@@ -17,7 +17,8 @@ use std::path::Path;
 /// `path` opened as a directory to open files relative to (symlinks followed, as a
 /// path read would).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = c_string(path.as_os_str().as_bytes())?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a NUL-terminated string that outlives the call.
     let fd = unsafe {
         libc::open(
@@ -36,7 +37,7 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// next file), as text. Not UTF-8 is an error (`InvalidData`), as for
 /// `read_to_string`.
 pub fn read_at(dir: &OwnedFd, name: &str, buf: &mut Vec<u8>) -> io::Result<String> {
-    let c = c_string(name.as_bytes())?;
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `dir` is an open descriptor and `c` a NUL-terminated string, both
     // outliving the call.
     let fd = unsafe {
@@ -51,11 +52,6 @@ pub fn read_at(dir: &OwnedFd, name: &str, buf: &mut Vec<u8>) -> io::Result<Strin
     }
     // SAFETY: `fd` was just opened and is owned by nobody else.
     read_to_end(unsafe { OwnedFd::from_raw_fd(fd) }, buf)
-}
-
-/// A path or name for the C library; a NUL inside it is not a file name.
-fn c_string(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Everything left in `fd`, through `buf`, as text.
@@ -88,7 +84,8 @@ fn read_to_end(fd: OwnedFd, buf: &mut Vec<u8>) -> io::Result<String> {
 
 /// The whole file at `path`, read through `buf` (see [`read_at`]).
 pub fn read_file(path: &Path, buf: &mut Vec<u8>) -> io::Result<String> {
-    let c = c_string(path.as_os_str().as_bytes())?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a NUL-terminated string that outlives the call.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
