@@ -151,7 +151,10 @@ pub fn start_loop(s: &Settings) -> Result<TickLoop<EbpfProbes>, AgentError> {
         outputs.samples = Some(SampleWriter::open(path)?);
     }
     if let Some(path) = &s.metrics_file {
-        outputs.metrics = Some((path.clone(), MetricsExporter::new()));
+        outputs.metrics = Some((
+            path.clone(),
+            MetricsExporter::new().with_tick_budget(s.interval),
+        ));
     }
     // The LLC collector reports itself unavailable (logged once) on hosts without a PMU.
     Ok(TickLoop::start(collector, discover, outputs)?)

@@ -276,6 +276,7 @@ impl<K: KernelMaps> TickLoop<K> {
             exporter.update(&samples, &self.collector.status().as_pairs(), duration);
             let mut w = TextWriter::new();
             exporter.render_into(&mut w);
+            crate::export::prometheus::render_process(&mut w);
             if let Some(s) = &self.scoring {
                 s.metrics().render_into(&mut w);
             }

@@ -26,6 +26,12 @@ const IO_OPS: [&str; 3] = ["read", "write", "other"];
 pub struct MetricsExporter {
     ticks: u64,
     tick_duration_seconds: Option<f64>,
+    /// The slowest tick since the start: a soak or an operator sees a stall that the
+    /// last tick's gauge, sampled now and then, would miss.
+    tick_duration_max_seconds: Option<f64>,
+    /// The tick interval, when known: a tick that takes longer delays the next one.
+    tick_budget: Option<Duration>,
+    ticks_over_budget: u64,
     collectors: BTreeMap<String, bool>,
     vms: BTreeMap<String, VmSeries>,
 }
@@ -143,6 +149,13 @@ impl MetricsExporter {
         Self::default()
     }
 
+    /// Counts the ticks that take longer than `budget` (the tick interval) in
+    /// `interference_ticks_over_budget_total`.
+    pub fn with_tick_budget(mut self, budget: Duration) -> Self {
+        self.tick_budget = Some(budget);
+        self
+    }
+
     /// Adds one tick: `samples` are that tick's per-VM deltas (a VM without a sample
     /// has vanished), `collectors` the status of each named collector (e.g.
     /// `CollectorStatus::as_pairs`), `tick_duration` how long the tick took.
@@ -153,7 +166,15 @@ impl MetricsExporter {
         tick_duration: Duration,
     ) {
         self.ticks += 1;
-        self.tick_duration_seconds = Some(tick_duration.as_secs_f64());
+        let seconds = tick_duration.as_secs_f64();
+        self.tick_duration_seconds = Some(seconds);
+        self.tick_duration_max_seconds = Some(
+            self.tick_duration_max_seconds
+                .map_or(seconds, |max| max.max(seconds)),
+        );
+        if self.tick_budget.is_some_and(|b| tick_duration > b) {
+            self.ticks_over_budget += 1;
+        }
         self.collectors = collectors
             .iter()
             .map(|(n, up)| (n.to_string(), *up))
@@ -198,6 +219,20 @@ impl MetricsExporter {
                 "Time the last tick took, in seconds.",
             )
             .sample(&[], d);
+        }
+        if let Some(d) = self.tick_duration_max_seconds {
+            w.gauge(
+                "interference_tick_duration_max_seconds",
+                "Time the slowest tick since the agent started took, in seconds.",
+            )
+            .sample(&[], d);
+        }
+        if self.tick_budget.is_some() {
+            w.counter(
+                "interference_ticks_over_budget_total",
+                "Ticks that took longer than the tick interval (each delays the next).",
+            )
+            .sample(&[], self.ticks_over_budget);
         }
         let mut f = w.gauge(
             "interference_collector_up",

@@ -20,6 +20,7 @@
 mod billing;
 mod exporter;
 mod forecast;
+mod process;
 mod scores;
 mod text;
 mod textfile;
@@ -32,6 +33,7 @@ mod tests;
 pub use billing::render_billing;
 pub use exporter::MetricsExporter;
 pub use forecast::{render_forecast, ForecastMetrics};
+pub use process::{open_fds, render_process, resident_memory_bytes};
 pub use scores::ScoreMetrics;
 pub use text::{
     escape_help, escape_label_value, format_value, Family, HistogramFamily, Labels, TextWriter,

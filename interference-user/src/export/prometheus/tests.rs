@@ -352,9 +352,31 @@ fn nothing_but_agent_metrics_before_the_first_vm() {
         names,
         [
             "interference_collector_up",
+            "interference_tick_duration_max_seconds",
             "interference_tick_duration_seconds",
             "interference_ticks_total"
         ]
+    );
+}
+
+#[test]
+fn the_slowest_tick_and_the_ticks_over_budget_are_kept() {
+    let mut e = MetricsExporter::new().with_tick_budget(Duration::from_secs(1));
+    for ms in [200, 1500, 300, 1000, 1001] {
+        e.update(&[], &COLLECTORS, Duration::from_millis(ms));
+    }
+    assert_eq!(
+        value(&e, "interference_tick_duration_seconds", &[]),
+        Some(1.001)
+    );
+    assert_eq!(
+        value(&e, "interference_tick_duration_max_seconds", &[]),
+        Some(1.5)
+    );
+    // 1.5 s and 1.001 s; a tick of exactly the interval is within it.
+    assert_eq!(
+        value(&e, "interference_ticks_over_budget_total", &[]),
+        Some(2.0)
     );
 }
 
