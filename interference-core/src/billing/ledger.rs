@@ -53,6 +53,13 @@ pub enum LedgerError {
     Missing { dir: PathBuf },
 }
 
+/// Period files kept open, with their ids in memory: the current period, the one
+/// before (run numbers, segments posted late) and one more. The least recently used
+/// is closed when another opens, and opened again (read back) if it is needed (a long
+/// action's end): a ledger open for months holds neither a descriptor nor the ids
+/// of every month it has seen (the soak found one more of each a month).
+pub const OPEN_PERIODS: usize = 3;
+
 /// A period's file, open for appending, the ids it holds and the actions whose last
 /// segment it holds.
 #[derive(Debug)]
@@ -61,6 +68,8 @@ struct PeriodFile {
     file: File,
     ids: HashSet<String>,
     ended: HashSet<String>,
+    /// When it was last used ([`Ledger::uses`]).
+    used: u64,
 }
 
 /// The ledger open for writing.
@@ -70,6 +79,8 @@ pub struct Ledger {
     _lock: File,
     aliases: Aliases,
     files: HashMap<Period, PeriodFile>,
+    /// Uses of period files so far: the clock of [`PeriodFile::used`].
+    uses: u64,
     /// Tests only (`testing` feature): every append fails as on a full disk (the
     /// privileged tests fill a real filesystem).
     #[cfg(any(test, feature = "testing"))]
@@ -108,6 +119,7 @@ impl Ledger {
             _lock: lock,
             aliases,
             files: HashMap::new(),
+            uses: 0,
             #[cfg(any(test, feature = "testing"))]
             fail_appends: false,
         })
@@ -232,12 +244,26 @@ impl Ledger {
         Ok(written)
     }
 
+    /// The periods whose files are open now (at most [`OPEN_PERIODS`]).
+    pub fn open_periods(&self) -> usize {
+        self.files.len()
+    }
+
     fn period_file(&mut self, period: Period) -> Result<&mut PeriodFile, LedgerError> {
+        self.uses += 1;
         if !self.files.contains_key(&period) {
             let pf = open_period(&period_path(&self.dir, period))?;
+            if self.files.len() >= OPEN_PERIODS {
+                let least_recent = self.files.iter().min_by_key(|(_, f)| f.used);
+                if let Some(p) = least_recent.map(|(p, _)| *p) {
+                    self.files.remove(&p);
+                }
+            }
             self.files.insert(period, pf);
         }
-        Ok(self.files.get_mut(&period).expect("inserted above"))
+        let pf = self.files.get_mut(&period).expect("inserted above");
+        pf.used = self.uses;
+        Ok(pf)
     }
 }
 
@@ -292,6 +318,7 @@ fn open_period(path: &Path) -> Result<PeriodFile, LedgerError> {
         file,
         ids,
         ended,
+        used: 0,
     })
 }
 

@@ -443,6 +443,48 @@ fn the_ledger_writes_each_id_once_across_reopenings() {
 }
 
 #[test]
+fn a_ledger_open_for_months_keeps_three_periods_open_and_still_knows_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3600);
+    let aliases = Aliases::from_key([1; 32]);
+    let p = Pricer {
+        config: &cfg,
+        host: "h",
+        aliases: &aliases,
+    };
+    // One action's first segment in each of six months.
+    let mut l = Ledger::open(dir.path()).unwrap();
+    let mut month = Period::containing(NOV_1_2026);
+    let mut firsts = Vec::new();
+    for i in 0..6 {
+        let b = Billable {
+            action: weight_cut(&format!("h-1-{i}")),
+            applied_ms: month.start_ms(),
+            effects: vec![],
+        };
+        let mut lines = p.action_lines(
+            &b,
+            segments(b.applied_ms, b.applied_ms + 60_000, 3_600_000)[0],
+        );
+        for line in &mut lines {
+            line.last_segment = true;
+        }
+        assert_eq!(l.append(&lines).unwrap().len(), lines.len());
+        assert!(l.open_periods() <= ledger::OPEN_PERIODS);
+        firsts.push((month, lines));
+        month = month.next();
+    }
+    assert_eq!(l.open_periods(), 3);
+    // A closed month is read back when needed: its ids are known, nothing is posted
+    // twice, and the last segments in it are found.
+    let (nov, lines) = &firsts[0];
+    assert!(l.contains(*nov, &lines[0].record_id).unwrap());
+    assert_eq!(l.append(lines).unwrap().len(), 0, "already in November");
+    assert!(l.ended("h-1-0", *nov, nov.next()).unwrap());
+    assert_eq!(l.open_periods(), 3);
+}
+
+#[test]
 fn a_torn_last_line_is_cut_off_and_posted_again() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 3600);
