@@ -78,6 +78,20 @@ pub struct Mitigation {
     migration_ends: BTreeMap<&'static str, u64>,
     /// `interference_clock_steps_total{direction}`: steps of the wall clock.
     clock_steps: [u64; 2],
+    /// VMs whose balloon says they have more memory than they were started with
+    /// (logged when it starts).
+    overstated: BTreeSet<String>,
+}
+
+/// QEMU cannot give a guest more than it was started with (`-m`): a balloon that
+/// says so is bounded to that, so the balloon rung neither aims above it nor bills
+/// memory that never was. True when `m` said more.
+fn bound_to_allocation(m: &mut GuestMemory, started_with: u64) -> bool {
+    if m.actual_bytes <= started_with {
+        return false;
+    }
+    m.actual_bytes = started_with;
+    true
 }
 
 /// How long the static targets stand in after the controller refused a placement.
@@ -108,6 +122,7 @@ impl Mitigation {
             migrations_busy_until_ms: 0,
             migration_ends: BTreeMap::new(),
             clock_steps: [0; 2],
+            overstated: BTreeSet::new(),
         }
     }
 
@@ -344,10 +359,31 @@ impl Mitigation {
         if targets.is_empty() {
             return BTreeMap::new();
         }
-        let memory = probe.read(&targets, Instant::now());
+        let mut memory = probe.read(&targets, Instant::now());
         // QEMU serves one QMP client per socket: hand the sockets back before the
         // enforcer (or an operator, or libvirt) needs them.
         probe.release_all();
+        for v in vms {
+            let (Some(m), Some(started_with)) =
+                (memory.get_mut(&v.name), v.allocation.memory_bytes)
+            else {
+                continue;
+            };
+            if bound_to_allocation(m, started_with) {
+                if self.overstated.insert(v.name.clone()) {
+                    tracing::warn!(
+                        vm = v.name,
+                        "{}'s balloon reports more memory than the {} MiB it was started \
+                         with: the balloon rung counts {} MiB",
+                        v.name,
+                        started_with >> 20,
+                        started_with >> 20
+                    );
+                }
+            } else {
+                self.overstated.remove(&v.name);
+            }
+        }
         memory
     }
 
@@ -731,5 +767,26 @@ fn log_decision(action: &Action, outcome: &Outcome) {
             outcome.error.as_deref().unwrap_or("no reason given")
         ),
         r => decision!(info, "{} {}: {}", action.id, r.as_str(), action.reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_balloon_saying_more_than_the_vm_was_started_with_is_bounded() {
+        const GIB: u64 = 1 << 30;
+        let mut m = GuestMemory {
+            actual_bytes: 64 * GIB,
+            floor_bytes: None,
+            stats_age: None,
+        };
+        assert!(bound_to_allocation(&mut m, GIB));
+        assert_eq!(m.actual_bytes, GIB);
+        assert!(!bound_to_allocation(&mut m, GIB), "exactly -m is the truth");
+        m.actual_bytes = GIB / 2;
+        assert!(!bound_to_allocation(&mut m, GIB));
+        assert_eq!(m.actual_bytes, GIB / 2);
     }
 }

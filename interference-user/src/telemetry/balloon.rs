@@ -7,7 +7,11 @@
 //! or less free and page cache when the driver does not report `available`), plus
 //! [`FLOOR_HEADROOM`], rounded up to a MiB. A guest that never reported, or whose
 //! last report is older than [`STALE_AFTER_POLLS`] polling intervals, has no floor:
-//! its needs are unknown, and the policy's configured floor alone applies.
+//! its needs are unknown, and the policy's configured floor alone applies. So does a
+//! guest whose statistics cannot be true ([`implausible`]: more available than it
+//! has, a report from the future): the guest writes them, and a guest that lies to
+//! look idle must not talk the agent below the operator's floor (logged when it
+//! starts, not every reading).
 //!
 //! Cheap enough for every tick: a VM is asked at most once per `min_interval` (the
 //! reading is reused in between), the connection to its monitor stays open (a query
@@ -28,7 +32,7 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::qmp::{BalloonStats, QmpClient, QmpError};
 
@@ -226,6 +230,39 @@ pub fn guest_floor(stats: &BalloonStats, age: Option<Duration>, poll_secs: u32) 
     Some(floor.div_ceil(MIB).saturating_mul(MIB))
 }
 
+/// Why the guest's statistics cannot be true, if they cannot: memory available or
+/// free beyond the total, or a report stamped later than `wall` (the host's clock,
+/// seconds since the epoch) by more than a minute. The guest's driver writes them,
+/// so a guest can say anything.
+pub fn implausible(stats: &BalloonStats, wall_secs: u64) -> Option<String> {
+    const MIB_F: f64 = MIB as f64;
+    let total = stats.total_memory?;
+    if let Some(available) = stats.available_memory.filter(|a| *a > total) {
+        return Some(format!(
+            "stat-available-memory {:.0} MiB is more than stat-total-memory {:.0} MiB",
+            available as f64 / MIB_F,
+            total as f64 / MIB_F
+        ));
+    }
+    if let Some(free) = stats.free_memory.filter(|f| *f > total) {
+        return Some(format!(
+            "stat-free-memory {:.0} MiB is more than stat-total-memory {:.0} MiB",
+            free as f64 / MIB_F,
+            total as f64 / MIB_F
+        ));
+    }
+    if let Some(t) = stats
+        .last_update
+        .filter(|t| *t > wall_secs.saturating_add(60))
+    {
+        return Some(format!(
+            "last-update {t} is {} s ahead of this host's clock",
+            t - wall_secs
+        ));
+    }
+    None
+}
+
 /// How one VM answered last, for logging changes only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Health {
@@ -246,6 +283,8 @@ struct Slot {
     failures: u32,
     reading: Option<Reading>,
     health: Health,
+    /// Why the guest's last statistics were [`implausible`] (logged when it starts).
+    implausible: Option<String>,
 }
 
 #[derive(Debug)]
@@ -282,6 +321,7 @@ impl Slot {
             failures: 0,
             reading: None,
             health: Health::New,
+            implausible: None,
         }
     }
 
@@ -304,11 +344,11 @@ impl Slot {
     fn refresh(&mut self, vm: &str, config: &Config, now: Instant) {
         self.last_attempt = Some(now);
         let reused = self.client.is_some();
-        let mut result = self.query(config);
+        let mut result = self.query(vm, config);
         // QEMU closed a connection we kept (it exited, or restarted on the same
         // socket): connect again at once rather than miss this reading.
         if reused && matches!(&result, Err(e) if e.vanished()) {
-            result = self.query(config);
+            result = self.query(vm, config);
         }
         let health = match result {
             Ok(Some(memory)) => {
@@ -347,8 +387,8 @@ impl Slot {
     /// has no balloon. After an error the balloon is looked up again next time,
     /// and a connection that failed (anything but QEMU refusing a command) is
     /// dropped.
-    fn query(&mut self, config: &Config) -> Result<Option<GuestMemory>, QmpError> {
-        let result = self.query_on_connection(config);
+    fn query(&mut self, vm: &str, config: &Config) -> Result<Option<GuestMemory>, QmpError> {
+        let result = self.query_on_connection(vm, config);
         if let Err(e) = &result {
             self.device = None;
             if !matches!(e, QmpError::Command { .. }) {
@@ -358,7 +398,11 @@ impl Slot {
         result
     }
 
-    fn query_on_connection(&mut self, config: &Config) -> Result<Option<GuestMemory>, QmpError> {
+    fn query_on_connection(
+        &mut self,
+        vm: &str,
+        config: &Config,
+    ) -> Result<Option<GuestMemory>, QmpError> {
         let client = match &mut self.client {
             Some(client) => client,
             None => {
@@ -378,16 +422,30 @@ impl Slot {
             }
         };
         let (actual_bytes, stats) = client.balloon_with_stats(&device.path)?;
-        let stats_age = stats.last_update.map(|t| {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            wall.saturating_sub(Duration::from_secs(t))
-        });
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let stats_age = stats
+            .last_update
+            .map(|t| wall.saturating_sub(Duration::from_secs(t)));
         let poll_secs = device.poll_secs.unwrap_or(config.stats_poll_secs);
+        let why = implausible(&stats, wall.as_secs());
+        if why.is_some() && self.implausible.is_none() {
+            warn!(
+                vm,
+                "the guest statistics of {vm} cannot be true ({}): its own memory floor is \
+                 ignored, the configured balloon floor applies",
+                why.as_deref().unwrap_or_default()
+            );
+        }
+        let floor_bytes = match why {
+            Some(_) => None,
+            None => guest_floor(&stats, stats_age, poll_secs),
+        };
+        self.implausible = why;
         Ok(Some(GuestMemory {
             actual_bytes,
-            floor_bytes: guest_floor(&stats, stats_age, poll_secs),
+            floor_bytes,
             stats_age,
         }))
     }
@@ -567,6 +625,62 @@ mod tests {
             age >= Duration::from_secs(1) && age < Duration::from_secs(3),
             "{age:?}"
         );
+        drop(probe);
+        fake.join();
+    }
+
+    #[test]
+    fn statistics_that_cannot_be_true_are_named() {
+        let honest = BalloonStats {
+            total_memory: Some(GIB),
+            available_memory: Some(GIB / 2),
+            free_memory: Some(GIB / 4),
+            last_update: Some(1_000),
+            ..BalloonStats::default()
+        };
+        assert_eq!(implausible(&honest, 1_000), None);
+        assert_eq!(implausible(&honest, 941), None, "59 s ahead: clocks differ");
+        let mut s = honest.clone();
+        s.available_memory = Some(5 * GIB);
+        assert_eq!(
+            implausible(&s, 1_000).as_deref(),
+            Some("stat-available-memory 5120 MiB is more than stat-total-memory 1024 MiB")
+        );
+        let mut s = honest.clone();
+        s.free_memory = Some(GIB + 1);
+        assert!(implausible(&s, 1_000).is_some_and(|w| w.starts_with("stat-free-memory")));
+        let mut s = honest.clone();
+        s.last_update = Some(1_000 + 3_600);
+        assert_eq!(
+            implausible(&s, 1_000).as_deref(),
+            Some("last-update 4600 is 3600 s ahead of this host's clock")
+        );
+        // Without a total nothing can be checked (and no floor is computed).
+        s.total_memory = None;
+        assert_eq!(implausible(&s, 1_000), None);
+    }
+
+    #[test]
+    fn a_guest_claiming_more_than_it_has_gets_no_floor_of_its_own() {
+        // More available than total: the arithmetic alone would give a floor of 0.
+        let lie = stats(GIB, 5 * GIB, 1);
+        assert_eq!(
+            guest_floor(
+                &BalloonStats::from_guest_stats(&lie),
+                Some(Duration::from_secs(1)),
+                2
+            ),
+            Some(0)
+        );
+        let fake = FakeQmp::serve(move |mut p| {
+            first_contact(&mut p, 2);
+            answer(&mut p, GIB, lie);
+            expect_close(&mut p);
+        });
+        let mut probe = BalloonProbe::new(LONG, DEFAULT_MIN_INTERVAL);
+        let got = probe.read(&[vm("liar", &fake.path)], Instant::now());
+        assert_eq!(got["liar"].actual_bytes, GIB);
+        assert_eq!(got["liar"].floor_bytes, None);
         drop(probe);
         fake.join();
     }
