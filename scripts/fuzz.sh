@@ -4,6 +4,12 @@
 #
 #   ./scripts/fuzz.sh                      # each target FUZZ_SECONDS (default 20) seconds
 #   FUZZ_SECONDS=3600 ./scripts/fuzz.sh qmp  # one target for an hour
+#   FUZZ_BUILD=quick FUZZ_SECONDS=10 ./scripts/fuzz.sh   # what ./scripts/test.sh runs
+#
+# FUZZ_BUILD=full (the default) builds optimised with AddressSanitizer, for long runs;
+# FUZZ_BUILD=quick builds unoptimised (AddressSanitizer still on) into a target directory of
+# its own, in about 4 minutes instead of 13 on 2 cores, for the bounded run of the
+# test suite (a panic, an overflow or a hang is still a crash: debug assertions are on).
 #
 # Each target starts from its committed seeds (fuzz/seeds/<target>), the project's
 # fixtures (configs, samples, model sidecars) and the corpus earlier runs grew
@@ -19,7 +25,14 @@ TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' interference-ebpf/rust-toolchain
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 ALL=(config host_files qemu_cmdline qmp journal ledger samples sidecar ingest)
 targets=("${@:-${ALL[@]}}")
-TARGET_DIR="$ROOT/target/fuzz"
+case ${FUZZ_BUILD:-full} in
+full) TARGET_DIR="$ROOT/target/fuzz" BUILD_FLAGS=(-O) ;;
+quick) TARGET_DIR="$ROOT/target/fuzz-quick" BUILD_FLAGS=(--dev) ;;
+*)
+    echo "fuzz: FUZZ_BUILD=${FUZZ_BUILD}: want full or quick" >&2
+    exit 2
+    ;;
+esac
 
 log() { printf '\033[1mfuzz:\033[0m %s\n' "$*"; }
 
@@ -41,8 +54,8 @@ seed_fixtures() {
     esac
 }
 
-log "building every target with $TOOLCHAIN (the first build takes about 13 minutes on 2 cores)"
-(cd fuzz && cargo "+$TOOLCHAIN" fuzz build -O --target-dir "$TARGET_DIR")
+log "building every target with $TOOLCHAIN, ${FUZZ_BUILD:-full} (a first full build takes about 13 minutes on 2 cores, a quick one about 4)"
+(cd fuzz && cargo "+$TOOLCHAIN" fuzz build "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR")
 
 failed=()
 for t in "${targets[@]}"; do
@@ -54,12 +67,12 @@ for t in "${targets[@]}"; do
     [ -d "fuzz/seeds/$t" ] && dirs+=("$ROOT/fuzz/seeds/$t")
     if [ -d "fuzz/regressions/$t" ] && compgen -G "fuzz/regressions/$t/*" >/dev/null; then
         log "$t: replaying fuzz/regressions/$t"
-        (cd fuzz && cargo "+$TOOLCHAIN" fuzz run -O --target-dir "$TARGET_DIR" "$t" \
+        (cd fuzz && cargo "+$TOOLCHAIN" fuzz run "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR" "$t" \
             "$ROOT"/fuzz/regressions/"$t"/* -- -runs=1 -artifact_prefix="$artifacts") \
             || failed+=("$t (a past crash is back)")
     fi
     log "$t: ${SECONDS_EACH}s"
-    if ! (cd fuzz && cargo "+$TOOLCHAIN" fuzz run -O --target-dir "$TARGET_DIR" "$t" "${dirs[@]}" -- \
+    if ! (cd fuzz && cargo "+$TOOLCHAIN" fuzz run "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR" "$t" "${dirs[@]}" -- \
         -max_total_time="$SECONDS_EACH" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$artifacts" -print_final_stats=1 2>&1 | tail -n 12); then
         failed+=("$t")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian 12 machine (run as root) to a built release binary:
 # system packages, the pinned nightly with rust-src, bpf-linker built against
-# Debian's LLVM 22, cargo-deb, schemathesis (PyPI) for the API fuzz test, the eBPF object and the
-# `interference` binary.
+# Debian's LLVM 22, cargo-deb, cargo-fuzz, schemathesis (PyPI) for the API fuzz
+# test, the eBPF object and the `interference` binary.
 # Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
 
@@ -84,6 +84,16 @@ if cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
 else
     log "installing cargo-deb $CARGO_DEB_VERSION (under a minute)"
     cargo install "cargo-deb@$CARGO_DEB_VERSION" --locked
+fi
+
+# cargo-fuzz (crates.io), pinned: scripts/fuzz.sh fuzzes the parsers with it (the
+# version is kept in step with fuzz.sh's own check).
+CARGO_FUZZ_VERSION=$(sed -n 's/^CARGO_FUZZ_VERSION=//p' scripts/fuzz.sh)
+if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    log "cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (under a minute)"
+    cargo install "cargo-fuzz@$CARGO_FUZZ_VERSION" --locked
 fi
 
 # schemathesis (PyPI), pinned, in a venv of its own: the customer API's fuzz test.

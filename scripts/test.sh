@@ -3,7 +3,8 @@
 # dependency), unit tests, the controller's tests on SQLite and PostgreSQL (a throwaway
 # cluster that scripts/postgres.sh starts) and in network namespaces, then the
 # privileged integration tests against this kernel, real cgroups and real QEMU guests
-# (the VM lab, scripts/lab.sh).
+# (the VM lab, scripts/lab.sh), a bounded fuzzing run of every parser of untrusted
+# input and a 10-minute soak of the agent (tests/tests/agent_soak.rs).
 #
 # Tests that need root, PostgreSQL or QEMU are #[ignore = "needs ..."]: plain
 # `cargo test` skips them visibly; here they run (--ignored / --include-ignored), and a
@@ -36,6 +37,11 @@ phase "unit tests, the controller's (PostgreSQL, crashes, replicas, network name
 # Release profile, like the integration tests, so the dependencies build once.
 cargo test --release --no-fail-fast --workspace --exclude interference-tests -- --include-ignored \
     || failed+=("unit and controller tests")
+
+phase "fuzzing every parser of untrusted input, 10 s a target (scripts/fuzz.sh; longer runs: docs/hardening.md)"
+# The quick build (unoptimised, AddressSanitizer on) takes about 4 minutes from
+# nothing; every past crash in fuzz/regressions is replayed first.
+FUZZ_BUILD=quick FUZZ_SECONDS=10 ./scripts/fuzz.sh || failed+=("fuzzing")
 
 phase "Debian packages (scripts/package.sh), for the install test below"
 ./scripts/package.sh || failed+=("packages")
