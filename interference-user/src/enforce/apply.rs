@@ -332,6 +332,17 @@ impl Enforcer {
             Ok(c) => c,
             Err(e) => return failed(&action.id, error_chain(&e)),
         };
+        // QEMU cannot give a guest more than it was started with (`-m`): a balloon
+        // that says so is bounded to that, so the value journalled (and put back at
+        // the end) and the memory billed as taken are real.
+        let actual = match vm.allocation.memory_bytes {
+            Some(started_with) if actual > started_with => {
+                warn!(vm = %vm.name, "the balloon says {} MiB, more than the {} MiB the VM was started with: counting {} MiB",
+                    actual >> 20, started_with >> 20, started_with >> 20);
+                started_with
+            }
+            _ => actual,
+        };
         let Some(device) = device else {
             return failed(
                 &action.id,

@@ -551,6 +551,55 @@ fn balloon_below_the_floor_or_beyond_what_the_guest_spares_is_refused() {
 }
 
 #[test]
+fn a_balloon_claiming_more_than_the_vm_was_started_with_is_journalled_at_its_size() {
+    let fake = FakeQmp::serve(|mut p| {
+        p.handshake();
+        let id = p.expect("qom-list", Some(json!({"path": "/machine/peripheral"})));
+        p.reply(
+            &id,
+            json!([{"name": "balloon0", "type": "child<virtio-balloon-pci>"}]),
+        );
+        let id = p.expect("query-balloon", None);
+        p.reply(&id, json!({"actual": 64u64 << 30}));
+        let id = p.expect(
+            "qom-get",
+            Some(json!({"path": "/machine/peripheral/balloon0", "property": "guest-stats"})),
+        );
+        p.reply(&id, json!({"last-update": 1_700_000_000u64, "stats": {"stat-available-memory": 320u64 << 30}}));
+        let id = p.expect("balloon", Some(json!({"value": 768u64 << 20})));
+        p.reply(&id, json!({}));
+        p.wait_closed();
+    });
+    let f = Fixture::new();
+    let mut e = f.enforcer(false);
+    let mut vm = f.vm.clone();
+    vm.qmp_socket = Some(fake.path.clone());
+    vm.allocation.memory_bytes = Some(1 << 30);
+    let out = e.apply(
+        &action(
+            "b1",
+            "web",
+            Change::Balloon {
+                target_bytes: 768 << 20,
+            },
+        ),
+        &vm,
+    );
+    fake.join();
+    assert_eq!(out.result, ActionResult::Applied, "{out:?}");
+    assert_eq!(
+        out.effects[0].before,
+        Setting::Bytes { bytes: 1 << 30 },
+        "the -m size, not the 64 GiB claimed"
+    );
+    let entry = &e.in_effect()[0];
+    assert_eq!(
+        entry.intent.before,
+        Setting::Bytes { bytes: 1 << 30 }.to_string()
+    );
+}
+
+#[test]
 #[ignore = "needs root/QEMU"]
 fn balloon_on_a_real_qemu_is_journalled_and_restored() {
     let qemu = RealQemu::start("balloon_on_a_real_qemu_is_journalled_and_restored", &[]);
