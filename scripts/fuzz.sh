@@ -54,30 +54,66 @@ seed_fixtures() {
     esac
 }
 
-log "building every target with $TOOLCHAIN, ${FUZZ_BUILD:-full} (a first full build takes about 13 minutes on 2 cores, a quick one about 4)"
-(cd fuzz && cargo "+$TOOLCHAIN" fuzz build "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR")
+# FUZZ_STEP=build only builds, FUZZ_STEP=run only runs (after a build), so that
+# ./scripts/test.sh can build beside other work; FUZZ_JOBS targets run at a time.
+STEP=${FUZZ_STEP:-all}
+JOBS=${FUZZ_JOBS:-1}
+case $STEP in
+all | build | run) ;;
+*)
+    echo "fuzz: FUZZ_STEP=$STEP: want all, build or run" >&2
+    exit 2
+    ;;
+esac
+if [ "$STEP" != run ]; then
+    log "building every target with $TOOLCHAIN, ${FUZZ_BUILD:-full} (a first full build takes about 13 minutes on 2 cores, a quick one about 4)"
+    (cd fuzz && cargo "+$TOOLCHAIN" fuzz build "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR")
+fi
+[ "$STEP" = build ] && exit 0
 
-failed=()
-for t in "${targets[@]}"; do
-    corpus="$TARGET_DIR/corpus/$t"
-    artifacts="$TARGET_DIR/artifacts/$t/"
-    mkdir -p "$corpus" "$artifacts"
+# One target: its past crashes replayed, then fuzzed; its output in logs/<target>.log.
+fuzz_target() {
+    local t=$1
+    local corpus="$TARGET_DIR/corpus/$t" artifacts="$TARGET_DIR/artifacts/$t/"
+    local out="$TARGET_DIR/logs/$t.log"
+    mkdir -p "$corpus" "$artifacts" "$TARGET_DIR/logs"
     seed_fixtures "$t" "$corpus"
-    dirs=("$corpus")
+    local dirs=("$corpus")
     [ -d "fuzz/seeds/$t" ] && dirs+=("$ROOT/fuzz/seeds/$t")
+    : >"$out"
     if [ -d "fuzz/regressions/$t" ] && compgen -G "fuzz/regressions/$t/*" >/dev/null; then
-        log "$t: replaying fuzz/regressions/$t"
-        (cd fuzz && cargo "+$TOOLCHAIN" fuzz run "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR" "$t" \
-            "$ROOT"/fuzz/regressions/"$t"/* -- -runs=1 -artifact_prefix="$artifacts") \
-            || failed+=("$t (a past crash is back)")
+        echo "replaying fuzz/regressions/$t" >>"$out"
+        if ! (cd fuzz && cargo "+$TOOLCHAIN" fuzz run "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR" "$t" \
+            "$ROOT"/fuzz/regressions/"$t"/* -- -runs=1 -artifact_prefix="$artifacts") >>"$out" 2>&1; then
+            echo "a past crash is back" >>"$out"
+            return 1
+        fi
     fi
-    log "$t: ${SECONDS_EACH}s"
-    if ! (cd fuzz && cargo "+$TOOLCHAIN" fuzz run "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR" "$t" "${dirs[@]}" -- \
+    (cd fuzz && cargo "+$TOOLCHAIN" fuzz run "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR" "$t" "${dirs[@]}" -- \
         -max_total_time="$SECONDS_EACH" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="$artifacts" -print_final_stats=1 2>&1 | tail -n 12); then
+        -artifact_prefix="$artifacts" -print_final_stats=1) >>"$out" 2>&1
+}
+
+log "fuzzing ${targets[*]}: ${SECONDS_EACH}s each, $JOBS at a time"
+failed=()
+declare -A running=()
+finish_one() {
+    local pid t
+    wait -n -p pid "${!running[@]}" && status=0 || status=$?
+    t=${running[$pid]}
+    unset "running[$pid]"
+    log "$t: $(grep -E '^(stat::number_of_executed_units|Done [0-9]+ runs)' "$TARGET_DIR/logs/$t.log" | tail -n 1)"
+    if [ "$status" -ne 0 ]; then
+        tail -n 40 "$TARGET_DIR/logs/$t.log" >&2
         failed+=("$t")
     fi
+}
+for t in "${targets[@]}"; do
+    while [ "${#running[@]}" -ge "$JOBS" ]; do finish_one; done
+    fuzz_target "$t" &
+    running[$!]=$t
 done
+while [ "${#running[@]}" -gt 0 ]; do finish_one; done
 if ((${#failed[@]})); then
     echo "fuzz: crashes in ${failed[*]}: inputs in $TARGET_DIR/artifacts/; reproduce with" \
         "(cd fuzz && cargo +$TOOLCHAIN fuzz run TARGET ARTIFACT)" >&2

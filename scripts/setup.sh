@@ -21,6 +21,26 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Cargo tools from crates.io, pinned, built in the background while the system
+# packages install (on a fresh machine that saves their build time): cargo-deb
+# (scripts/package.sh builds the Debian packages with it) and cargo-fuzz
+# (scripts/fuzz.sh; its version is kept in step with fuzz.sh's own check).
+CARGO_FUZZ_VERSION=$(sed -n 's/^CARGO_FUZZ_VERSION=//p' scripts/fuzz.sh)
+mkdir -p "$ROOT/target/tools"
+declare -A tool_installs=()
+install_tool() {
+    local tool=$1 version=$2 check=$3
+    if $check --version 2>/dev/null | grep -q "$version"; then
+        log "$tool $version present"
+    else
+        log "installing $tool $version in the background (log: target/tools/$tool.log)"
+        cargo install "$tool@$version" --locked >"$ROOT/target/tools/$tool.log" 2>&1 &
+        tool_installs[$tool]=$!
+    fi
+}
+install_tool cargo-deb "$CARGO_DEB_VERSION" "cargo deb"
+install_tool cargo-fuzz "$CARGO_FUZZ_VERSION" "cargo fuzz"
+
 packages=(
     build-essential pkg-config
     "llvm-$LLVM-dev" "libpolly-$LLVM-dev" libzstd-dev zlib1g-dev libxml2-dev
@@ -78,23 +98,15 @@ else
         cargo install "bpf-linker@$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM"
 fi
 
-# cargo-deb (crates.io), pinned: scripts/package.sh builds the Debian packages with it.
-if cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
-    log "cargo-deb $CARGO_DEB_VERSION present"
-else
-    log "installing cargo-deb $CARGO_DEB_VERSION (under a minute)"
-    cargo install "cargo-deb@$CARGO_DEB_VERSION" --locked
-fi
-
-# cargo-fuzz (crates.io), pinned: scripts/fuzz.sh fuzzes the parsers with it (the
-# version is kept in step with fuzz.sh's own check).
-CARGO_FUZZ_VERSION=$(sed -n 's/^CARGO_FUZZ_VERSION=//p' scripts/fuzz.sh)
-if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-    log "cargo-fuzz $CARGO_FUZZ_VERSION present"
-else
-    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (under a minute)"
-    cargo install "cargo-fuzz@$CARGO_FUZZ_VERSION" --locked
-fi
+for tool in "${!tool_installs[@]}"; do
+    if wait "${tool_installs[$tool]}"; then
+        log "$tool installed"
+    else
+        cat "$ROOT/target/tools/$tool.log" >&2
+        echo "setup: installing $tool failed" >&2
+        exit 1
+    fi
+done
 
 # schemathesis (PyPI), pinned, in a venv of its own: the customer API's fuzz test.
 ST_VENV="$ROOT/target/tools/schemathesis"
