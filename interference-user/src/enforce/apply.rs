@@ -337,8 +337,14 @@ impl Enforcer {
         // the end) and the memory billed as taken are real.
         let actual = match vm.allocation.memory_bytes {
             Some(started_with) if actual > started_with => {
-                warn!(vm = %vm.name, "the balloon says {} MiB, more than the {} MiB the VM was started with: counting {} MiB",
-                    actual >> 20, started_with >> 20, started_with >> 20);
+                warn!(
+                    vm = %vm.name,
+                    "the balloon says {} MiB, more than the {} MiB the VM was started with: \
+                     counting {} MiB",
+                    actual >> 20,
+                    started_with >> 20,
+                    started_with >> 20
+                );
                 started_with
             }
             _ => actual,
