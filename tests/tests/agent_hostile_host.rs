@@ -9,6 +9,8 @@
 //! - keep every name it reports path- and label-safe (non-UTF-8 bytes, `..` and `/`,
 //!   an overlong name, a look-alike in Cyrillic);
 //! - keep its ticks within the tick (the sockets are bounded by timeouts);
+//! - refuse an impostor that lives in the root cgroup of every hierarchy (the agent
+//!   never writes a hierarchy's root), and say so once, not every tick;
 //! - say what it refused or could not read in the log, a bounded number of times;
 //! - put back every cgroup value at exit, the impostors' included.
 //!
@@ -66,6 +68,7 @@ while True:
 
 struct Impostor {
     cg: TestCgroup,
+    pid: u32,
 }
 
 impl Drop for Impostor {
@@ -92,12 +95,21 @@ fn impostor(label: &str, name: &[u8], qmp: &Path, mode: &str) -> Impostor {
         .args(["-smp", "4", "-m", "2048"])
         .env("IMPOSTOR_MODE", mode)
         .env("IMPOSTOR_QMP", qmp);
-    let (_, out) = cg.spawn_piped(&mut cmd).expect("impostor starts");
+    let (pid, out) = cg.spawn_piped(&mut cmd).expect("impostor starts");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
         .expect("impostor says ready");
     assert_eq!(line.trim(), "ready", "impostor {label}");
-    Impostor { cg }
+    Impostor { cg, pid }
+}
+
+/// The root of the hierarchy a test cgroup directory is in: its mount point, two
+/// levels up (`<mount>/interference-test/<name>`).
+fn hierarchy_root(dir: &Path) -> std::path::PathBuf {
+    dir.ancestors()
+        .nth(2)
+        .unwrap_or_else(|| panic!("{} is not <mount>/<parent>/<name>", dir.display()))
+        .to_path_buf()
 }
 
 fn safe_name(n: &str) -> bool {
@@ -138,7 +150,15 @@ fn impostors_and_hostile_sockets_change_nothing_of_the_real_vms() {
         ),
         // A socket that accepts and never says a word.
         impostor("imp-mute", b"mute", &dir.path().join("q4"), "never"),
+        // Moved into the root cgroup of every hierarchy, below.
+        impostor("imp-root", b"rooted", &dir.path().join("q5"), "never"),
     ];
+    let (rooted, pid) = (&impostors[4].cg, impostors[4].pid);
+    for d in &rooted.dirs {
+        let root = hierarchy_root(d);
+        std::fs::write(root.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} to {}: {e}", root.display()));
+    }
     let mut dirs = victim.dirs.clone();
     dirs.extend(noisy.dirs.iter().cloned());
     for i in &impostors {
@@ -257,6 +277,12 @@ fn impostors_and_hostile_sockets_change_nothing_of_the_real_vms() {
         let lines = said(&dir.path().join(socket).display().to_string());
         assert!(lines <= 3, "{socket} was logged {lines} times:\n{text}");
     }
+    // The impostor in the hierarchies' roots: refused, said once (not every tick).
+    let refusals = said("not managing a VM's cgroups: VM \"rooted\"");
+    assert_eq!(
+        refusals, 1,
+        "the rooted impostor's refusal was said {refusals} times:\n{text}"
+    );
     // Every cgroup value back, the impostors' too.
     assert_eq!(after, original, "a cgroup value was left changed");
 }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use interference_fleet::wire::{Influence, Limits, PlacementRequest, ReleaseOutcome, VmRef};
 
 use super::migrations::{Ended, Migrations};
+use super::refusals::Refusals;
 use super::ScoreRound;
 use crate::billing::{Billing, VmUsage};
 use crate::clock::now_ms;
@@ -81,6 +82,8 @@ pub struct Mitigation {
     /// VMs whose balloon says they have more memory than they were started with
     /// (logged when it starts).
     overstated: BTreeSet<String>,
+    /// VMs the cgroup guard refuses (logged when it starts, not every tick).
+    refusals: Refusals,
 }
 
 /// QEMU cannot give a guest more than it was started with (`-m`): a balloon that
@@ -123,6 +126,7 @@ impl Mitigation {
             migration_ends: BTreeMap::new(),
             clock_steps: [0; 2],
             overstated: BTreeSet::new(),
+            refusals: Refusals::default(),
         }
     }
 
@@ -229,8 +233,18 @@ impl Mitigation {
         samples: &[VmSample],
         round: Option<&ScoreRound>,
     ) -> Option<MitigationReport> {
-        for refused in self.enforcer.set_vms(vms) {
-            tracing::warn!("not managing a VM's cgroups: {refused}");
+        let refused = self.enforcer.set_vms(vms).into_iter().map(|e| {
+            let vm = e.vm().unwrap_or_default().to_owned();
+            (vm, e.to_string())
+        });
+        let changes = self.refusals.update(refused);
+        for (_, why) in changes.started {
+            tracing::warn!("not managing a VM's cgroups: {why}");
+        }
+        for vm in changes.ended {
+            tracing::info!(
+                "VM {vm:?} is no longer refused (its cgroups were admitted, or it is gone)"
+            );
         }
         let now_ms = now_ms();
         self.follow_clock_steps();

@@ -11,6 +11,7 @@
 //! | `scoring`    | feeding the scorer every tick, a round every score interval |
 //! | `forecasting`| demand rollups every tick, forecast pair scores each round   |
 //! | `mitigation` | decide, enforce, bill after each round                       |
+//! | `refusals`   | VMs the cgroup guard refuses, logged once, not every tick    |
 //! | `desired`    | a fleet policy from the controller, applied between ticks    |
 //! | `restore`    | bill, then put back, what an agent left ([`restore()`])      |
 //! | `replay`     | recorded samples back into ticks                             |
@@ -20,6 +21,7 @@ mod desired;
 pub mod forecasting;
 mod migrations;
 mod mitigation;
+mod refusals;
 pub mod replay;
 mod restore;
 mod scoring;

@@ -89,6 +89,21 @@ pub enum GuardError {
 }
 
 impl GuardError {
+    /// The VM refused, when the error is about one.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            Self::NotCgroup { vm, .. }
+            | Self::NotCgroupfs { vm, .. }
+            | Self::HierarchyRoot { vm, .. }
+            | Self::Unresolvable { vm, .. }
+            | Self::Overlap { vm, .. }
+            | Self::NoCgroups { vm }
+            | Self::Unmanaged { vm }
+            | Self::Outside { vm, .. } => Some(vm),
+            Self::FileName { .. } => None,
+        }
+    }
+
     /// True when the refusal only says a cgroup is gone (the VM stopped).
     pub fn vanished(&self) -> bool {
         matches!(self, Self::Unresolvable { source, .. } if is_vanished(source))
