@@ -4,7 +4,8 @@
 # cluster that scripts/postgres.sh starts) and in network namespaces, then the
 # privileged integration tests against this kernel, real cgroups and real QEMU guests
 # (the VM lab, scripts/lab.sh), a bounded fuzzing run of every parser of untrusted
-# input and a 10-minute soak of the agent (tests/tests/agent_soak.rs).
+# input and a 10-minute soak of the agent (tests/tests/agent_soak.rs, beside the
+# crash test).
 #
 # Tests that need root, PostgreSQL or QEMU are #[ignore = "needs ..."]: plain
 # `cargo test` skips them visibly; here they run (--ignored / --include-ignored), and a
@@ -50,14 +51,27 @@ mkdir -p target
 FUZZ_BUILD=quick FUZZ_STEP=build chrt --idle 0 ./scripts/fuzz.sh >target/fuzz-build.log 2>&1 &
 fuzz_build=$!
 # One at a time: they oversubscribe the CPUs on purpose and measure latency. The soak
-# runs alone after them.
+# and the crash test run after them, side by side.
 SOAK=an_agent_under_churn_stays_flat_and_bills_every_action_across_a_month_boundary
+CRASH=killed_100_times_at_1s_ticks_and_2s_charge_segments_no_line_lost_or_doubled
 cargo test --release --no-fail-fast -p interference-tests -- --include-ignored --test-threads=1 \
-    --skip "$SOAK" || failed+=("integration tests")
+    --skip "$SOAK" --skip "$CRASH" || failed+=("integration tests")
 
-phase "the soak: the agent for 10 minutes under VM churn (tests/tests/agent_soak.rs)"
-cargo test --release -p interference-tests --test agent_soak -- --include-ignored --exact "$SOAK" \
-    || failed+=("soak")
+phase "the soak (the agent for 10 minutes under VM churn) beside the crash test (100 SIGKILLs)"
+# Neither measures speed: the soak asserts its agent's footprint flat and its books
+# right on a busy host, the crash test that nothing is lost or doubled. The crash
+# test's agent looks only at its own network namespace; the soak's lab VMs live in
+# another. Side by side they take the soak's 10 minutes instead of 16.
+test_binary() {
+    cargo test --release -p interference-tests --test "$1" --no-run 2>&1 |
+        sed -n "s|.*Executable tests/$1.rs (\(.*\))|\1|p"
+}
+soak_bin=$(test_binary agent_soak) || true
+crash_bin=$(test_binary agent_crash) || true
+(cd tests && "../$soak_bin" --include-ignored --exact "$SOAK") &
+soak=$!
+(cd tests && "../$crash_bin" --include-ignored --exact "$CRASH") || failed+=("crash test")
+wait "$soak" || failed+=("soak")
 
 phase "fuzzing every parser of untrusted input, 10 s a target, two at a time (scripts/fuzz.sh; longer runs: docs/hardening.md)"
 # Every past crash in fuzz/regressions is replayed first.

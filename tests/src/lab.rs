@@ -294,12 +294,20 @@ impl Lab {
         }
     }
 
-    /// Live-migrates the VM to a new QEMU on this host; the VM's new state.
+    /// Live-migrates the VM to a new QEMU on this host, in the network namespace the
+    /// lab was started in (the new QEMU lives where the old one did); the VM's new
+    /// state.
     pub fn migrate(&self, name: &str) -> Result<LabVm> {
-        self.script_ok(
-            &["migrate", name, "--timeout", "90"],
-            Duration::from_secs(150),
-        )?;
+        let args = ["migrate", name, "--timeout", "90"];
+        let out = self.script_in(self.netns.as_deref(), &args, Duration::from_secs(150))?;
+        if !out.status.success() {
+            bail!(
+                "lab.sh {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
         self.vm(name)
     }
 

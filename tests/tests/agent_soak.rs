@@ -4,8 +4,9 @@
 //! - four cgroup VMs of four customers: two priority VMs compute the whole time, and
 //!   their two CPU neighbours start and stop (processes spawned and killed), so
 //!   mitigations come and go;
-//! - lab VMs (real QEMU guests, found by discovery, not configured) boot, live-migrate
-//!   to a new QEMU process and shut down, one every few minutes;
+//! - lab VMs (real QEMU guests, found by discovery, not configured, in a network
+//!   namespace of their own) boot, live-migrate to a new QEMU process and shut down,
+//!   one every few minutes;
 //! - the agent's wall clock sits just before a month boundary, which it crosses halfway
 //!   through (libfaketime, a constant offset: no step), so the ledger rotates a period;
 //! - the metrics file is read four times a second by the test, concurrently with the
@@ -245,8 +246,9 @@ fn scope_dirs(vm: &LabVm) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The churning lab: at most one VM at a time.
+/// The churning lab: at most one VM at a time, in a network namespace of its own.
 struct LabChurn {
+    netns: String,
     current: Option<(Lab, String)>,
     cycles: u64,
     migrations: u64,
@@ -258,6 +260,7 @@ impl LabChurn {
         let options = LabOptions {
             vms: 1,
             workloads: vec!["cpu".into()],
+            netns: Some(self.netns.clone()),
             ..LabOptions::default()
         };
         let lab = Lab::up(&format!("soak{}", self.cycles), &options).expect("lab up");
@@ -356,7 +359,14 @@ fn an_agent_under_churn_stays_flat_and_bills_every_action_across_a_month_boundar
     // The churn, second by second until 40 s before the end: then the neighbours stop
     // and the agent's rollbacks have time to come.
     let churn_until = soak - 40;
+    // The lab VMs live in a network namespace of their own: this agent finds them
+    // (discovery looks at every namespace by default), and an agent beside this test
+    // that looks only at its own (`[discovery] own_netns_only`, agent_crash in
+    // ./scripts/test.sh) does not.
+    let net = interference_fleet_lab::netns::Lab::create("soak", 251, 1)
+        .expect("a network namespace for the lab VMs");
     let mut lab = LabChurn {
+        netns: net.hosts[0].netns.clone(),
         current: None,
         cycles: 0,
         migrations: 0,
