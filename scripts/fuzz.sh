@@ -8,7 +8,7 @@
 #
 # FUZZ_BUILD=full (the default) builds optimised with AddressSanitizer, for long runs;
 # FUZZ_BUILD=quick builds unoptimised (AddressSanitizer still on) into a target directory of
-# its own, in about 4 minutes instead of 13 on 2 cores, for the bounded run of the
+# its own, in about 3 minutes instead of 13 on 2 cores, for the bounded run of the
 # test suite (a panic, an overflow or a hang is still a crash: debug assertions are on).
 #
 # Each target starts from its committed seeds (fuzz/seeds/<target>), the project's
@@ -66,7 +66,7 @@ all | build | run) ;;
     ;;
 esac
 if [ "$STEP" != run ]; then
-    log "building every target with $TOOLCHAIN, ${FUZZ_BUILD:-full} (a first full build takes about 13 minutes on 2 cores, a quick one about 4)"
+    log "building every target with $TOOLCHAIN, ${FUZZ_BUILD:-full} (a first full build takes about 13 minutes on 2 cores, a quick one about 3)"
     (cd fuzz && cargo "+$TOOLCHAIN" fuzz build "${BUILD_FLAGS[@]}" --target-dir "$TARGET_DIR")
 fi
 [ "$STEP" = build ] && exit 0
