@@ -214,7 +214,17 @@ impl Lab {
 
     /// Like [`Lab::script`], failing with the script's stderr when it exits non-zero.
     fn script_ok(&self, args: &[&str], timeout: Duration) -> Result<String> {
-        let out = self.script(args, timeout)?;
+        self.script_ok_in(None, args, timeout)
+    }
+
+    /// [`Lab::script_ok`] in the network namespace `netns` (None: this one).
+    fn script_ok_in(
+        &self,
+        netns: Option<&str>,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String> {
+        let out = self.script_in(netns, args, timeout)?;
         if !out.status.success() {
             bail!(
                 "lab.sh {} failed ({}): {}",
@@ -298,16 +308,11 @@ impl Lab {
     /// lab was started in (the new QEMU lives where the old one did); the VM's new
     /// state.
     pub fn migrate(&self, name: &str) -> Result<LabVm> {
-        let args = ["migrate", name, "--timeout", "90"];
-        let out = self.script_in(self.netns.as_deref(), &args, Duration::from_secs(150))?;
-        if !out.status.success() {
-            bail!(
-                "lab.sh {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim_end()
-            );
-        }
+        self.script_ok_in(
+            self.netns.as_deref(),
+            &["migrate", name, "--timeout", "90"],
+            Duration::from_secs(150),
+        )?;
         self.vm(name)
     }
 
